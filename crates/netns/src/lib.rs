@@ -82,8 +82,8 @@ impl NetNs {
             source: e.into(),
         })?;
         // procfs for /proc/<pid>/ns/net, nsfs for bind mounts of it.
-        let fs_type = st.filesystem_type().0 as i64;
-        if fs_type != NSFS_MAGIC && fs_type != nix::sys::statfs::PROC_SUPER_MAGIC.0 as i64 {
+        let fs_type = st.filesystem_type().0;
+        if fs_type != NSFS_MAGIC && fs_type != nix::sys::statfs::PROC_SUPER_MAGIC.0 {
             return Err(Error::NotNetns(path));
         }
         Ok(NetNs { file, path })
