@@ -1,1 +1,28 @@
-//! (being written)
+//! The CNI protocol, as plugins speak it — and nothing else: no syscalls.
+//!
+//! - [`config`]: the network configuration a runtime sends one plugin
+//!   (unknown keys preserved), and the `.conflist` type;
+//! - [`result`]: results in the current format, with conversion to and
+//!   from 0.4.0, 0.3.x and 0.1.0/0.2.0;
+//! - [`error`]: CNI error results and the spec's codes;
+//! - [`version`]: the versions we speak (0.1.0 … 1.1.0);
+//! - [`env`], [`args`]: the `CNI_*` environment and `CNI_ARGS`;
+//! - [`skel`]: the [`Plugin`] trait and the dispatcher every plugin's
+//!   `main` calls;
+//! - [`delegate`]: running the IPAM plugin from `CNI_PATH`.
+
+pub mod args;
+pub mod config;
+pub mod delegate;
+pub mod env;
+pub mod error;
+pub mod result;
+pub mod skel;
+pub mod version;
+
+pub use args::CniArgs;
+pub use config::{Attachment, NetConf, NetConfList, PortMapping, RuntimeConfig};
+pub use env::Command;
+pub use error::{Error, Result, ResultExt, code};
+pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use skel::{Plugin, Request, dispatch, run};
