@@ -1,0 +1,113 @@
+//! Properties of the allocator over random ranges and random ADD/DEL
+//! sequences, against a real store in a temp directory.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipam_store::{Owner, Range, RangeSet, Store, allocate};
+use ipnetwork::IpNetwork;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add,
+    /// Release the n-th live attachment (modulo the number alive).
+    Del(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![3 => Just(Op::Add), 1 => any::<usize>().prop_map(Op::Del)]
+}
+
+/// A small subnet of either family, with a window that may include the
+/// network and broadcast addresses and a gateway anywhere in the subnet.
+fn range() -> impl Strategy<Value = Range> {
+    (
+        any::<bool>(),
+        26u8..=30,
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(|(v6, prefix, base, a, b, g)| {
+            let host_bits = 32 - u32::from(prefix);
+            let size = 1u32 << host_bits;
+            let (subnet, off) = if v6 {
+                let net = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0);
+                let p = 128 - host_bits as u8;
+                (IpNetwork::new(IpAddr::V6(net), p).unwrap(), u128::from(net))
+            } else {
+                let net = (0x0a00_0000 | (base & 0x00ff_ffff)) & !(size - 1);
+                (
+                    IpNetwork::new(IpAddr::V4(Ipv4Addr::from(net)), prefix).unwrap(),
+                    u128::from(net),
+                )
+            };
+            let at = |n: u32| -> IpAddr {
+                let v = off + u128::from(n % size);
+                if v6 {
+                    IpAddr::V6(Ipv6Addr::from(v))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(v as u32))
+                }
+            };
+            let (lo, hi) = (a.min(b) % size, a.max(b) % size);
+            let (lo, hi) = (lo.min(hi), lo.max(hi));
+            Range::new(subnet, Some(at(lo)), Some(at(hi)), Some(at(g))).unwrap()
+        })
+}
+
+fn forbidden(set: &RangeSet, ip: IpAddr) -> bool {
+    set.ranges().iter().any(|r| {
+        let s = r.subnet();
+        ip == r.gateway() || ip == s.network() || (s.is_ipv4() && ip == s.broadcast())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_duplicate_never_reserved_addresses_always_in_range(
+        r in range(),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        let set = RangeSet::new(vec![r]).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), "prop").unwrap();
+        let mut live: Vec<(Owner, IpAddr)> = Vec::new();
+        let mut next_id = 0;
+        for op in ops {
+            let mut locked = store.lock().unwrap();
+            match op {
+                Op::Add => {
+                    next_id += 1;
+                    let owner = Owner::new(format!("c{next_id}"), "eth0");
+                    match allocate(&mut locked, &set, 0, &owner, None) {
+                        Ok(a) => {
+                            let ip = a.address.ip();
+                            prop_assert!(set.contains(ip), "{ip} outside {set}");
+                            prop_assert!(!forbidden(&set, ip), "{ip} is gateway/network/broadcast");
+                            prop_assert!(live.iter().all(|(_, l)| *l != ip), "{ip} handed out twice");
+                            live.push((owner, ip));
+                        }
+                        Err(e) => {
+                            // Only when every allocatable address is live.
+                            prop_assert_eq!(live.len() as u128, set.capacity(), "{}", e);
+                        }
+                    }
+                }
+                Op::Del(n) if !live.is_empty() => {
+                    let (owner, ip) = live.remove(n % live.len());
+                    prop_assert_eq!(locked.release(&owner).unwrap(), vec![ip]);
+                }
+                Op::Del(_) => {}
+            }
+            let on_disk: HashSet<IpAddr> =
+                locked.reservations().unwrap().into_iter().map(|r| r.ip).collect();
+            let expected: HashSet<IpAddr> = live.iter().map(|(_, ip)| *ip).collect();
+            prop_assert_eq!(on_disk, expected);
+        }
+    }
+}
