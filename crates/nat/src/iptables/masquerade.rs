@@ -1,0 +1,232 @@
+//! The bridge plugin's masquerade in iptables, laid out as the reference's
+//! `pkg/ip/ipmasq_iptables_linux.go`:
+//!
+//! ```text
+//! -A POSTROUTING -s <ip> -j CNI-<hash> -m comment --comment 'name: "<net>" id: "<cid>"'
+//! -A CNI-<hash> -d <subnet> -j ACCEPT -m comment --comment ...
+//! -A CNI-<hash> ! -d 224.0.0.0/4 -j MASQUERADE -m comment --comment ...
+//! ```
+
+use std::collections::BTreeSet;
+
+use super::{Batch, Family, NatTable, apply, read_modify_write};
+use crate::args;
+use crate::error::{Error, Errors, Result};
+use crate::names::{masq_chain, masq_comment};
+use crate::{Attachment, IpNetwork};
+
+struct Layout {
+    chain: String,
+    comment: String,
+}
+
+impl Layout {
+    fn of(network: &str, container_id: &str) -> Layout {
+        Layout {
+            chain: masq_chain(network, container_id),
+            comment: masq_comment(network, container_id),
+        }
+    }
+
+    /// The chain's rules: first accept every own subnet, then masquerade.
+    fn chain_rules(&self, family: Family, addrs: &[IpNetwork]) -> Vec<Vec<String>> {
+        let subnets: BTreeSet<String> = addrs
+            .iter()
+            .map(|a| format!("{}/{}", a.network(), a.prefix()))
+            .collect();
+        let mut rules: Vec<Vec<String>> = subnets
+            .into_iter()
+            .map(|s| {
+                args![
+                    "-d",
+                    s,
+                    "-j",
+                    "ACCEPT",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &self.comment
+                ]
+            })
+            .collect();
+        rules.push(args![
+            "!",
+            "-d",
+            family.multicast(),
+            "-j",
+            "MASQUERADE",
+            "-m",
+            "comment",
+            "--comment",
+            &self.comment
+        ]);
+        rules
+    }
+
+    fn jump(&self, addr: &IpNetwork) -> Vec<String> {
+        args![
+            "-s",
+            addr.ip().to_string(),
+            "-j",
+            &self.chain,
+            "-m",
+            "comment",
+            "--comment",
+            &self.comment
+        ]
+    }
+
+    /// Whether a saved POSTROUTING rule is the jump for `addr` in the
+    /// current form (`-s <ip>/32`, not the legacy `-s <cidr>`).
+    fn is_jump_for(saved_spec: &str, addr: &IpNetwork) -> bool {
+        let host = if addr.is_ipv4() { 32 } else { 128 };
+        saved_spec.starts_with(&format!("-s {}/{host} ", addr.ip()))
+    }
+}
+
+fn by_family(addrs: &[IpNetwork]) -> Vec<(Family, Vec<IpNetwork>)> {
+    Family::BOTH
+        .into_iter()
+        .map(|f| {
+            (
+                f,
+                addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| Family::of(a) == f)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, a)| !a.is_empty())
+        .collect()
+}
+
+pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
+    let layout = Layout::of(att.network, att.container_id);
+    for (family, addrs) in by_family(addrs) {
+        // Common case, one process: the chain does not exist yet. `-N`
+        // makes the batch fail as a whole if it does.
+        let mut fresh = Batch::default();
+        fresh.new_chain(&layout.chain);
+        for r in layout.chain_rules(family, &addrs) {
+            fresh.append(&layout.chain, &r);
+        }
+        for a in &addrs {
+            fresh.append("POSTROUTING", &layout.jump(a));
+        }
+        if apply(family, &fresh).is_ok() {
+            continue;
+        }
+        // Re-ADD (or a leftover): rewrite the chain, keep jumps that are
+        // right, drop stale ones, add missing ones.
+        read_modify_write(family, |table| {
+            let mut b = Batch::default();
+            b.declare_chain(&layout.chain);
+            for r in layout.chain_rules(family, &addrs) {
+                b.append(&layout.chain, &r);
+            }
+            let existing: Vec<_> = table.jumps("POSTROUTING", &layout.chain).collect();
+            for rule in &existing {
+                if !addrs.iter().any(|a| Layout::is_jump_for(&rule.spec, a)) {
+                    b.delete_saved("POSTROUTING", &rule.spec);
+                }
+            }
+            for a in &addrs {
+                if !existing.iter().any(|r| Layout::is_jump_for(&r.spec, a)) {
+                    b.append("POSTROUTING", &layout.jump(a));
+                }
+            }
+            Ok(b)
+        })?;
+    }
+    Ok(())
+}
+
+pub fn check(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
+    let layout = Layout::of(att.network, att.container_id);
+    for (family, addrs) in by_family(addrs) {
+        let mut b = Batch::default();
+        for r in layout.chain_rules(family, &addrs) {
+            b.check(&layout.chain, &r);
+        }
+        for a in &addrs {
+            b.check("POSTROUTING", &layout.jump(a));
+        }
+        apply(family, &b).map_err(|e| {
+            Error::Missing(format!(
+                "masquerade rules in chain {} of network {:?} container {:?} missing: {e}",
+                layout.chain, att.network, att.container_id
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Remove the chain and every POSTROUTING rule jumping to it, whatever
+/// address it matches (no need to know the container's addresses).
+fn plan_teardown(table: &NatTable, chain: &str, b: &mut Batch) {
+    for rule in table.jumps("POSTROUTING", chain) {
+        b.delete_saved("POSTROUTING", &rule.spec);
+    }
+    if table.has_chain(chain) {
+        b.flush_and_delete_chain(chain);
+    }
+}
+
+pub fn teardown(att: &Attachment<'_>) -> Result<()> {
+    let layout = Layout::of(att.network, att.container_id);
+    let mut errors = Errors::default();
+    for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
+        errors.keep(read_modify_write(family, |table| {
+            let mut b = Batch::default();
+            plan_teardown(table, &layout.chain, &mut b);
+            Ok(b)
+        }));
+    }
+    errors.into_result()
+}
+
+/// `name: "<net>" id: "<cid>"` → (net, cid).
+fn parse_comment(comment: &str) -> Option<(&str, &str)> {
+    let rest = comment.strip_prefix("name: \"")?;
+    let (net, rest) = rest.split_once("\" id: \"")?;
+    Some((net, rest.strip_suffix('"')?))
+}
+
+fn is_masq_chain_name(name: &str) -> bool {
+    name.len() == 28
+        && name.starts_with("CNI-")
+        && name[4..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// The reference cannot GC iptables masquerade; we can, because every rule
+/// carries `name: "<net>" id: "<cid>"` and the chain name is derived from it.
+pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
+    let mut errors = Errors::default();
+    for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
+        errors.keep(read_modify_write(family, |table| {
+            let mut b = Batch::default();
+            for chain in table.chains().filter(|c| is_masq_chain_name(c)) {
+                let owner = table
+                    .rules_in(chain)
+                    .chain(table.jumps("POSTROUTING", chain))
+                    .find_map(|r| r.comment());
+                let Some(comment) = owner else { continue };
+                let Some((net, cid)) = parse_comment(&comment) else {
+                    continue;
+                };
+                if net != network
+                    || masq_chain(net, cid) != chain
+                    || keep.iter().any(|(k, _)| k == cid)
+                {
+                    continue;
+                }
+                plan_teardown(table, chain, &mut b);
+            }
+            Ok(b)
+        }));
+    }
+    errors.into_result()
+}

@@ -1,0 +1,156 @@
+//! iptables backend: one `iptables-save -t nat` to read, one
+//! `iptables-restore --noflush` to change, per address family.
+
+mod batch;
+mod hostports;
+mod masquerade;
+mod save;
+
+use crate::error::{Error, Result};
+use crate::exec::Program;
+use crate::{Attachment, Backend, HostPorts, IpNetwork, Netfilter};
+
+pub use batch::Batch;
+pub use save::NatTable;
+
+/// IPv4 (`iptables-*`) or IPv6 (`ip6tables-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of(net: &IpNetwork) -> Family {
+        if net.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    fn save_program(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-save",
+            Family::V6 => "ip6tables-save",
+        }
+    }
+
+    fn restore_program(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-restore",
+            Family::V6 => "ip6tables-restore",
+        }
+    }
+
+    /// Whether this family's programs are installed.
+    pub fn installed(self) -> bool {
+        Program::find(self.save_program()).is_ok() && Program::find(self.restore_program()).is_ok()
+    }
+
+    pub fn multicast(self) -> &'static str {
+        match self {
+            Family::V4 => "224.0.0.0/4",
+            Family::V6 => "ff00::/8",
+        }
+    }
+}
+
+/// The IPv4 programs decide whether the backend is installed; IPv6 is
+/// optional (a host without ip6tables can still map IPv4 ports).
+pub fn installed() -> Result<()> {
+    Program::find("iptables-save")?;
+    Program::find("iptables-restore")?;
+    Ok(())
+}
+
+pub fn probe() -> Result<()> {
+    read_nat(Family::V4).map(|_| ())
+}
+
+/// The current `nat` table of `family`.
+pub fn read_nat(family: Family) -> Result<NatTable> {
+    let out = Program::find(family.save_program())?.run(&["-t", "nat"], None)?;
+    Ok(NatTable::parse(&out))
+}
+
+/// Apply `batch` atomically; nothing changes if any line fails.
+pub fn apply(family: Family, batch: &Batch) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    Program::find(family.restore_program())?
+        .run(&["--noflush", "-w"], Some(&batch.render()))
+        .map(|_| ())
+}
+
+/// How often a read-modify-write is retried when the table changed between
+/// the read and the write (another plugin run, e.g. a concurrent DEL).
+const ATTEMPTS: usize = 4;
+
+/// Read, plan, apply; on failure read again and re-plan, so that a rule
+/// removed concurrently ("already gone") is simply not deleted twice.
+pub fn read_modify_write(family: Family, plan: impl Fn(&NatTable) -> Result<Batch>) -> Result<()> {
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let table = read_nat(family)?;
+        let batch = plan(&table)?;
+        match apply(family, &batch) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Missing("iptables-restore never ran".into())))
+}
+
+/// The iptables backend.
+pub struct Iptables;
+
+impl Netfilter for Iptables {
+    fn backend(&self) -> Backend {
+        Backend::Iptables
+    }
+
+    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
+        att.validate()?;
+        masquerade::setup(att, addresses)
+    }
+
+    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
+        att.validate()?;
+        masquerade::check(att, addresses)
+    }
+
+    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()> {
+        att.validate()?;
+        masquerade::teardown(att)
+    }
+
+    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()> {
+        crate::validate::identifier("network name", network)?;
+        masquerade::gc(network, keep)
+    }
+
+    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
+        hp.validate(crate::validate::iptables_condition)?;
+        hostports::add(hp)
+    }
+
+    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
+        hp.validate(crate::validate::iptables_condition)?;
+        hostports::check(hp)
+    }
+
+    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()> {
+        crate::validate::identifier("network name", network)?;
+        crate::validate::identifier("container id", container_id)?;
+        hostports::del(network, container_id)
+    }
+
+    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()> {
+        crate::validate::identifier("network name", network)?;
+        hostports::gc(network, keep)
+    }
+}

@@ -1,0 +1,136 @@
+//! The bridge plugin's masquerade in nftables, laid out as the reference's
+//! `pkg/ip/ipmasq_nftables_linux.go`: table `inet cni_plugins_masquerade`,
+//! base chain `postrouting` (rewritten on every setup) jumping to
+//! `masq_checks`, one rule per address there, each commented with
+//! `<hash(net)>-<hash(ifname:cid)>, net: .., if: .., id: ..`.
+
+use std::fmt::Write;
+
+use super::{Listing, list, list_modify_apply};
+use crate::error::{Error, Result};
+use crate::names::{
+    NFT_MASQ_CHECKS_CHAIN, NFT_MASQ_CHECKS_COMMENT, NFT_MASQ_TABLE, NFT_MASQ_TABLE_COMMENT,
+    nft_masq_comment, nft_masq_instance_hash, nft_masq_network_hash,
+};
+use crate::{Attachment, IpNetwork};
+
+const CHAIN: [&str; 4] = ["chain", "inet", NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN];
+
+fn family_keyword(a: &IpNetwork) -> &'static str {
+    if a.is_ipv4() { "ip" } else { "ip6" }
+}
+
+fn delete_rules<'a>(script: &mut String, handles: impl Iterator<Item = u64> + 'a) {
+    for h in handles {
+        let _ = writeln!(
+            script,
+            "delete rule inet {NFT_MASQ_TABLE} {NFT_MASQ_CHECKS_CHAIN} handle {h}"
+        );
+    }
+}
+
+fn owned_by<'a>(listing: Option<&'a Listing>, prefix: &'a str) -> impl Iterator<Item = u64> + 'a {
+    listing
+        .into_iter()
+        .flat_map(|l| l.rules_in(NFT_MASQ_CHECKS_CHAIN))
+        .filter(move |r| r.comment.as_deref().is_some_and(|c| c.starts_with(prefix)))
+        .map(|r| r.handle)
+}
+
+pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
+    let instance = nft_masq_instance_hash(att.network, att.ifname, att.container_id);
+    let comment = nft_masq_comment(att.network, att.ifname, att.container_id);
+    let t = NFT_MASQ_TABLE;
+    list_modify_apply(&CHAIN, |listing| {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "add table inet {t} {{ comment \"{NFT_MASQ_TABLE_COMMENT}\" ; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add chain inet {t} {NFT_MASQ_CHECKS_CHAIN} {{ comment \"{NFT_MASQ_CHECKS_COMMENT}\" ; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add chain inet {t} postrouting {{ type nat hook postrouting priority srcnat ; }}"
+        );
+        let _ = writeln!(s, "flush chain inet {t} postrouting");
+        let _ = writeln!(
+            s,
+            "add rule inet {t} postrouting ip daddr == 224.0.0.0/4 return"
+        );
+        let _ = writeln!(
+            s,
+            "add rule inet {t} postrouting ip6 daddr == ff00::/8 return"
+        );
+        let _ = writeln!(
+            s,
+            "add rule inet {t} postrouting goto {NFT_MASQ_CHECKS_CHAIN}"
+        );
+        delete_rules(&mut s, owned_by(listing, &instance));
+        for a in addrs {
+            let ip = family_keyword(a);
+            let _ = writeln!(
+                s,
+                "add rule inet {t} {NFT_MASQ_CHECKS_CHAIN} {ip} saddr == {} {ip} daddr != {}/{} masquerade comment \"{comment}\"",
+                a.ip(),
+                a.network(),
+                a.prefix()
+            );
+        }
+        Ok(s)
+    })
+}
+
+pub fn check(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
+    let comment = nft_masq_comment(att.network, att.ifname, att.container_id);
+    let listing = list(&CHAIN)?;
+    for a in addrs {
+        let needle = format!("{} saddr {} ", family_keyword(a), a.ip());
+        let found = listing
+            .iter()
+            .flat_map(|l| l.rules_in(NFT_MASQ_CHECKS_CHAIN))
+            .any(|r| r.comment.as_deref() == Some(comment.as_str()) && r.text.starts_with(&needle));
+        if !found {
+            return Err(Error::Missing(format!(
+                "masquerade rule for {} of container {:?} on network {:?} missing in inet {NFT_MASQ_TABLE} {NFT_MASQ_CHECKS_CHAIN}",
+                a.ip(),
+                att.container_id,
+                att.network
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn teardown(att: &Attachment<'_>) -> Result<()> {
+    let instance = nft_masq_instance_hash(att.network, att.ifname, att.container_id);
+    list_modify_apply(&CHAIN, |listing| {
+        let mut s = String::new();
+        delete_rules(&mut s, owned_by(listing, &instance));
+        Ok(s)
+    })
+}
+
+pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
+    let prefix = nft_masq_network_hash(network);
+    let valid: Vec<String> = keep
+        .iter()
+        .map(|(cid, ifname)| nft_masq_comment(network, ifname, cid))
+        .collect();
+    list_modify_apply(&CHAIN, |listing| {
+        let mut s = String::new();
+        let stale = listing
+            .into_iter()
+            .flat_map(|l| l.rules_in(NFT_MASQ_CHECKS_CHAIN))
+            .filter(|r| {
+                r.comment
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with(&prefix) && !valid.iter().any(|v| v == c))
+            })
+            .map(|r| r.handle);
+        delete_rules(&mut s, stale);
+        Ok(s)
+    })
+}

@@ -1,0 +1,233 @@
+//! Masquerade for the bridge plugin, on both backends, with exact rule text,
+//! and cleanup of rules made by the Go reference.
+
+mod common;
+
+use common::{in_netns, nat_rules, nft_table, sh};
+use nat::{Attachment, Backend, IpNetwork};
+
+const ATT: Attachment<'static> = Attachment {
+    network: "mynet",
+    container_id: "abc123",
+    ifname: "eth0",
+};
+
+fn addrs(list: &[&str]) -> Vec<IpNetwork> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn iptables_setup_writes_the_reference_layout_and_teardown_removes_it() {
+    in_netns(|| {
+        let ipt = nat::netfilter(Backend::Iptables);
+        let a = addrs(&["10.1.2.5/24", "2001:db8::5/64"]);
+        ipt.setup_masquerade(&ATT, &a).unwrap();
+        let chain = nat::names::masq_chain("mynet", "abc123");
+        let c = r#""name: \"mynet\" id: \"abc123\"""#;
+        assert_eq!(
+            nat_rules(false),
+            vec![
+                format!(":{chain} - [0:0]"),
+                format!("-A POSTROUTING -s 10.1.2.5/32 -m comment --comment {c} -j {chain}"),
+                format!("-A {chain} -d 10.1.2.0/24 -m comment --comment {c} -j ACCEPT"),
+                format!("-A {chain} ! -d 224.0.0.0/4 -m comment --comment {c} -j MASQUERADE"),
+            ]
+        );
+        assert_eq!(
+            nat_rules(true),
+            vec![
+                format!(":{chain} - [0:0]"),
+                format!("-A POSTROUTING -s 2001:db8::5/128 -m comment --comment {c} -j {chain}"),
+                format!("-A {chain} -d 2001:db8::/64 -m comment --comment {c} -j ACCEPT"),
+                format!("-A {chain} ! -d ff00::/8 -m comment --comment {c} -j MASQUERADE"),
+            ]
+        );
+        ipt.check_masquerade(&ATT, &a).unwrap();
+
+        // A second setup (re-ADD) changes nothing.
+        let before = nat_rules(false);
+        ipt.setup_masquerade(&ATT, &a).unwrap();
+        assert_eq!(nat_rules(false), before);
+
+        nat::teardown_masquerade(&ATT).unwrap();
+        assert!(nat_rules(false).is_empty(), "{:?}", nat_rules(false));
+        assert!(nat_rules(true).is_empty());
+        assert!(ipt.check_masquerade(&ATT, &a).is_err());
+        // Teardown twice: nothing to do, no error.
+        nat::teardown_masquerade(&ATT).unwrap();
+    });
+}
+
+#[test]
+fn iptables_setup_costs_one_process_per_family() {
+    in_netns(|| {
+        let before = nat::processes_spawned_on_this_thread();
+        nat::netfilter(Backend::Iptables)
+            .setup_masquerade(&ATT, &addrs(&["10.1.2.5/24"]))
+            .unwrap();
+        assert_eq!(nat::processes_spawned_on_this_thread() - before, 1);
+    });
+}
+
+/// Exactly the commands the Go bridge (`SetupIPMasq`) runs, including the
+/// legacy `-s <cidr>` jump of old versions.
+fn go_bridge_setup(network: &str, cid: &str, ip: &str, cidr: &str) {
+    let chain = nat::names::masq_chain(network, cid);
+    let comment = nat::names::masq_comment(network, cid);
+    let ipt = |args: &[&str]| sh("iptables", &[&["-t", "nat"], args].concat());
+    ipt(&["-N", &chain]);
+    ipt(&[
+        "-A",
+        &chain,
+        "-d",
+        cidr,
+        "-j",
+        "ACCEPT",
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+    ]);
+    ipt(&[
+        "-A",
+        &chain,
+        "!",
+        "-d",
+        "224.0.0.0/4",
+        "-j",
+        "MASQUERADE",
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+    ]);
+    ipt(&[
+        "-A",
+        "POSTROUTING",
+        "-s",
+        ip,
+        "-j",
+        &chain,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+    ]);
+    ipt(&[
+        "-A",
+        "POSTROUTING",
+        "-s",
+        cidr,
+        "-j",
+        &chain,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+    ]);
+}
+
+#[test]
+fn teardown_removes_rules_of_the_go_bridge_without_knowing_addresses() {
+    in_netns(|| {
+        go_bridge_setup("mynet", "abc123", "10.1.2.5", "10.1.2.5/24");
+        go_bridge_setup("mynet", "other", "10.1.2.6", "10.1.2.6/24");
+        nat::teardown_masquerade(&ATT).unwrap();
+        let left = nat_rules(false);
+        let mine = nat::names::masq_chain("mynet", "abc123");
+        assert!(left.iter().all(|l| !l.contains(&mine)), "{left:?}");
+        // The other container's 5 lines (chain, 2 rules, 2 jumps) remain.
+        assert_eq!(left.len(), 5, "{left:?}");
+    });
+}
+
+#[test]
+fn iptables_gc_keeps_listed_containers_only() {
+    in_netns(|| {
+        let ipt = nat::netfilter(Backend::Iptables);
+        for (cid, ip) in [("keep1", "10.1.2.5/24"), ("stale1", "10.1.2.6/24")] {
+            let att = Attachment {
+                network: "mynet",
+                container_id: cid,
+                ifname: "eth0",
+            };
+            ipt.setup_masquerade(&att, &addrs(&[ip])).unwrap();
+        }
+        go_bridge_setup("mynet", "stale2", "10.1.2.7", "10.1.2.7/24");
+        go_bridge_setup("othernet", "x", "10.9.0.2", "10.9.0.2/24");
+        nat::gc_masquerade("mynet", &[("keep1".into(), "eth0".into())]).unwrap();
+        let left = nat_rules(false).join("\n");
+        assert!(left.contains(&nat::names::masq_chain("mynet", "keep1")));
+        assert!(left.contains(&nat::names::masq_chain("othernet", "x")));
+        assert!(!left.contains(&nat::names::masq_chain("mynet", "stale1")));
+        assert!(!left.contains(&nat::names::masq_chain("mynet", "stale2")));
+    });
+}
+
+#[test]
+fn nftables_setup_writes_the_reference_layout_and_teardown_removes_it() {
+    in_netns(|| {
+        let nft = nat::netfilter(Backend::Nftables);
+        let a = addrs(&["10.1.2.5/24", "2001:db8::5/64"]);
+        nft.setup_masquerade(&ATT, &a).unwrap();
+        nft.setup_masquerade(&ATT, &a).unwrap(); // idempotent
+        let comment = nat::names::nft_masq_comment("mynet", "eth0", "abc123");
+        let expected = format!(
+            r#"table inet cni_plugins_masquerade {{
+	comment "Masquerading for plugins from github.com/containernetworking/plugins"
+	chain masq_checks {{
+		comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet"
+		ip saddr 10.1.2.5 ip daddr != 10.1.2.0/24 masquerade comment "{comment}"
+		ip6 saddr 2001:db8::5 ip6 daddr != 2001:db8::/64 masquerade comment "{comment}"
+	}}
+
+	chain postrouting {{
+		type nat hook postrouting priority srcnat; policy accept;
+		ip daddr 224.0.0.0/4 return
+		ip6 daddr ff00::/8 return
+		goto masq_checks
+	}}
+}}
+"#
+        );
+        assert_eq!(nft_table("inet", "cni_plugins_masquerade"), expected);
+        nft.check_masquerade(&ATT, &a).unwrap();
+
+        // Another interface of the same container survives the teardown.
+        let eth1 = Attachment {
+            ifname: "eth1",
+            ..ATT
+        };
+        nft.setup_masquerade(&eth1, &addrs(&["10.1.3.5/24"]))
+            .unwrap();
+        nat::teardown_masquerade(&ATT).unwrap();
+        let left = nft_table("inet", "cni_plugins_masquerade");
+        assert!(!left.contains(&comment), "{left}");
+        assert!(left.contains("ip saddr 10.1.3.5"), "{left}");
+        assert!(nft.check_masquerade(&ATT, &a).is_err());
+        nft.check_masquerade(&eth1, &addrs(&["10.1.3.5/24"]))
+            .unwrap();
+
+        nat::gc_masquerade("mynet", &[]).unwrap();
+        let left = nft_table("inet", "cni_plugins_masquerade");
+        assert!(!left.contains("saddr"), "{left}");
+        nat::teardown_masquerade(&ATT).unwrap();
+    });
+}
+
+#[test]
+fn invalid_names_never_reach_a_rule() {
+    in_netns(|| {
+        for b in [Backend::Iptables, Backend::Nftables] {
+            let bad = Attachment {
+                container_id: "x\" ; flush ruleset",
+                ..ATT
+            };
+            let err = nat::netfilter(b)
+                .setup_masquerade(&bad, &addrs(&["10.1.2.5/24"]))
+                .unwrap_err();
+            assert!(err.to_string().contains("invalid container id"), "{err}");
+        }
+        assert_eq!(nat::processes_spawned_on_this_thread(), 0);
+    });
+}
