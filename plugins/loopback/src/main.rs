@@ -1,1 +1,113 @@
-fn main() {}
+//! The `loopback` plugin: `lo` up on ADD, down on DEL, checked on CHECK.
+//!
+//! Same behaviour as the reference, plus: the skeleton refuses a `CNI_NETNS`
+//! that is the plugin's own namespace *before* touching it, so a runtime bug
+//! can never take the host's `lo` down.
+
+use cni::{CniResult, Error, Interface, IpConfig, Plugin, Request, Result, code};
+use link::Netlink;
+use netns::NetNs;
+
+struct Loopback;
+
+const LO: &str = "lo";
+
+/// Open the container's namespace. `Ok(None)` when it is already gone.
+fn open_netns(path: &str) -> Result<Option<NetNs>> {
+    match NetNs::open(path) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(netns::Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(Error::new(code::INVALID_NETNS, e.to_string())),
+    }
+}
+
+fn require_netns(path: &str) -> Result<NetNs> {
+    open_netns(path)?.ok_or_else(|| {
+        Error::new(
+            code::INVALID_NETNS,
+            format!("failed to open netns {path:?}: no such file or directory"),
+        )
+    })
+}
+
+fn netlink(ns: &NetNs) -> Result<Netlink> {
+    Netlink::in_netns(ns).map_err(|e| Error::internal(e.to_string()))
+}
+
+fn lo_index(nl: &Netlink) -> Result<link::Link> {
+    nl.require_link(LO)
+        .map_err(|e| Error::internal(e.to_string()))
+}
+
+impl Plugin for Loopback {
+    const NAME: &'static str = "loopback";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn add(&self, req: &Request) -> Result<CniResult> {
+        let prev = req.prev_result()?;
+        let ns = require_netns(&req.netns)?;
+        let nl = netlink(&ns)?;
+        let lo = lo_index(&nl)?;
+        nl.set_up(lo.index)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let addrs = nl
+            .addresses(Some(lo.index))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        if let Some(bad) = addrs.iter().find(|a| !a.network.ip().is_loopback()) {
+            return Err(Error::internal(format!(
+                "loopback interface found with non-loopback address {:?}",
+                bad.network.ip().to_string()
+            )));
+        }
+        if let Some(prev) = prev {
+            // Chained after another plugin: pass its result on unchanged.
+            return Ok(prev);
+        }
+        let first = |v4: bool| {
+            addrs
+                .iter()
+                .find(|a| a.network.is_ipv4() == v4)
+                .map(|a| IpConfig {
+                    address: a.network,
+                    gateway: None,
+                    interface: Some(0),
+                })
+        };
+        Ok(CniResult {
+            interfaces: vec![Interface {
+                name: LO.into(),
+                mac: Some("00:00:00:00:00:00".into()),
+                sandbox: Some(req.netns.clone()),
+                ..Default::default()
+            }],
+            ips: [first(true), first(false)].into_iter().flatten().collect(),
+            ..Default::default()
+        })
+    }
+
+    fn del(&self, req: &Request) -> Result<()> {
+        if req.netns.is_empty() {
+            return Ok(());
+        }
+        let Some(ns) = open_netns(&req.netns)? else {
+            return Ok(());
+        };
+        let nl = netlink(&ns)?;
+        let lo = lo_index(&nl)?;
+        nl.set_down(lo.index)
+            .map_err(|e| Error::internal(e.to_string()))
+    }
+
+    fn check(&self, req: &Request) -> Result<()> {
+        let ns = require_netns(&req.netns)?;
+        let nl = netlink(&ns)?;
+        if !lo_index(&nl)?.up {
+            return Err(Error::internal("loopback interface is down"));
+        }
+        Ok(())
+    }
+}
+
+fn main() {
+    cni::run(&Loopback)
+}
