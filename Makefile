@@ -1,0 +1,62 @@
+# Rust CNI plugins — common tasks. `make help` lists them.
+
+PREFIX  ?= /opt/cni/bin
+DESTDIR ?=
+CARGO   ?= cargo
+PLUGINS := bridge host-local loopback portmap
+TOOLS   := cnictl
+
+.PHONY: help build test test-unit demo install install-config lint fmt clean need-root
+
+help:
+	@echo "make build           release build of the plugins and cnictl"
+	@echo "make test            all tests (needs root: network namespaces)"
+	@echo "make demo            the main job: the bundled conflist on throwaway namespaces (needs root)"
+	@echo "make install         install into \$$DESTDIR\$$PREFIX (default /opt/cni/bin)"
+	@echo "make install-config  the default conflist into /etc/cni/net.d (never overwrites)"
+	@echo "make lint            cargo fmt --check and clippy -D warnings"
+
+need-root:
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "error: this target needs root (it creates network namespaces, links and netfilter rules)." >&2; \
+		echo "       run it as: sudo make $(MAKECMDGOALS)" >&2; \
+		exit 1; \
+	fi
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+# Integration tests exec the debug binaries, so build them first.
+test: need-root
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+test-unit:
+	$(CARGO) test --workspace --lib --bins
+
+demo: need-root build
+	./scripts/demo.sh
+
+install: build
+	install -d "$(DESTDIR)$(PREFIX)"
+	for b in $(PLUGINS) $(TOOLS); do \
+		install -m 0755 "target/release/$$b" "$(DESTDIR)$(PREFIX)/$$b"; \
+	done
+
+install-config:
+	install -d "$(DESTDIR)/etc/cni/net.d"
+	for f in conf/*.conflist; do \
+		dst="$(DESTDIR)/etc/cni/net.d/$$(basename $$f)"; \
+		if [ -e "$$dst" ]; then echo "keeping existing $$dst"; \
+		else install -m 0644 "$$f" "$$dst" && echo "installed $$dst"; fi; \
+	done
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
