@@ -199,6 +199,24 @@ impl LockedStore<'_> {
         }
     }
 
+    /// Gives back one address reserved earlier for `owner` (rolling back a
+    /// failed multi-set ADD). Unlike [`LockedStore::release`] it leaves the
+    /// owner's other reservations alone. `Ok(false)` if `ip` is not
+    /// reserved for exactly this owner.
+    pub fn unreserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
+        let path = self.ip_path(ip);
+        let mine = fs::read_to_string(&path)
+            .map(|c| FileOwner::parse(&c).is_attachment_of(owner))
+            .unwrap_or(false);
+        if !mine {
+            return Ok(false);
+        }
+        self.ensure_index();
+        fs::remove_file(&path).map_err(|e| Error::io("remove reservation", &path, e))?;
+        self.index_update(owner.id(), |entries| entries.retain(|e| e.ip != ip));
+        Ok(true)
+    }
+
     /// Addresses held by `owner` (files for this (id, ifname) and legacy
     /// files of the container), as the reference's `GetByID`.
     pub fn lookup(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {

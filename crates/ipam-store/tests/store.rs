@@ -360,3 +360,20 @@ fn lookup_uses_the_index_not_a_scan() {
         .count();
     assert_eq!(scanned, 2);
 }
+
+#[test]
+fn unreserve_gives_back_only_that_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), "net1").unwrap();
+    let a = Owner::new("a", "eth0");
+    let mut locked = store.lock().unwrap();
+    locked.reserve(ip("10.0.0.2"), &a, 0).unwrap();
+    locked.reserve(ip("10.0.1.2"), &a, 1).unwrap();
+    assert!(
+        !locked
+            .unreserve(ip("10.0.1.2"), &Owner::new("b", "eth0"))
+            .unwrap()
+    );
+    assert!(locked.unreserve(ip("10.0.1.2"), &a).unwrap());
+    assert_eq!(locked.lookup(&a).unwrap(), [ip("10.0.0.2")]);
+}
