@@ -31,4 +31,4 @@ pub use error::{Error, Result};
 pub use links::{Link, OperState};
 pub use mac::MacAddr;
 pub use route::{Route, scope};
-pub use veth::{VethOptions, VethPair};
+pub use veth::{VethOptions, VethPair, random_veth_name};

@@ -114,7 +114,7 @@ impl Netlink {
 }
 
 /// `veth` + 8 hex digits from 4 random bytes, like the reference.
-fn random_veth_name() -> Result<String> {
+pub fn random_veth_name() -> Result<String> {
     let mut b = [0u8; 4];
     // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };

@@ -1,0 +1,169 @@
+//! CHECK: the state ADD made is still there — IPAM's view, the bridge, the
+//! container interface, its host peer on the bridge, addresses, routes, and
+//! (unlike the reference) the masquerade and spoofcheck rules. L2-only
+//! configs are checked too (the reference fails them asking IPAM "").
+
+use cni::{CniResult, Command, Error, Interface, Request, Result};
+use link::{Link, Netlink};
+use netns::NetNs;
+
+use crate::config::Settings;
+use crate::{masquerade, spoofcheck};
+
+pub fn check(req: &Request, s: &Settings) -> Result<()> {
+    if let Some(ipam) = &s.ipam {
+        req.delegate(ipam, Command::Check)?;
+    }
+    let prev = req.require_prev_result()?;
+
+    let br_entry = prev.interfaces.iter().find(|i| i.name == s.bridge);
+    let cont_entry = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == req.ifname && i.sandbox.as_deref() == Some(req.netns.as_str()));
+    let host = Netlink::current().map_err(|e| Error::internal(e.to_string()))?;
+    let bridge = check_bridge(&host, s, br_entry)?;
+
+    let Some(cont_entry) = cont_entry else {
+        let sandbox = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == req.ifname)
+            .and_then(|i| i.sandbox.clone())
+            .unwrap_or_default();
+        return Err(Error::internal(format!(
+            "Sandbox in prevResult {sandbox} doesn't match configured netns: {}",
+            req.netns
+        )));
+    };
+    let ns = NetNs::open(&req.netns).map_err(|e| {
+        Error::new(
+            cni::code::INVALID_NETNS,
+            format!("failed to open netns {:?}: {e}", req.netns),
+        )
+    })?;
+    let cont = Netlink::in_netns(&ns).map_err(|e| Error::internal(e.to_string()))?;
+    let cont_link = check_container_interface(&cont, cont_entry)?;
+    check_addresses(&cont, &cont_link, &prev)?;
+    check_routes(&cont, &cont_link, &prev)?;
+
+    // The host end: a veth whose peer is the container interface and whose
+    // controller is the bridge.
+    let found = host
+        .veths_with_peer(cont_link.index)
+        .map_err(|e| Error::internal(e.to_string()))?
+        .into_iter()
+        .any(|l| {
+            l.controller == Some(bridge.index) && prev.interfaces.iter().any(|i| i.name == l.name)
+        });
+    if !found {
+        return Err(Error::internal(format!(
+            "CNI veth created for bridge {} was not found",
+            s.bridge
+        )));
+    }
+
+    if s.ip_masq && s.is_l3() {
+        let addrs: Vec<_> = prev.ips.iter().map(|i| i.address).collect();
+        masquerade::check(req, s, &addrs)?;
+    }
+    if s.macspoofchk {
+        spoofcheck::check(&req.container_id, &req.ifname).map_err(Error::internal)?;
+    }
+    Ok(())
+}
+
+fn check_bridge(host: &Netlink, s: &Settings, entry: Option<&Interface>) -> Result<Link> {
+    let br = host
+        .link_by_name(&s.bridge)
+        .map_err(|e| Error::internal(e.to_string()))?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "CNI created bridge {} in host namespace was not found",
+                s.bridge
+            ))
+        })?;
+    if !br.is_bridge() {
+        return Err(Error::internal(format!("Error: {} not a bridge", s.bridge)));
+    }
+    if let Some(want) = entry.and_then(|e| e.mac.as_deref()) {
+        let have = br.mac.map(|m| m.to_string()).unwrap_or_default();
+        if !want.eq_ignore_ascii_case(&have) {
+            return Err(Error::internal(format!(
+                "Bridge interface {} Mac doesn't match: {want}",
+                s.bridge
+            )));
+        }
+    }
+    if br.promisc != s.promisc {
+        return Err(Error::internal(format!(
+            "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
+            s.bridge, s.promisc, br.promisc
+        )));
+    }
+    Ok(br)
+}
+
+fn check_container_interface(cont: &Netlink, entry: &Interface) -> Result<Link> {
+    let l = cont
+        .link_by_name(&entry.name)
+        .map_err(|e| Error::internal(e.to_string()))?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "CNI created interface in container {} not found",
+                entry.name
+            ))
+        })?;
+    if !l.is_veth() {
+        return Err(Error::internal(format!(
+            "Error: Container interface {} not of type veth",
+            entry.name
+        )));
+    }
+    if let Some(want) = entry.mac.as_deref() {
+        let have = l.mac.map(|m| m.to_string()).unwrap_or_default();
+        if !want.eq_ignore_ascii_case(&have) {
+            return Err(Error::internal(format!(
+                "Interface {} Mac doesn't match: {want} not found",
+                entry.name
+            )));
+        }
+    }
+    Ok(l)
+}
+
+fn check_addresses(cont: &Netlink, l: &Link, prev: &CniResult) -> Result<()> {
+    let have = cont
+        .addresses(Some(l.index))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    for ipc in &prev.ips {
+        if !have.iter().any(|a| a.network == ipc.address) {
+            return Err(Error::internal(format!(
+                "Failed to match addr {} on interface {}",
+                ipc.address, l.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_routes(cont: &Netlink, l: &Link, prev: &CniResult) -> Result<()> {
+    let have = cont
+        .routes_via(l.index)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    for r in &prev.routes {
+        let found = have.iter().any(|h| {
+            h.destination.network() == r.dst.network()
+                && h.destination.prefix() == r.dst.prefix()
+                && (r.gw.is_none() || h.gateway == r.gw)
+        });
+        if !found {
+            let gw = r.gw.map(|g| g.to_string()).unwrap_or_default();
+            return Err(Error::internal(format!(
+                "Expected Route {{Dst:{} GW:{gw}}} not found in routing table",
+                r.dst
+            )));
+        }
+    }
+    Ok(())
+}
