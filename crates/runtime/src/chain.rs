@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use cni::CniResult;
 use serde_json::{Map, Value};
 
 use crate::attachment::{Attachment, validate_network_name};
@@ -311,13 +312,25 @@ impl Runtime {
             });
         };
         let attachment = Self::with_cached_arguments(attachment, &cached.attachment);
+        let prev_result = match cached.result {
+            Some(result) => Some(cached_result_as(result, &cni_version).map_err(|message| {
+                Error::Cache {
+                    path: self
+                        .cache
+                        .path_for(&list.name, &attachment.container_id, &attachment.ifname)
+                        .unwrap_or_default(),
+                    message,
+                }
+            })?),
+            None => None,
+        };
         let env = self.attachment_env(&attachment);
         for plugin in &list.plugins {
             let request = attachment_request(
                 plugin,
                 &list.name,
                 &cni_version,
-                cached.result.as_ref(),
+                prev_result.as_ref(),
                 &attachment.capability_args,
             );
             self.invoke(
@@ -346,9 +359,12 @@ impl Runtime {
             Some(c) => Self::with_cached_arguments(attachment, &c.attachment),
             None => attachment.clone(),
         };
+        // An unconvertible cached result is dropped, not fatal: DEL must
+        // still run (plugins cope with a missing prevResult on DEL).
         let prev_result = cached
             .and_then(|c| c.result)
-            .filter(|_| SpecVersion::parse(&cni_version).is_some_and(SpecVersion::has_check));
+            .filter(|_| SpecVersion::parse(&cni_version).is_some_and(SpecVersion::has_check))
+            .and_then(|r| cached_result_as(r, &cni_version).ok());
         let env = self.attachment_env(&attachment);
         let mut errors = Vec::new();
         for plugin in list.plugins.iter().rev() {
@@ -451,6 +467,23 @@ impl Runtime {
     }
 }
 
+/// A cached result as `prevResult` for `cni_version`. When the network's
+/// version changed since the ADD (a plugin upgrade moved the negotiated
+/// version), the result is converted, as libcni converts it.
+fn cached_result_as(result: Value, cni_version: &str) -> std::result::Result<Value, String> {
+    let from = result
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(cni_version)
+        .to_string();
+    if from == cni_version || cni_version.is_empty() {
+        return Ok(result);
+    }
+    CniResult::from_value(result, &from)
+        .and_then(|parsed| parsed.to_value(cni_version))
+        .map_err(|e| format!("convert the cached {from} result to {cni_version}: {e}"))
+}
+
 /// A plugin's ADD output must be a JSON object (its result).
 fn parse_result(network: &str, plugin: &PluginConfig, stdout: &[u8]) -> Result<Value> {
     let bad = |reason: String| PluginError {
@@ -508,5 +541,17 @@ mod tests {
             ["0.2.0"]
         );
         assert!(parse_version_info(b"{}").is_err());
+    }
+
+    #[test]
+    fn cached_results_are_converted_to_the_current_version() {
+        let cached = serde_json::json!({"cniVersion": "1.0.0",
+            "ips": [{"address": "10.0.0.2/24"}], "dns": {}});
+        let same = cached_result_as(cached.clone(), "1.0.0").unwrap();
+        assert_eq!(same, cached);
+        let old = cached_result_as(cached, "0.4.0").unwrap();
+        assert_eq!(old["cniVersion"], "0.4.0");
+        assert_eq!(old["ips"][0]["version"], "4");
+        assert!(cached_result_as(serde_json::json!({"cniVersion": "1.0.0"}), "0.2.0").is_err());
     }
 }

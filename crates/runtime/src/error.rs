@@ -38,36 +38,22 @@ impl fmt::Display for Verb {
 }
 
 /// The error object a plugin prints on stdout when it fails (spec §5).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub struct CniError {
-    #[serde(
-        default,
-        rename = "cniVersion",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub cni_version: String,
-    pub code: u32,
-    #[serde(default)]
-    pub msg: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub details: String,
-}
+pub use cni::Error as CniError;
 
-impl fmt::Display for CniError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.msg)?;
-        if !self.details.is_empty() {
-            write!(f, ": {}", self.details)?;
-        }
-        write!(f, " (code {})", self.code)
+fn display_cni(e: &CniError) -> String {
+    let mut text = e.msg.clone();
+    if !e.details.is_empty() {
+        text.push_str(": ");
+        text.push_str(&e.details);
     }
+    format!("{text} (code {})", e.code)
 }
 
 /// Why one plugin run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginFailure {
     /// The plugin reported an error in the CNI format.
-    #[error("{0}")]
+    #[error("{}", display_cni(.0))]
     Cni(CniError),
     #[error("not found in {}", display_dirs(.dirs))]
     NotFound { dirs: Vec<PathBuf> },
@@ -251,12 +237,7 @@ mod tests {
             network: "net1".into(),
             plugin: "bridge".into(),
             verb: Verb::Add,
-            failure: PluginFailure::Cni(CniError {
-                cni_version: "1.0.0".into(),
-                code: 7,
-                msg: "bad config".into(),
-                details: "mtu".into(),
-            }),
+            failure: PluginFailure::Cni(CniError::new(7, "bad config").with_details("mtu")),
             stderr: "oops\n".into(),
         };
         assert_eq!(
