@@ -53,18 +53,25 @@ impl Netlink {
             msg = msg.vlan_filtering(true);
         }
         let req = self.handle().link().add(msg.build());
-        match self.block_on(req.execute()) {
-            Ok(()) => {}
+        let created = match self.block_on(req.execute()) {
+            Ok(()) => true,
             Err(e) => {
                 let e = ctx("create bridge", &opts.name)(e);
                 if !e.is_exists() {
                     return Err(e);
                 }
+                false
             }
-        }
+        };
         let link = self.require_link(&opts.name)?;
         if !link.is_bridge() {
             return Err(Error::NotABridge(opts.name.clone()));
+        }
+        // A bridge whose MAC was never set takes the lowest MAC of its ports
+        // and changes as containers come and go, breaking neighbours' ARP
+        // caches (cni#285). Setting it once, to its own random MAC, stops that.
+        if created && let Some(mac) = link.mac {
+            self.set_mac(link.index, mac)?;
         }
         if opts.promisc && !link.promisc {
             self.set_promisc(link.index, true)?;

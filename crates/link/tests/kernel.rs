@@ -146,6 +146,9 @@ fn veth_peer_is_born_in_the_container_attached_and_findable() {
         })
         .unwrap();
     let host = &made.host;
+    // The new bridge kept its own MAC instead of taking the port's.
+    assert_eq!(p.host.link_by_index(br.index).unwrap().unwrap().mac, br.mac);
+    assert_ne!(host.mac, br.mac);
     assert!(
         host.name.starts_with("veth") && host.name.len() == 12,
         "{}",
