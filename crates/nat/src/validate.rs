@@ -114,7 +114,7 @@ pub fn nft_condition(value: &str) -> Result<()> {
             "must be ASCII without ';', '#', quotes other than '\"', backslashes or control characters",
         ));
     }
-    if value.matches('"').count() % 2 != 0 {
+    if !value.matches('"').count().is_multiple_of(2) {
         return Err(invalid(
             "nftables condition",
             value,

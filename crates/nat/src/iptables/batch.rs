@@ -86,17 +86,15 @@ mod tests {
     #[test]
     fn comments_are_quoted_as_iptables_save_does() {
         let mut b = Batch::default();
-        b.append(
-            "X",
-            &args![
-                "-m",
-                "comment",
-                "--comment",
-                "name: \"n\" id: \"c\"",
-                "-j",
-                "ACCEPT"
-            ],
-        );
+        let rule = args![
+            "-m",
+            "comment",
+            "--comment",
+            "name: \"n\" id: \"c\"",
+            "-j",
+            "ACCEPT"
+        ];
+        b.append("X", &rule);
         assert_eq!(
             b.render(),
             "*nat\n-A X -m comment --comment \"name: \\\"n\\\" id: \\\"c\\\"\" -j ACCEPT\nCOMMIT\n"

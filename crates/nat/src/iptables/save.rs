@@ -20,7 +20,10 @@ impl Rule {
     /// The jump target, when the rule ends with `-j <target>` and nothing
     /// else (true of every rule that jumps to a CNI chain).
     pub fn jump_target(&self) -> Option<&str> {
-        let (_, target) = self.spec.rsplit_once(" -j ")?;
+        let target = match self.spec.strip_prefix("-j ") {
+            Some(t) => t,
+            None => self.spec.rsplit_once(" -j ")?.1,
+        };
         (!target.contains(' ')).then_some(target)
     }
 

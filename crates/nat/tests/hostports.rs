@@ -1,0 +1,555 @@
+//! Host ports for portmap on both backends: exact rule text, process
+//! counts, idempotence, DEL without mappings, interop with the Go
+//! reference's rules, concurrent DELs, GC.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::{in_netns, nat_rules, nft_table, sh};
+use nat::{Backend, HostPorts, IpNetwork, PortMapping, Protocol, Snat};
+
+fn tcp(host: u16, container: u16) -> PortMapping {
+    PortMapping {
+        host_port: host,
+        container_port: container,
+        protocol: Protocol::Tcp,
+        host_ip: None,
+    }
+}
+
+fn with_host_ip(mut m: PortMapping, ip: &str) -> PortMapping {
+    m.host_ip = Some(ip.parse::<IpAddr>().unwrap());
+    m
+}
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+fn hp<'a>(
+    cid: &'a str,
+    ipv4: Option<&str>,
+    ipv6: Option<&str>,
+    maps: &'a [PortMapping],
+) -> HostPorts<'a> {
+    HostPorts {
+        network: "mynet",
+        container_id: cid,
+        ipv4: ipv4.map(net),
+        ipv6: ipv6.map(net),
+        mappings: maps,
+        snat: Snat::MarkBit(13),
+        masq_all: false,
+        conditions_v4: &[],
+        conditions_v6: &[],
+    }
+}
+
+#[test]
+fn iptables_add_writes_the_reference_layout() {
+    in_netns(|| {
+        let maps = [
+            tcp(8080, 80),
+            with_host_ip(tcp(8083, 83), "192.168.0.2"),
+            PortMapping {
+                protocol: Protocol::Udp,
+                ..tcp(5353, 53)
+            },
+        ];
+        let ipt = nat::netfilter(Backend::Iptables);
+        let h = hp("cid1", Some("10.0.0.2/24"), None, &maps);
+        ipt.add_hostports(&h).unwrap();
+        let dn = nat::names::dnat_chain("mynet", "cid1");
+        let c = r#""dnat name: \"mynet\" id: \"cid1\"""#;
+        let mut got = nat_rules(false);
+        got.sort();
+        let mut want = vec![
+                ":CNI-HOSTPORT-SETMARK - [0:0]".to_string(),
+                ":CNI-HOSTPORT-MASQ - [0:0]".into(),
+                ":CNI-HOSTPORT-DNAT - [0:0]".into(),
+                format!(":{dn} - [0:0]"),
+                "-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".into(),
+                "-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".into(),
+                "-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ".into(),
+                "-A CNI-HOSTPORT-SETMARK -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark 0x2000/0x2000".into(),
+                "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE".into(),
+                format!("-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment {c} -m multiport --dports 8080,8083 -j {dn}"),
+                format!("-A CNI-HOSTPORT-DNAT -p udp -m comment --comment {c} -m multiport --dports 5353 -j {dn}"),
+                format!("-A {dn} -s 10.0.0.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK"),
+                format!("-A {dn} -s 127.0.0.1/32 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK"),
+                format!("-A {dn} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.0.2:80"),
+                format!("-A {dn} -s 10.0.0.0/24 -d 192.168.0.2/32 -p tcp -m tcp --dport 8083 -j CNI-HOSTPORT-SETMARK"),
+                format!("-A {dn} -s 127.0.0.1/32 -d 192.168.0.2/32 -p tcp -m tcp --dport 8083 -j CNI-HOSTPORT-SETMARK"),
+                format!("-A {dn} -d 192.168.0.2/32 -p tcp -m tcp --dport 8083 -j DNAT --to-destination 10.0.0.2:83"),
+                format!("-A {dn} -s 10.0.0.0/24 -p udp -m udp --dport 5353 -j CNI-HOSTPORT-SETMARK"),
+                format!("-A {dn} -s 127.0.0.1/32 -p udp -m udp --dport 5353 -j CNI-HOSTPORT-SETMARK"),
+                format!("-A {dn} -p udp -m udp --dport 5353 -j DNAT --to-destination 10.0.0.2:53"),
+            ];
+        want.sort();
+        assert_eq!(got, want);
+        ipt.check_hostports(&h).unwrap();
+        // A repeated ADD leaves the same state.
+        let before = nat_rules(false);
+        ipt.add_hostports(&h).unwrap();
+        assert_eq!(nat_rules(false), before);
+
+        // DEL needs no mappings and leaves only the shared chains.
+        nat::del_hostports("mynet", "cid1").unwrap();
+        let left = nat_rules(false).join("\n");
+        assert!(!left.contains(&dn), "{left}");
+        assert!(!left.contains("cid1"), "{left}");
+        assert!(ipt.check_hostports(&h).is_err());
+        nat::del_hostports("mynet", "cid1").unwrap();
+    });
+}
+
+#[test]
+fn iptables_add_costs_one_process_once_shared_chains_exist() {
+    in_netns(|| {
+        let maps = [tcp(8080, 80)];
+        let ipt = nat::netfilter(Backend::Iptables);
+        let n0 = nat::processes_spawned_on_this_thread();
+        ipt.add_hostports(&hp("first", Some("10.0.0.2/24"), None, &maps))
+            .unwrap();
+        let n1 = nat::processes_spawned_on_this_thread();
+        // First ADD on a node: the optimistic batch fails, then read + write.
+        assert_eq!(n1 - n0, 3);
+        let maps2 = [tcp(8081, 80)];
+        ipt.add_hostports(&hp("second", Some("10.0.0.3/24"), None, &maps2))
+            .unwrap();
+        let n2 = nat::processes_spawned_on_this_thread();
+        assert_eq!(n2 - n1, 1);
+        // Dual stack: one per family.
+        ipt.add_hostports(&hp(
+            "third",
+            Some("10.0.0.4/24"),
+            Some("2001:db8::4/64"),
+            &[tcp(8082, 80)],
+        ))
+        .unwrap();
+        let n3 = nat::processes_spawned_on_this_thread();
+        assert!(n3 - n2 <= 4, "{}", n3 - n2);
+        // DEL: one read per family plus one write.
+        nat::netfilter(Backend::Iptables)
+            .del_hostports("mynet", "second")
+            .unwrap();
+        assert_eq!(nat::processes_spawned_on_this_thread() - n3, 3);
+    });
+}
+
+#[test]
+fn iptables_ipv6_masq_all_external_chain_and_conditions() {
+    in_netns(|| {
+        sh("ip6tables", &["-t", "nat", "-N", "KUBE-MARK-MASQ"]);
+        let maps = [tcp(8080, 80)];
+        let conds = vec!["-s".to_string(), "2001:db8:1::/64".to_string()];
+        let h = HostPorts {
+            snat: Snat::ExternalMarkChain("KUBE-MARK-MASQ".into()),
+            masq_all: true,
+            conditions_v6: &conds,
+            ..hp("c6", None, Some("2001:db8::2/64"), &maps)
+        };
+        let ipt = nat::netfilter(Backend::Iptables);
+        ipt.add_hostports(&h).unwrap();
+        let dn = nat::names::dnat_chain("mynet", "c6");
+        let rules = nat_rules(true);
+        assert!(
+            rules.contains(&format!(
+                "-A {dn} -p tcp -m tcp --dport 8080 -j KUBE-MARK-MASQ"
+            )),
+            "{rules:#?}"
+        );
+        assert!(rules.contains(&format!(
+            "-A {dn} -p tcp -m tcp --dport 8080 -j DNAT --to-destination [2001:db8::2]:80"
+        )));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.starts_with("-A CNI-HOSTPORT-DNAT -s 2001:db8:1::/64 -p tcp")),
+            "{rules:#?}"
+        );
+        assert!(!rules.iter().any(|r| r.contains("SETMARK")));
+        ipt.check_hostports(&h).unwrap();
+        nat::del_hostports("mynet", "c6").unwrap();
+        assert!(!nat_rules(true).join("\n").contains(&dn));
+    });
+}
+
+#[test]
+fn iptables_multiport_groups_at_most_15_ports() {
+    in_netns(|| {
+        let maps: Vec<_> = (0..20).map(|i| tcp(9000 + i, 80)).collect();
+        nat::netfilter(Backend::Iptables)
+            .add_hostports(&hp("many", Some("10.0.0.2/24"), None, &maps))
+            .unwrap();
+        let entries: Vec<_> = nat_rules(false)
+            .into_iter()
+            .filter(|r| r.starts_with("-A CNI-HOSTPORT-DNAT"))
+            .collect();
+        assert_eq!(entries.len(), 2, "{entries:#?}");
+        assert!(entries[0].contains(
+            "--dports 9000,9001,9002,9003,9004,9005,9006,9007,9008,9009,9010,9011,9012,9013,9014 "
+        ));
+        assert!(entries[1].contains("--dports 9015,9016,9017,9018,9019 "));
+    });
+}
+
+/// The commands the Go portmap (v1.1.1 … HEAD) runs for one TCP mapping,
+/// in its argument order, plus a legacy CNI-SN chain of portmap < 0.7.
+fn go_portmap_add(network: &str, cid: &str, ip: &str, host_port: &str, port: &str) {
+    let ipt = |args: &[&str]| sh("iptables", &[&["-t", "nat"], args].concat());
+    let dn = nat::names::dnat_chain(network, cid);
+    let comment = nat::names::dnat_comment(network, cid);
+    let exists = sh("iptables", &["-t", "nat", "-S"]);
+    if !exists.contains("-N CNI-HOSTPORT-DNAT") {
+        ipt(&["-N", "CNI-HOSTPORT-DNAT"]);
+        ipt(&[
+            "-A",
+            "PREROUTING",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "CNI-HOSTPORT-DNAT",
+        ]);
+        ipt(&[
+            "-A",
+            "OUTPUT",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "CNI-HOSTPORT-DNAT",
+        ]);
+    }
+    if !exists.contains("-N CNI-HOSTPORT-SNAT") {
+        ipt(&["-N", "CNI-HOSTPORT-SNAT"]);
+    }
+    ipt(&["-N", &dn]);
+    ipt(&[
+        "-A",
+        &dn,
+        "-p",
+        "tcp",
+        "--dport",
+        host_port,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &format!("{ip}:{port}"),
+    ]);
+    ipt(&[
+        "-A",
+        "CNI-HOSTPORT-DNAT",
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-m",
+        "multiport",
+        "-p",
+        "tcp",
+        "--destination-ports",
+        host_port,
+        "-j",
+        &dn,
+    ]);
+    let sn = nat::names::old_snat_chain(network, cid);
+    ipt(&["-N", &sn]);
+    ipt(&["-A", &sn, "-j", "MASQUERADE"]);
+    ipt(&["-A", "CNI-HOSTPORT-SNAT", "-j", &sn]);
+}
+
+#[test]
+fn del_removes_the_go_portmap_rules_of_that_container_only() {
+    in_netns(|| {
+        go_portmap_add("mynet", "gocid", "10.0.0.2", "8080", "80");
+        go_portmap_add("mynet", "othercid", "10.0.0.3", "8081", "80");
+        nat::del_hostports("mynet", "gocid").unwrap();
+        let left = nat_rules(false).join("\n");
+        assert!(
+            !left.contains(&nat::names::dnat_chain("mynet", "gocid")),
+            "{left}"
+        );
+        assert!(
+            !left.contains(&nat::names::old_snat_chain("mynet", "gocid")),
+            "{left}"
+        );
+        assert!(
+            left.contains(&nat::names::dnat_chain("mynet", "othercid")),
+            "{left}"
+        );
+    });
+}
+
+#[test]
+fn iptables_gc_removes_containers_not_kept_on_that_network_only() {
+    in_netns(|| {
+        let ipt = nat::netfilter(Backend::Iptables);
+        let maps = [tcp(8080, 80)];
+        ipt.add_hostports(&hp("keep", Some("10.0.0.2/24"), None, &maps))
+            .unwrap();
+        ipt.add_hostports(&hp("stale", Some("10.0.0.3/24"), None, &maps))
+            .unwrap();
+        ipt.add_hostports(&HostPorts {
+            network: "other",
+            ..hp("x", Some("10.0.1.3/24"), None, &maps)
+        })
+        .unwrap();
+        go_portmap_add("mynet", "gostale", "10.0.0.4", "8084", "80");
+        nat::gc_hostports("mynet", &["keep".to_string()]).unwrap();
+        let left = nat_rules(false).join("\n");
+        assert!(left.contains(&nat::names::dnat_chain("mynet", "keep")));
+        assert!(left.contains(&nat::names::dnat_chain("other", "x")));
+        assert!(
+            !left.contains(&nat::names::dnat_chain("mynet", "stale")),
+            "{left}"
+        );
+        assert!(
+            !left.contains(&nat::names::dnat_chain("mynet", "gostale")),
+            "{left}"
+        );
+    });
+}
+
+#[test]
+fn concurrent_dels_of_the_same_and_different_containers_all_succeed() {
+    in_netns(|| {
+        let ipt = nat::netfilter(Backend::Iptables);
+        let maps = [tcp(8080, 80)];
+        let cids: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+        for (i, cid) in cids.iter().enumerate() {
+            ipt.add_hostports(&hp(cid, Some(&format!("10.0.0.{}/24", i + 2)), None, &maps))
+                .unwrap();
+        }
+        let ns = netns::NetNs::current().unwrap();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = cids
+                .iter()
+                .chain(cids.iter())
+                .map(|cid| {
+                    let ns = &ns;
+                    s.spawn(move || ns.run(|| nat::del_hostports("mynet", cid)).unwrap())
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        let left = nat_rules(false);
+        assert!(left.iter().all(|l| !l.contains("CNI-DN-")), "{left:#?}");
+    });
+}
+
+#[test]
+fn nftables_add_writes_the_reference_layout_in_one_process() {
+    in_netns(|| {
+        let maps = [tcp(8080, 80), with_host_ip(tcp(8083, 83), "192.168.0.2")];
+        let nft = nat::netfilter(Backend::Nftables);
+        let h = hp("cid1", Some("10.0.0.2/24"), Some("2001:db8::2/64"), &maps);
+        let n0 = nat::processes_spawned_on_this_thread();
+        nft.add_hostports(&h).unwrap();
+        assert_eq!(nat::processes_spawned_on_this_thread() - n0, 1);
+        let owner = nat::names::nft_owner_chain("mynet", "cid1");
+        let expected = format!(
+            r#"table ip cni_hostport {{
+	comment "CNI portmap plugin"
+	chain hostports {{
+		tcp dport 8080 dnat to 10.0.0.2:80 comment "cid1"
+		ip daddr 192.168.0.2 tcp dport 8083 dnat to 10.0.0.2:83 comment "cid1"
+	}}
+
+	chain hostip_hostports {{
+	}}
+
+	chain hostports_all {{
+		jump hostip_hostports
+		jump hostports
+	}}
+
+	chain prerouting {{
+		type nat hook prerouting priority dstnat; policy accept;
+		fib daddr type local jump hostports_all
+	}}
+
+	chain output {{
+		type nat hook output priority -100; policy accept;
+		fib daddr type local jump hostports_all
+	}}
+
+	chain masquerading {{
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment "cid1"
+		ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment "cid1"
+	}}
+
+	chain {owner} {{
+		return comment "cid1"
+	}}
+}}
+"#
+        );
+        assert_eq!(nft_table("ip", "cni_hostport"), expected);
+        let v6 = nft_table("ip6", "cni_hostport");
+        assert!(
+            v6.contains("\t\ttcp dport 8080 dnat to [2001:db8::2]:80 comment \"cid1\"\n"),
+            "{v6}"
+        );
+        assert!(!v6.contains("8083"), "{v6}");
+        assert!(v6.contains(
+            "\t\tip6 saddr 2001:db8::2 ip6 daddr 2001:db8::2 masquerade comment \"cid1\"\n"
+        ));
+        nft.check_hostports(&h).unwrap();
+
+        // Repeated ADD: same state (listing + replace).
+        nft.add_hostports(&h).unwrap();
+        assert_eq!(nft_table("ip", "cni_hostport"), expected);
+
+        // A second container: still one process.
+        let n1 = nat::processes_spawned_on_this_thread();
+        nft.add_hostports(&hp("cid2", Some("10.0.0.3/24"), None, &[tcp(8090, 80)]))
+            .unwrap();
+        assert_eq!(nat::processes_spawned_on_this_thread() - n1, 1);
+
+        nat::netfilter(Backend::Nftables)
+            .del_hostports("mynet", "cid1")
+            .unwrap();
+        let left = nft_table("ip", "cni_hostport") + &nft_table("ip6", "cni_hostport");
+        assert!(!left.contains("cid1"), "{left}");
+        assert!(!left.contains(&owner), "{left}");
+        assert!(left.contains("cid2"));
+        assert!(nft.check_hostports(&h).is_err());
+        nat::del_hostports("mynet", "cid1").unwrap();
+    });
+}
+
+#[test]
+fn nftables_del_removes_rules_in_the_go_reference_form() {
+    in_netns(|| {
+        // The transaction knftables renders for the reference's ADD.
+        let script = r#"add table ip cni_hostport { comment "CNI portmap plugin" ; }
+add chain ip cni_hostport hostports
+add chain ip cni_hostport hostip_hostports
+add chain ip cni_hostport masquerading { type nat hook postrouting priority srcnat ; }
+add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment "gocid"
+add rule ip cni_hostport hostip_hostports ip daddr 192.168.0.2 tcp dport 8083 dnat to 10.0.0.2:83 comment "gocid"
+add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment "gocid"
+add rule ip cni_hostport hostports tcp dport 8081 dnat to 10.0.0.3:80 comment "other"
+"#;
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        nat::del_hostports("mynet", "gocid").unwrap();
+        let left = nft_table("ip", "cni_hostport");
+        assert!(!left.contains("gocid"), "{left}");
+        assert!(left.contains("\"other\""), "{left}");
+    });
+}
+
+#[test]
+fn nftables_gc_removes_stale_containers_of_that_network() {
+    in_netns(|| {
+        let nft = nat::netfilter(Backend::Nftables);
+        let maps = [tcp(8080, 80)];
+        nft.add_hostports(&hp("keep", Some("10.0.0.2/24"), None, &maps))
+            .unwrap();
+        nft.add_hostports(&hp("stale", Some("10.0.0.3/24"), None, &maps))
+            .unwrap();
+        nft.add_hostports(&HostPorts {
+            network: "other",
+            ..hp("x", Some("10.0.1.3/24"), None, &maps)
+        })
+        .unwrap();
+        nat::gc_hostports("mynet", &["keep".to_string()]).unwrap();
+        let left = nft_table("ip", "cni_hostport");
+        assert!(left.contains("\"keep\""), "{left}");
+        assert!(left.contains("\"x\""), "{left}");
+        assert!(!left.contains("stale"), "{left}");
+    });
+}
+
+#[test]
+fn nftables_conditions_and_injection_attempts() {
+    in_netns(|| {
+        let nft = nat::netfilter(Backend::Nftables);
+        let maps = [tcp(8080, 80)];
+        let conds = vec![
+            "ip".into(),
+            "saddr".into(),
+            "!=".into(),
+            "10.9.0.0/16".into(),
+        ];
+        let h = HostPorts {
+            conditions_v4: &conds,
+            ..hp("c", Some("10.0.0.2/24"), None, &maps)
+        };
+        nft.add_hostports(&h).unwrap();
+        let t = nft_table("ip", "cni_hostport");
+        assert!(
+            t.contains("\t\tip saddr != 10.9.0.0/16 fib daddr type local jump hostports_all\n"),
+            "{t}"
+        );
+        nft.check_hostports(&h).unwrap();
+
+        let evil = vec!["tcp".to_string(), "dport 1 ; flush ruleset".to_string()];
+        let h = HostPorts {
+            conditions_v4: &evil,
+            ..hp("c", Some("10.0.0.2/24"), None, &maps)
+        };
+        let before = nat::processes_spawned_on_this_thread();
+        assert!(nft.add_hostports(&h).is_err());
+        assert_eq!(nat::processes_spawned_on_this_thread(), before);
+    });
+}
+
+#[test]
+fn udp_conntrack_entries_for_mapped_ports_are_deleted() {
+    in_netns(|| {
+        sh("ip", &["link", "set", "lo", "up"]);
+        // Create UDP conntrack entries by sending datagrams over lo.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for port in [7001u16, 7002] {
+            sock.send_to(b"x", ("127.0.0.1", port)).unwrap();
+        }
+        let count = |port: u16| {
+            let out = std::process::Command::new("conntrack")
+                .args(["-L", "-p", "udp", "--orig-port-dst", &port.to_string()])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        // conntrack only tracks when a netfilter hook asks for it.
+        if count(7001) == 0 {
+            sh(
+                "nft",
+                &[
+                    "add table ip t; add chain ip t c { type filter hook output priority 0 ; }; add rule ip t c ct state new counter",
+                ],
+            );
+            for port in [7001u16, 7002] {
+                sock.send_to(b"x", ("127.0.0.1", port)).unwrap();
+            }
+        }
+        assert_eq!(count(7001), 1);
+        assert_eq!(count(7002), 1);
+        assert_eq!(
+            nat::conntrack::delete_udp_entries_for_ports(false, &[7001]).unwrap(),
+            1
+        );
+        assert_eq!(count(7001), 0);
+        assert_eq!(count(7002), 1);
+    });
+}
