@@ -198,8 +198,16 @@ pub fn netfilter(backend: Backend) -> Box<dyn Netfilter> {
 fn on_installed_backends(op: impl Fn(&dyn Netfilter) -> Result<()>) -> Result<()> {
     let mut errors = Errors::default();
     for backend in [Backend::Iptables, Backend::Nftables] {
-        if backend.is_installed() {
-            errors.keep(op(netfilter(backend).as_ref()));
+        if !backend.is_installed() {
+            continue;
+        }
+        if let Err(e) = op(netfilter(backend).as_ref()) {
+            // A backend that is installed but does not work here (no kernel
+            // support, no permission) cannot hold rules of ours: its error
+            // is not DEL's problem. Probing costs a process only on failure.
+            if backend.probe().is_ok() {
+                errors.keep::<()>(Err(e));
+            }
         }
     }
     errors.into_result()

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Batch, Family, NatTable, apply, read_modify_write};
+use super::{Batch, Family, NatTable, apply, read_modify_write, tolerate_unusable};
 use crate::args;
 use crate::error::{Error, Errors, Result};
 use crate::hostports::ip_port;
@@ -331,11 +331,11 @@ fn plan_del(table: &NatTable, network: &str, container_id: &str, b: &mut Batch) 
 pub fn del(network: &str, container_id: &str) -> Result<()> {
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(read_modify_write(family, |table| {
+        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
             let mut b = Batch::default();
             plan_del(table, network, container_id, &mut b);
             Ok(b)
-        }));
+        })));
     }
     errors.into_result()
 }
@@ -350,7 +350,7 @@ fn parse_dnat_comment(comment: &str) -> Option<(&str, &str)> {
 pub fn gc(network: &str, keep: &[String]) -> Result<()> {
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(read_modify_write(family, |table| {
+        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
             let mut stale: Vec<String> = vec![];
             for rule in table.rules_in(HOSTPORT_DNAT_CHAIN) {
                 let Some(comment) = rule.comment() else {
@@ -372,7 +372,7 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
                 plan_del(table, network, cid, &mut b);
             }
             Ok(b)
-        }));
+        })));
     }
     errors.into_result()
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Batch, Family, NatTable, apply, read_modify_write};
+use super::{Batch, Family, NatTable, apply, read_modify_write, tolerate_unusable};
 use crate::args;
 use crate::error::{Error, Errors, Result};
 use crate::names::{masq_chain, masq_comment};
@@ -177,11 +177,11 @@ pub fn teardown(att: &Attachment<'_>) -> Result<()> {
     let layout = Layout::of(att.network, att.container_id);
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(read_modify_write(family, |table| {
+        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
             let mut b = Batch::default();
             plan_teardown(table, &layout.chain, &mut b);
             Ok(b)
-        }));
+        })));
     }
     errors.into_result()
 }
@@ -206,7 +206,7 @@ fn is_masq_chain_name(name: &str) -> bool {
 pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(read_modify_write(family, |table| {
+        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
             let mut b = Batch::default();
             for chain in table.chains().filter(|c| is_masq_chain_name(c)) {
                 let owner = table
@@ -226,7 +226,7 @@ pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
                 plan_teardown(table, chain, &mut b);
             }
             Ok(b)
-        }));
+        })));
     }
     errors.into_result()
 }

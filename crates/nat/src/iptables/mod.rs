@@ -105,6 +105,16 @@ pub fn read_modify_write(family: Family, plan: impl Fn(&NatTable) -> Result<Batc
     Err(last.unwrap_or_else(|| Error::Missing("iptables-restore never ran".into())))
 }
 
+/// For DEL and GC: a family whose table cannot even be read (no IPv6 in
+/// the kernel, say) holds no rules of ours, so its failure is not an error
+/// (the reference skips such a family the same way).
+pub fn tolerate_unusable(family: Family, r: Result<()>) -> Result<()> {
+    match r {
+        Err(_) if read_nat(family).is_err() => Ok(()),
+        r => r,
+    }
+}
+
 /// The iptables backend.
 pub struct Iptables;
 
