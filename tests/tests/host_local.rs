@@ -1,0 +1,744 @@
+//! host-local, run as a runtime runs it: the built binary, `CNI_*`
+//! environment, config on stdin. host-local touches no network state, so it
+//! runs in the test's own namespace; every test uses its own temp dataDir
+//! (never /var/lib/cni).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration::{Invocation, Outcome, dir_entries, plugin, reference_plugin, temp_dir};
+use serde_json::{Value, json};
+
+const NET: &str = "hlnet";
+
+fn ours() -> PathBuf {
+    plugin("host-local")
+}
+
+/// A network config using `ipam` (with `dataDir` set to `data_dir`).
+fn conf(version: &str, data_dir: &Path, mut ipam: Value) -> Value {
+    ipam["type"] = json!("host-local");
+    ipam["dataDir"] = json!(data_dir.display().to_string());
+    json!({"cniVersion": version, "name": NET, "type": "bridge", "ipam": ipam})
+}
+
+fn simple(data_dir: &Path, subnet: &str) -> Value {
+    conf("1.1.0", data_dir, json!({"ranges": [[{"subnet": subnet}]]}))
+}
+
+fn call(bin: &Path, verb: &str, id: &str, ifname: &str, conf: &Value) -> Outcome {
+    let mut inv = Invocation::new(bin, verb).config(conf).ifname(ifname);
+    if matches!(verb, "ADD" | "DEL" | "CHECK") {
+        inv = inv.container_id(id);
+    }
+    if matches!(verb, "ADD" | "CHECK") {
+        inv = inv.netns_path("/var/run/netns/unused");
+    }
+    inv.run_in(None)
+}
+
+fn add(conf: &Value, id: &str) -> Outcome {
+    call(&ours(), "ADD", id, "eth0", conf)
+}
+
+fn del(conf: &Value, id: &str) -> Outcome {
+    call(&ours(), "DEL", id, "eth0", conf)
+}
+
+/// The addresses of a result, as strings.
+fn addrs(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|ip| ip["address"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `<dataDir>/<NET>`: file name → contents.
+fn files(data_dir: &Path) -> BTreeMap<String, String> {
+    let dir = data_dir.join(NET);
+    dir_entries(&dir)
+        .into_iter()
+        .map(|n| {
+            let c = fs::read_to_string(dir.join(&n)).unwrap_or_default();
+            (n, c)
+        })
+        .collect()
+}
+
+fn reservation_names(data_dir: &Path) -> BTreeSet<String> {
+    files(data_dir)
+        .into_keys()
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip."))
+        .collect()
+}
+
+fn expect_msg(out: &Outcome, code: u64, msg: &str) {
+    let err = out.expect_err(code);
+    assert_eq!(err["msg"], msg, "{err}");
+}
+
+// ---------------------------------------------------------------- validation
+
+#[test]
+fn every_validation_message() {
+    let d = temp_dir("hl-valid");
+    let dd = d.path();
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"cniVersion":"1.1.0","name":NET,"type":"host-local"}),
+            "IPAM config missing 'ipam' key",
+        ),
+        (conf("1.1.0", dd, json!({})), "no IP ranges specified"),
+        (
+            simple(dd, "10.0.0.0/31"),
+            "invalid range set 0: Network 10.0.0.0/31 too small to allocate from",
+        ),
+        (
+            simple(dd, "10.0.0.0/32"),
+            "invalid range set 0: Network 10.0.0.0/32 too small to allocate from",
+        ),
+        (
+            simple(dd, "2001:db8::/127"),
+            "invalid range set 0: Network 2001:db8::/127 too small to allocate from",
+        ),
+        (
+            simple(dd, "2001:db8::/128"),
+            "invalid range set 0: Network 2001:db8::/128 too small to allocate from",
+        ),
+        (
+            simple(dd, "10.0.0.7/24"),
+            "invalid range set 0: Network has host bits set. For a subnet mask of length 24 the network address is 10.0.0.0",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24","rangeStart":"10.0.1.5"}]]}),
+            ),
+            "invalid range set 0: RangeStart 10.0.1.5 not in network 10.0.0.0/24",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24","rangeEnd":"10.0.1.5"}]]}),
+            ),
+            "invalid range set 0: RangeEnd 10.0.1.5 not in network 10.0.0.0/24",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"2001:db8::/64"}]]}),
+            ),
+            "invalid range set 0: mixed address families",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"10.0.0.0/16"}]]}),
+            ),
+            "invalid range set 0: subnets 10.0.0.1-10.0.0.254 and 10.0.0.1-10.0.255.254 overlap",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"10.0.0.0/25"}]]}),
+            ),
+            "range set 0 overlaps with 1",
+        ),
+        (
+            conf(
+                "0.2.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"10.0.1.0/24"}]]}),
+            ),
+            "CNI version 0.2.0 does not support more than 1 address per family",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24"}]],"resolvConf":"/etc/missing.conf"}),
+            ),
+            "open /etc/missing.conf: no such file or directory",
+        ),
+        (
+            conf("1.1.0", dd, json!({"ranges":[[{"subnet":"10.0.0.0"}]]})),
+            "invalid range set 0: ipam.ranges[0][0].subnet: invalid CIDR address: 10.0.0.0",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24","gateway":"nope"}]]}),
+            ),
+            "invalid range set 0: ipam.ranges[0][0].gateway: invalid IP address: nope",
+        ),
+    ];
+    for (config, msg) in cases {
+        let out = add(&config, "c1");
+        let err = out.json();
+        assert!(!out.success(), "{config}");
+        assert_eq!(err["msg"], msg, "{config}");
+    }
+    // Nothing was reserved by any of them.
+    assert!(reservation_names(dd).is_empty());
+
+    // Requested-address errors.
+    let base = simple(dd, "10.1.2.0/24");
+    let bad_ip = Invocation::new(ours(), "ADD")
+        .container_id("c1")
+        .netns_path("/x")
+        .args("IP=10.1.2.x")
+        .config(&base)
+        .run_in(None);
+    expect_msg(
+        &bad_ip,
+        7,
+        "cannot understand ip: IP 10.1.2.x not v4 nor v6",
+    );
+    let gw = Invocation::new(ours(), "ADD")
+        .container_id("c1")
+        .netns_path("/x")
+        .args("IP=10.1.2.1")
+        .config(&base)
+        .run_in(None);
+    expect_msg(
+        &gw,
+        999,
+        "failed to allocate for range 0: requested ip 10.1.2.1 is subnet's gateway",
+    );
+    let outside = Invocation::new(ours(), "ADD")
+        .container_id("c1")
+        .netns_path("/x")
+        .args("IP=10.9.9.9")
+        .config(&base)
+        .run_in(None);
+    expect_msg(
+        &outside,
+        999,
+        "failed to allocate all requested IPs: 10.9.9.9",
+    );
+    let unknown_arg = Invocation::new(ours(), "ADD")
+        .container_id("c1")
+        .netns_path("/x")
+        .args("K8S_POD_NAME=p")
+        .config(&base)
+        .run_in(None);
+    expect_msg(&unknown_arg, 4, "ARGS: unknown args [\"K8S_POD_NAME\"]");
+    assert!(reservation_names(dd).is_empty());
+
+    // Taken, duplicate and CHECK miss. The failed ADDs above gave their
+    // address back but, as in the reference, round-robin moved on: .3 next.
+    assert_eq!(addrs(&add(&base, "c1").expect_ok()), ["10.1.2.3/24"]);
+    let taken = Invocation::new(ours(), "ADD")
+        .container_id("c2")
+        .netns_path("/x")
+        .args("IgnoreUnknown=1;K8S_POD_NAME=p;IP=10.1.2.3")
+        .config(&base)
+        .run_in(None);
+    expect_msg(
+        &taken,
+        999,
+        "failed to allocate for range 0: requested IP address 10.1.2.3 is not available in range set 10.1.2.1-10.1.2.254",
+    );
+    expect_msg(
+        &add(&base, "c1"),
+        999,
+        "failed to allocate for range 0: 10.1.2.3 has been allocated to c1, duplicate allocation is not allowed",
+    );
+    expect_msg(
+        &call(&ours(), "CHECK", "c9", "eth0", &base),
+        999,
+        "host-local: Failed to find address added by container c9",
+    );
+    assert_eq!(
+        reservation_names(dd),
+        BTreeSet::from(["10.1.2.3".to_string()])
+    );
+}
+
+// ---------------------------------------------------------------- differential
+
+/// Same ADD/DEL sequence against both implementations, each with its own
+/// dataDir: every result and the final directory contents must be equal.
+#[test]
+fn allocation_order_and_files_match_the_reference() {
+    let Some(go) = reference_plugin("host-local") else {
+        return;
+    };
+    // The installed reference (v1.1.1) speaks up to 1.0.0.
+    let ipam = json!({
+        "ranges": [
+            [{"subnet": "10.10.0.0/29"}, {"subnet": "10.10.1.0/29", "rangeStart": "10.10.1.3", "rangeEnd": "10.10.1.4"}],
+            [{"subnet": "2001:db8:5::/125"}]
+        ],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.168.0.0/16", "gw": "10.10.0.1"}]
+    });
+    let steps: &[(&str, &str, &str)] = &[
+        ("ADD", "c1", "eth0"),
+        ("ADD", "c2", "eth0"),
+        ("ADD", "c2", "eth1"),
+        ("ADD", "c3", "eth0"),
+        ("DEL", "c2", "eth0"),
+        ("ADD", "c4", "eth0"),
+        ("ADD", "c5", "eth0"),
+        ("ADD", "c6", "eth0"),
+        ("ADD", "c7", "eth0"), // v6 /125 has 6 usable addresses: exhausted here
+        ("DEL", "c1", "eth0"),
+        ("ADD", "c8", "eth0"),
+        ("DEL", "nobody", "eth0"),
+        ("DEL", "c3", "eth0"),
+        ("ADD", "c9", "eth0"),
+    ];
+    let (dg, dr) = (temp_dir("hl-go"), temp_dir("hl-rs"));
+    let (cg, cr) = (
+        conf("1.0.0", dg.path(), ipam.clone()),
+        conf("1.0.0", dr.path(), ipam),
+    );
+    for (verb, id, ifname) in steps {
+        let g = call(&go, verb, id, ifname, &cg);
+        let r = call(&ours(), verb, id, ifname, &cr);
+        assert_eq!(
+            g.success(),
+            r.success(),
+            "{verb} {id} {ifname}: go {g:?} ours {r:?}"
+        );
+        if g.success() {
+            if *verb == "ADD" {
+                assert_eq!(g.json(), r.json(), "{verb} {id} {ifname}");
+            }
+        } else {
+            assert_eq!(g.json()["msg"], r.json()["msg"], "{verb} {id} {ifname}");
+        }
+        assert_eq!(
+            files(dg.path()),
+            files(dr.path()),
+            "after {verb} {id} {ifname}"
+        );
+    }
+}
+
+/// A store written by the Go plugin is read, released and GC'd by ours,
+/// and the Go plugin cleans up after ours.
+#[test]
+fn store_written_by_the_reference_is_used_by_ours_and_back() {
+    let Some(go) = reference_plugin("host-local") else {
+        return;
+    };
+    let d = temp_dir("hl-interop");
+    let c = conf(
+        "1.0.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.20.0.0/24"}]]}),
+    );
+    for id in ["g1", "g2", "g3"] {
+        call(&go, "ADD", id, "eth0", &c).expect_ok();
+    }
+    // A legacy id-only file, as very old reference versions wrote.
+    fs::write(d.path().join(NET).join("10.20.0.50"), "g4").unwrap();
+
+    // Ours sees Go's reservations: CHECK passes, duplicate ADD refused,
+    // a new ADD continues Go's round-robin.
+    call(&ours(), "CHECK", "g1", "eth0", &c).expect_ok();
+    call(&ours(), "CHECK", "g4", "eth0", &c).expect_ok();
+    let dup = add(&c, "g2");
+    assert!(
+        dup.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate allocation")
+    );
+    assert_eq!(addrs(&add(&c, "r1").expect_ok()), ["10.20.0.5/24"]);
+
+    // Ours releases a Go reservation, and the legacy one.
+    del(&c, "g1").expect_ok();
+    del(&c, "g4").expect_ok();
+    assert_eq!(
+        reservation_names(d.path()),
+        BTreeSet::from(["10.20.0.3".into(), "10.20.0.4".into(), "10.20.0.5".into()])
+    );
+
+    // Go sees ours: releases it, and allocates after our last reservation.
+    call(&go, "DEL", "r1", "eth0", &c).expect_ok();
+    assert_eq!(
+        addrs(&call(&go, "ADD", "g5", "eth0", &c).expect_ok()),
+        ["10.20.0.6/24"]
+    );
+
+    // Our GC (1.1.0 config, same dataDir) keeps only the valid attachment.
+    let mut gc = conf(
+        "1.1.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.20.0.0/24"}]]}),
+    );
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "g2", "ifname": "eth0"}]);
+    call(&ours(), "GC", "", "", &gc).expect_ok();
+    assert_eq!(
+        reservation_names(d.path()),
+        BTreeSet::from(["10.20.0.3".into()])
+    );
+    assert!(files(d.path()).contains_key("lock"));
+    assert!(files(d.path()).contains_key("last_reserved_ip.0"));
+}
+
+// ---------------------------------------------------------------- requested addresses
+
+#[test]
+fn requested_addresses_from_each_source() {
+    let d = temp_dir("hl-req");
+    let base = conf(
+        "1.1.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.30.0.0/24"}], [{"subnet": "2001:db8:30::/64"}]]}),
+    );
+
+    let via_env = Invocation::new(ours(), "ADD")
+        .container_id("env")
+        .netns_path("/x")
+        .args("IP=10.30.0.40")
+        .config(&base)
+        .run_in(None)
+        .expect_ok();
+    assert_eq!(addrs(&via_env), ["10.30.0.40/24", "2001:db8:30::2/64"]);
+
+    let mut with_args = base.clone();
+    with_args["args"] = json!({"cni": {"ips": ["10.30.0.41", "2001:db8:30::41/64"]}});
+    assert_eq!(
+        addrs(&add(&with_args, "args").expect_ok()),
+        ["10.30.0.41/24", "2001:db8:30::41/64"]
+    );
+
+    let mut with_rc = base.clone();
+    with_rc["runtimeConfig"] = json!({"ips": ["10.30.0.42/24"]});
+    assert_eq!(
+        addrs(&add(&with_rc, "rc").expect_ok()),
+        ["10.30.0.42/24", "2001:db8:30::42/64"]
+    );
+
+    // runtimeConfig.ipRanges is prepended: it becomes range set 0 and the
+    // configured sets move to 1 and 2. Their last_reserved_ip files now
+    // belong to other sets, so (as in the reference) round-robin restarts.
+    let mut with_ranges = base.clone();
+    with_ranges["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.31.0.0/24"}]]});
+    let r = add(&with_ranges, "ranges").expect_ok();
+    assert_eq!(
+        addrs(&r),
+        ["10.31.0.2/24", "10.30.0.2/24", "2001:db8:30::3/64"]
+    );
+    let f = files(d.path());
+    assert_eq!(f["last_reserved_ip.0"], "10.31.0.2");
+    assert_eq!(f["last_reserved_ip.1"], "10.30.0.2");
+    assert_eq!(f["last_reserved_ip.2"], "2001:db8:30::3");
+    assert_eq!(f["10.30.0.40"], "env\r\neth0");
+    assert_eq!(f["10.31.0.2"], "ranges\r\neth0");
+}
+
+#[test]
+fn multi_set_add_is_all_or_nothing() {
+    let d = temp_dir("hl-atomic");
+    let c = conf(
+        "1.1.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.40.0.0/24"}], [{"subnet": "10.41.0.0/30"}]]}),
+    );
+    assert_eq!(
+        addrs(&add(&c, "a").expect_ok()),
+        ["10.40.0.2/24", "10.41.0.2/30"]
+    );
+    // Set 1 has a single address: the second ADD fails there, and the
+    // address it took from set 0 is given back.
+    expect_msg(
+        &add(&c, "b"),
+        999,
+        "failed to allocate for range 1: no IP addresses available in range set: 10.41.0.1-10.41.0.2",
+    );
+    assert_eq!(
+        reservation_names(d.path()),
+        BTreeSet::from(["10.40.0.2".into(), "10.41.0.2".into()])
+    );
+    // A failed duplicate ADD does not drop the attachment's reservations.
+    add(&c, "a").expect_err(999);
+    assert_eq!(reservation_names(d.path()).len(), 2);
+}
+
+// ---------------------------------------------------------------- verbs
+
+#[test]
+fn exhaustion_then_status_then_release() {
+    let d = temp_dir("hl-exhaust");
+    let c = simple(d.path(), "10.50.0.0/29");
+    call(&ours(), "STATUS", "", "", &c).expect_ok();
+    let got: Vec<String> = (1..=5)
+        .flat_map(|i| addrs(&add(&c, &format!("c{i}")).expect_ok()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "10.50.0.2/29",
+            "10.50.0.3/29",
+            "10.50.0.4/29",
+            "10.50.0.5/29",
+            "10.50.0.6/29"
+        ]
+    );
+    expect_msg(
+        &add(&c, "c6"),
+        999,
+        "failed to allocate for range 0: no IP addresses available in range set: 10.50.0.1-10.50.0.6",
+    );
+    let st = call(&ours(), "STATUS", "", "", &c).expect_err(50);
+    assert!(
+        st["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no IP addresses available"),
+        "{st}"
+    );
+    del(&c, "c3").expect_ok();
+    call(&ours(), "STATUS", "", "", &c).expect_ok();
+    // Round-robin continues after .6: wraps, skips the gateway, finds .4.
+    assert_eq!(addrs(&add(&c, "c7").expect_ok()), ["10.50.0.4/29"]);
+}
+
+#[test]
+fn status_reports_unwritable_data_dir_and_old_versions() {
+    let d = temp_dir("hl-status");
+    let file = d.path().join("not-a-dir");
+    fs::write(&file, "").unwrap();
+    let c = simple(&file, "10.51.0.0/24");
+    let st = call(&ours(), "STATUS", "", "", &c).expect_err(50);
+    assert!(st["msg"].as_str().unwrap().contains("not-a-dir"), "{st}");
+
+    let mut old = simple(d.path(), "10.51.0.0/24");
+    old["cniVersion"] = json!("1.0.0");
+    call(&ours(), "STATUS", "", "", &old).expect_err(1);
+}
+
+#[test]
+fn del_is_idempotent_and_needs_no_netns() {
+    let d = temp_dir("hl-del");
+    let c = simple(d.path(), "10.52.0.0/24");
+    add(&c, "a").expect_ok();
+    for _ in 0..2 {
+        Invocation::new(ours(), "DEL")
+            .container_id("a")
+            .config(&c)
+            .run_in(None)
+            .expect_ok();
+    }
+    del(&c, "never-added").expect_ok();
+    assert!(reservation_names(d.path()).is_empty());
+}
+
+#[test]
+fn check_compares_the_reservation_with_prev_result() {
+    let d = temp_dir("hl-check");
+    let c = simple(d.path(), "10.53.0.0/24");
+    let result = add(&c, "a").expect_ok();
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = result.clone();
+    call(&ours(), "CHECK", "a", "eth0", &with_prev).expect_ok();
+
+    let mut wrong = c.clone();
+    let mut prev = result;
+    prev["ips"][0]["address"] = json!("10.53.0.77/24");
+    wrong["prevResult"] = prev;
+    let err = call(&ours(), "CHECK", "a", "eth0", &wrong).expect_err(999);
+    assert_eq!(
+        err["msg"],
+        "host-local: address 10.53.0.77 in prevResult is not reserved for container a"
+    );
+    // Another ifname of the same container holds nothing.
+    call(&ours(), "CHECK", "a", "eth1", &c).expect_err(999);
+}
+
+#[test]
+fn resolv_conf_fills_dns() {
+    let d = temp_dir("hl-dns");
+    let rc = d.path().join("resolv.conf");
+    fs::write(
+        &rc,
+        "nameserver 10.0.0.53\ndomain example.net\nsearch a.example b.example\noptions ndots:2\n",
+    )
+    .unwrap();
+    let c = conf(
+        "1.1.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.54.0.0/24"}]], "resolvConf": rc.display().to_string()}),
+    );
+    let r = add(&c, "a").expect_ok();
+    assert_eq!(
+        r["dns"],
+        json!({"nameservers": ["10.0.0.53"], "domain": "example.net",
+               "search": ["a.example", "b.example"], "options": ["ndots:2"]})
+    );
+}
+
+#[test]
+fn gc_cases() {
+    let d = temp_dir("hl-gc");
+    let c = simple(d.path(), "10.55.0.0/24");
+    for id in ["a", "b", "c"] {
+        add(&c, id).expect_ok();
+    }
+    call(&ours(), "ADD", "a", "eth1", &c).expect_ok();
+    fs::write(d.path().join(NET).join("10.55.0.99"), "a").unwrap(); // legacy
+    fs::write(d.path().join(NET).join("10.55.0.98"), "z").unwrap(); // legacy, gone
+    let before = files(d.path());
+
+    // No key at all: nothing removed.
+    call(&ours(), "GC", "", "", &c).expect_ok();
+    assert_eq!(files(d.path()), before);
+
+    // Keep (a, eth0) and b: a's eth1, c and z go; a's legacy file stays.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([
+        {"containerID": "a", "ifname": "eth0"},
+        {"containerID": "b", "ifname": "eth0"}
+    ]);
+    call(&ours(), "GC", "", "", &gc).expect_ok();
+    assert_eq!(
+        reservation_names(d.path()),
+        BTreeSet::from(["10.55.0.2".into(), "10.55.0.3".into(), "10.55.0.99".into()])
+    );
+
+    // The older key name works too; an empty list removes every reservation
+    // and never the bookkeeping files.
+    let mut all = c.clone();
+    all["cni.dev/attachments"] = json!([]);
+    call(&ours(), "GC", "", "", &all).expect_ok();
+    assert!(reservation_names(d.path()).is_empty());
+    let left: Vec<String> = files(d.path()).into_keys().collect();
+    assert_eq!(left, ["last_reserved_ip.0", "lock"]);
+}
+
+// ---------------------------------------------------------------- concurrency
+
+#[test]
+fn sixty_four_parallel_adds_get_sixty_four_addresses() {
+    let d = temp_dir("hl-par");
+    let c = simple(d.path(), "10.60.0.0/24");
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let c = c.clone();
+            std::thread::spawn(move || add(&c, &format!("p{i}")).expect_ok())
+        })
+        .collect();
+    let got: BTreeSet<String> = handles
+        .into_iter()
+        .flat_map(|h| addrs(&h.join().unwrap()))
+        .collect();
+    assert_eq!(got.len(), 64);
+    let on_disk: BTreeSet<String> = reservation_names(d.path())
+        .into_iter()
+        .map(|n| format!("{n}/24"))
+        .collect();
+    assert_eq!(on_disk, got);
+    // Each file names its own container.
+    let f = files(d.path());
+    let owners: BTreeSet<&str> = f
+        .iter()
+        .filter(|(n, _)| n.starts_with("10."))
+        .map(|(_, c)| c.as_str())
+        .collect();
+    assert_eq!(owners.len(), 64);
+}
+
+#[test]
+fn parallel_add_del_churn_leaves_exactly_the_expected_files() {
+    let d = temp_dir("hl-churn");
+    let c = simple(d.path(), "10.61.0.0/26");
+    let handles: Vec<_> = (0..8)
+        .map(|w| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for round in 0..6 {
+                    let id = format!("w{w}r{round}");
+                    add(&c, &id).expect_ok();
+                    // Keep the last container of each worker.
+                    if round < 5 {
+                        del(&c, &id).expect_ok();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let f = files(d.path());
+    let owners: BTreeSet<String> = f
+        .iter()
+        .filter(|(n, _)| n.starts_with("10."))
+        .map(|(_, c)| c.clone())
+        .collect();
+    let expected: BTreeSet<String> = (0..8).map(|w| format!("w{w}r5\r\neth0")).collect();
+    assert_eq!(owners, expected);
+    assert_eq!(f.len(), 8 + 2, "{f:?}"); // + lock, last_reserved_ip.0
+}
+
+// ---------------------------------------------------------------- benchmark
+
+/// Not a timed assertion: prints ADD and DEL cost with 0 and with 10,000
+/// existing reservations for both implementations, in one run.
+/// `cargo test -p integration --test host_local -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_add_del_with_ten_thousand_reservations() {
+    let mut impls = vec![("ours", ours())];
+    if let Some(go) = reference_plugin("host-local") {
+        impls.push(("reference", go));
+    }
+    for (name, bin) in impls {
+        let empty = measure(&bin, 0);
+        let full = measure(&bin, 10_000);
+        println!(
+            "{name}: ADD {:?} -> {:?} (x{:.2}); DEL {:?} -> {:?} (x{:.2})",
+            empty.0,
+            full.0,
+            full.0.as_secs_f64() / empty.0.as_secs_f64(),
+            empty.1,
+            full.1,
+            full.1.as_secs_f64() / empty.1.as_secs_f64()
+        );
+    }
+}
+
+fn measure(bin: &Path, existing: u32) -> (Duration, Duration) {
+    const ROUNDS: u32 = 100;
+    let d = temp_dir("hl-bench");
+    let c = conf(
+        "1.0.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.128.0.0/16"}]]}),
+    );
+    let dir = d.path().join(NET);
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..existing {
+        let ip = std::net::Ipv4Addr::from(0x0a80_8000 + i);
+        fs::write(dir.join(ip.to_string()), format!("old{i}\r\neth0")).unwrap();
+    }
+    // One untimed call so one-time work (our index build) is excluded.
+    call(bin, "DEL", "warmup", "eth0", &c).expect_ok();
+    let (mut a, mut r) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..ROUNDS {
+        let id = format!("b{i}");
+        let t = Instant::now();
+        call(bin, "ADD", &id, "eth0", &c).expect_ok();
+        a += t.elapsed();
+        let t = Instant::now();
+        call(bin, "DEL", &id, "eth0", &c).expect_ok();
+        r += t.elapsed();
+    }
+    (a / ROUNDS, r / ROUNDS)
+}
