@@ -331,11 +331,14 @@ fn plan_del(table: &NatTable, network: &str, container_id: &str, b: &mut Batch) 
 pub fn del(network: &str, container_id: &str) -> Result<()> {
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
-            let mut b = Batch::default();
-            plan_del(table, network, container_id, &mut b);
-            Ok(b)
-        })));
+        errors.keep(tolerate_unusable(
+            family,
+            read_modify_write(family, |table| {
+                let mut b = Batch::default();
+                plan_del(table, network, container_id, &mut b);
+                Ok(b)
+            }),
+        ));
     }
     errors.into_result()
 }
@@ -350,29 +353,32 @@ fn parse_dnat_comment(comment: &str) -> Option<(&str, &str)> {
 pub fn gc(network: &str, keep: &[String]) -> Result<()> {
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
-            let mut stale: Vec<String> = vec![];
-            for rule in table.rules_in(HOSTPORT_DNAT_CHAIN) {
-                let Some(comment) = rule.comment() else {
-                    continue;
-                };
-                let Some((net, cid)) = parse_dnat_comment(&comment) else {
-                    continue;
-                };
-                if net == network
-                    && rule.jump_target() == Some(dnat_chain(net, cid).as_str())
-                    && !keep.iter().any(|k| k == cid)
-                    && !stale.iter().any(|s| s == cid)
-                {
-                    stale.push(cid.to_string());
+        errors.keep(tolerate_unusable(
+            family,
+            read_modify_write(family, |table| {
+                let mut stale: Vec<String> = vec![];
+                for rule in table.rules_in(HOSTPORT_DNAT_CHAIN) {
+                    let Some(comment) = rule.comment() else {
+                        continue;
+                    };
+                    let Some((net, cid)) = parse_dnat_comment(&comment) else {
+                        continue;
+                    };
+                    if net == network
+                        && rule.jump_target() == Some(dnat_chain(net, cid).as_str())
+                        && !keep.iter().any(|k| k == cid)
+                        && !stale.iter().any(|s| s == cid)
+                    {
+                        stale.push(cid.to_string());
+                    }
                 }
-            }
-            let mut b = Batch::default();
-            for cid in &stale {
-                plan_del(table, network, cid, &mut b);
-            }
-            Ok(b)
-        })));
+                let mut b = Batch::default();
+                for cid in &stale {
+                    plan_del(table, network, cid, &mut b);
+                }
+                Ok(b)
+            }),
+        ));
     }
     errors.into_result()
 }

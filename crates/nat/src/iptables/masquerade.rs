@@ -177,11 +177,14 @@ pub fn teardown(att: &Attachment<'_>) -> Result<()> {
     let layout = Layout::of(att.network, att.container_id);
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
-            let mut b = Batch::default();
-            plan_teardown(table, &layout.chain, &mut b);
-            Ok(b)
-        })));
+        errors.keep(tolerate_unusable(
+            family,
+            read_modify_write(family, |table| {
+                let mut b = Batch::default();
+                plan_teardown(table, &layout.chain, &mut b);
+                Ok(b)
+            }),
+        ));
     }
     errors.into_result()
 }
@@ -206,27 +209,30 @@ fn is_masq_chain_name(name: &str) -> bool {
 pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(tolerate_unusable(family, read_modify_write(family, |table| {
-            let mut b = Batch::default();
-            for chain in table.chains().filter(|c| is_masq_chain_name(c)) {
-                let owner = table
-                    .rules_in(chain)
-                    .chain(table.jumps("POSTROUTING", chain))
-                    .find_map(|r| r.comment());
-                let Some(comment) = owner else { continue };
-                let Some((net, cid)) = parse_comment(&comment) else {
-                    continue;
-                };
-                if net != network
-                    || masq_chain(net, cid) != chain
-                    || keep.iter().any(|(k, _)| k == cid)
-                {
-                    continue;
+        errors.keep(tolerate_unusable(
+            family,
+            read_modify_write(family, |table| {
+                let mut b = Batch::default();
+                for chain in table.chains().filter(|c| is_masq_chain_name(c)) {
+                    let owner = table
+                        .rules_in(chain)
+                        .chain(table.jumps("POSTROUTING", chain))
+                        .find_map(|r| r.comment());
+                    let Some(comment) = owner else { continue };
+                    let Some((net, cid)) = parse_comment(&comment) else {
+                        continue;
+                    };
+                    if net != network
+                        || masq_chain(net, cid) != chain
+                        || keep.iter().any(|(k, _)| k == cid)
+                    {
+                        continue;
+                    }
+                    plan_teardown(table, chain, &mut b);
                 }
-                plan_teardown(table, chain, &mut b);
-            }
-            Ok(b)
-        })));
+                Ok(b)
+            }),
+        ));
     }
     errors.into_result()
 }

@@ -28,6 +28,7 @@ use std::fmt::Write;
 
 use super::{Listing, apply, list};
 use crate::error::{Error, Result};
+use crate::exec::Program;
 use crate::hostports::ip_port;
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
@@ -253,14 +254,6 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
         // us: replace this container's rules from a fresh listing.
         Err(_) => list_plan_apply(&families_of(hp), |listings| {
             Ok(add_script(hp, Some(listings)))
-        })
-        .map_err(|e| match e {
-            Error::Command { stderr, .. } => Error::Command {
-                program: "nft -f -".into(),
-                status: "unable to set up nftables rules for port mappings".into(),
-                stderr,
-            },
-            e => e,
         }),
     }
 }
@@ -304,9 +297,27 @@ fn write_owner_removal(s: &mut String, f: Family, listing: Option<&Listing>, own
     }
 }
 
+/// Families whose `cni_hostport` table exists: one short `nft list tables`
+/// saves listing a table that is not there (the usual case on a node whose
+/// portmap uses iptables, where DEL still looks here for leftovers).
+fn existing_families() -> Result<Vec<Family>> {
+    let out = Program::find("nft")?.run(&["list", "tables"], None)?;
+    Ok(Family::BOTH
+        .into_iter()
+        .filter(|f| {
+            let wanted = format!("table {}", f.table());
+            out.lines().any(|l| l.trim() == wanted)
+        })
+        .collect())
+}
+
 pub fn del(network: &str, container_id: &str) -> Result<()> {
     let owner = nft_owner_chain(network, container_id);
-    list_plan_apply(&Family::BOTH, |listings| {
+    let families = existing_families()?;
+    if families.is_empty() {
+        return Ok(());
+    }
+    list_plan_apply(&families, |listings| {
         let mut s = String::new();
         for (f, listing) in listings {
             write_deletions(&mut s, *f, listing.as_ref(), container_id);
@@ -320,7 +331,11 @@ pub fn del(network: &str, container_id: &str) -> Result<()> {
 /// it; rules the Go portmap made (container id only) are left alone.
 pub fn gc(network: &str, keep: &[String]) -> Result<()> {
     let prefix = nft_owner_chain_prefix(network);
-    list_plan_apply(&Family::BOTH, |listings| {
+    let families = existing_families()?;
+    if families.is_empty() {
+        return Ok(());
+    }
+    list_plan_apply(&families, |listings| {
         let mut s = String::new();
         for (f, listing) in listings {
             let Some(l) = listing else { continue };
