@@ -93,7 +93,10 @@ fn ip_of(result: &Value, i: usize) -> String {
 }
 
 fn veths(host: &Netns) -> Vec<String> {
-    host.links().into_iter().filter(|l| l.starts_with("veth")).collect()
+    host.links()
+        .into_iter()
+        .filter(|l| l.starts_with("veth"))
+        .collect()
 }
 
 fn mac_of(ns: &Netns, link: &str) -> String {
@@ -116,7 +119,11 @@ fn rules_with(host: &Netns, needle: &str) -> Vec<String> {
 /// ids in these tests are distinct strings, so a substring match is exact).
 fn assert_nothing_left(net: &Net, host: &Netns, id: &str) {
     wait_for_no_veths(host);
-    assert!(net.reservations().is_empty(), "reservations left: {:?}", net.reservations());
+    assert!(
+        net.reservations().is_empty(),
+        "reservations left: {:?}",
+        net.reservations()
+    );
     let rules = rules_with(host, id);
     assert!(rules.is_empty(), "netfilter rules left: {rules:?}");
 }
@@ -142,7 +149,9 @@ fn global_addresses(ns: &Netns, link: &str) -> Vec<String> {
 /// Ping with up to 5 s for a reply: a fresh IPv6 gateway address is
 /// unusable until the host's duplicate address detection finishes.
 fn ping_within(ns: &Netns, addr: &str) -> bool {
-    ns.exec("ping", &["-c", "1", "-w", "5", addr]).status.success()
+    ns.exec("ping", &["-c", "1", "-w", "5", addr])
+        .status
+        .success()
 }
 
 /// What a plugin may change on the host, without what the kernel changes
@@ -158,7 +167,10 @@ fn host_state(host: &Netns) -> String {
     }
     for l in host.ip_json(&["addr", "show"]).as_array().unwrap() {
         for a in l["addr_info"].as_array().unwrap() {
-            s.push_str(&format!("addr {} {}/{}\n", l["ifname"], a["local"], a["prefixlen"]));
+            s.push_str(&format!(
+                "addr {} {}/{}\n",
+                l["ifname"], a["local"], a["prefixlen"]
+            ));
         }
     }
     for fam in ["-4", "-6"] {
@@ -172,11 +184,24 @@ fn host_state(host: &Netns) -> String {
 fn bridge_vlan_filtering_supported() -> bool {
     let probe = Netns::bare("cnit-vlanprobe");
     let ok = probe
-        .exec("ip", &["link", "add", "brprobe", "type", "bridge", "vlan_filtering", "1"])
+        .exec(
+            "ip",
+            &[
+                "link",
+                "add",
+                "brprobe",
+                "type",
+                "bridge",
+                "vlan_filtering",
+                "1",
+            ],
+        )
         .status
         .success();
     if !ok {
-        eprintln!("NOTE: this kernel has no bridge VLAN filtering; VLAN tests check the failure path only");
+        eprintln!(
+            "NOTE: this kernel has no bridge VLAN filtering; VLAN tests check the failure path only"
+        );
     }
     ok
 }
@@ -198,7 +223,10 @@ fn two_containers_ping_each_other_and_the_gateway_over_ipv4() {
     assert_eq!(ifs.len(), 3);
     assert_eq!(ifs[0]["name"], "br0");
     let host_veth = ifs[1]["name"].as_str().unwrap();
-    assert!(host_veth.starts_with("veth") && host_veth.len() == 12, "{host_veth}");
+    assert!(
+        host_veth.starts_with("veth") && host_veth.len() == 12,
+        "{host_veth}"
+    );
     assert_eq!(ifs[2]["name"], "eth0");
     assert_eq!(ifs[2]["sandbox"], c1.path_str());
     for i in ifs {
@@ -214,7 +242,10 @@ fn two_containers_ping_each_other_and_the_gateway_over_ipv4() {
     assert_eq!(r1["ips"][0]["gateway"], "10.10.0.1");
     assert_eq!(r1["ips"][0]["interface"], 2);
     assert_eq!(global_addresses(host, "br0"), vec!["10.10.0.1/24"]);
-    assert_eq!(host.run_ok("sysctl", &["-n", "net.ipv4.ip_forward"]).trim(), "1");
+    assert_eq!(
+        host.run_ok("sysctl", &["-n", "net.ipv4.ip_forward"]).trim(),
+        "1"
+    );
 
     // Kernel state: the port is on the bridge, the container end in c1.
     let port = host.ip_json(&["-d", "link", "show", host_veth]);
@@ -252,9 +283,13 @@ fn two_containers_ping_each_other_and_the_gateway_over_ipv6() {
     let r2 = net.add(host, c2, "ctr2");
     assert_eq!(r1["ips"][0]["address"], "2001:db8:10::2/64");
     assert_eq!(r1["ips"][0]["gateway"], "2001:db8:10::1");
-    assert!(host.addresses("br0").contains(&"2001:db8:10::1/64".to_string()));
+    assert!(
+        host.addresses("br0")
+            .contains(&"2001:db8:10::1/64".to_string())
+    );
     assert_eq!(
-        c1.run_ok("sysctl", &["-n", "net.ipv6.conf.eth0.accept_dad"]).trim(),
+        c1.run_ok("sysctl", &["-n", "net.ipv6.conf.eth0.accept_dad"])
+            .trim(),
         "0"
     );
     assert!(c1.ping(&ip_of(&r2, 0)), "c1 -> c2");
@@ -280,8 +315,14 @@ fn dual_stack_with_default_routes_for_both_families() {
     let r2 = net.add(host, c2, "ctr2");
     assert_eq!(r1["ips"].as_array().unwrap().len(), 2);
     let routes = r1["routes"].as_array().unwrap();
-    assert!(routes.contains(&json!({"dst": "0.0.0.0/0", "gw": "10.11.0.1"})), "{routes:?}");
-    assert!(routes.contains(&json!({"dst": "::/0", "gw": "2001:db8:11::1"})), "{routes:?}");
+    assert!(
+        routes.contains(&json!({"dst": "0.0.0.0/0", "gw": "10.11.0.1"})),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&json!({"dst": "::/0", "gw": "2001:db8:11::1"})),
+        "{routes:?}"
+    );
     let v4 = c1.ip_json(&["route", "show", "default"]);
     assert_eq!(v4[0]["gateway"], "10.11.0.1");
     let v6 = c1.ip_json(&["-6", "route", "show", "default"]);
@@ -301,7 +342,18 @@ fn with_outside(host: &Netns) -> Netns {
     let outside = Netns::new("cnit-out");
     host.run_ok(
         "ip",
-        &["link", "add", "up0", "type", "veth", "peer", "name", "out0", "netns", outside.name()],
+        &[
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "out0",
+            "netns",
+            outside.name(),
+        ],
     );
     host.run_ok("ip", &["addr", "add", "10.99.0.1/24", "dev", "up0"]);
     host.run_ok("ip", &["link", "set", "up0", "up"]);
@@ -325,11 +377,20 @@ fn masquerade_reaches_outside(backend: Option<&str>) {
     plain.conf["ipam"]["dataDir"] = net.conf["ipam"]["dataDir"].clone();
     let r2 = plain.add(host, c2, "ctr2");
 
-    assert!(c1.ping("10.99.0.2"), "masqueraded container reaches outside");
-    assert!(!c2.ping("10.99.0.2"), "without masquerade the outside cannot answer");
+    assert!(
+        c1.ping("10.99.0.2"),
+        "masqueraded container reaches outside"
+    );
+    assert!(
+        !c2.ping("10.99.0.2"),
+        "without masquerade the outside cannot answer"
+    );
     // The outside saw the host's address: its neighbour table knows only it.
     let neigh = outside.run_ok("ip", &["neigh", "show", "dev", "out0"]);
-    assert!(neigh.contains("10.99.0.1") && !neigh.contains("10.12.0."), "{neigh}");
+    assert!(
+        neigh.contains("10.99.0.1") && !neigh.contains("10.12.0."),
+        "{neigh}"
+    );
 
     let rules = host.netfilter();
     let c1_ip = ip_of(&r1, 0);
@@ -342,12 +403,24 @@ fn masquerade_reaches_outside(backend: Option<&str>) {
             assert!(rules.contains("-d 10.12.0.0/24"), "{rules}");
         }
         _ => {
-            assert!(rules.contains("table inet cni_plugins_masquerade"), "{rules}");
-            assert!(rules.contains(&format!("ip saddr {c1_ip} ip daddr != 10.12.0.0/24 masquerade")), "{rules}");
+            assert!(
+                rules.contains("table inet cni_plugins_masquerade"),
+                "{rules}"
+            );
+            assert!(
+                rules.contains(&format!(
+                    "ip saddr {c1_ip} ip daddr != 10.12.0.0/24 masquerade"
+                )),
+                "{rules}"
+            );
             assert!(rules.contains("224.0.0.0/4"), "{rules}");
         }
     }
-    assert!(!rules.contains(&format!("{} ", ip_of(&r2, 0))) && !rules.contains(&format!("{}/32", ip_of(&r2, 0))), "no rule for the unmasqueraded container");
+    assert!(
+        !rules.contains(&format!("{} ", ip_of(&r2, 0)))
+            && !rules.contains(&format!("{}/32", ip_of(&r2, 0))),
+        "no rule for the unmasqueraded container"
+    );
 
     // CHECK also verifies the masquerade rules.
     net.check(host, c1, "ctr1", &r1).expect_ok();
@@ -388,7 +461,10 @@ fn port_isolation_blocks_containers_but_not_the_gateway() {
     }
     let t = Topology::new(2);
     let (host, c1, c2) = (&t.host, &t.containers[0], &t.containers[1]);
-    let net = Net::new(&["10.13.0.0/24"], json!({"isGateway": true, "portIsolation": true}));
+    let net = Net::new(
+        &["10.13.0.0/24"],
+        json!({"isGateway": true, "portIsolation": true}),
+    );
     let r1 = net.add(host, c1, "ctr1");
     let r2 = net.add(host, c2, "ctr2");
     let port = r1["interfaces"][1]["name"].as_str().unwrap();
@@ -416,10 +492,16 @@ fn hairpin_and_promiscuous_mode_are_applied() {
     assert_eq!(d[0]["linkinfo"]["info_slave_data"]["hairpin"], true);
     net.del(host, c1, "ctr1");
 
-    let net = Net::new(&["10.14.0.0/24"], json!({"promiscMode": true, "bridge": "br1"}));
+    let net = Net::new(
+        &["10.14.0.0/24"],
+        json!({"promiscMode": true, "bridge": "br1"}),
+    );
     let r = net.add(host, c1, "ctr1");
     let flags = host.ip_json(&["link", "show", "br1"])[0]["flags"].clone();
-    assert!(flags.as_array().unwrap().contains(&json!("PROMISC")), "{flags}");
+    assert!(
+        flags.as_array().unwrap().contains(&json!("PROMISC")),
+        "{flags}"
+    );
     net.check(host, c1, "ctr1", &r).expect_ok();
     net.del(host, c1, "ctr1");
 }
@@ -438,7 +520,13 @@ fn vlan_entries_as_the_reference_sets_them() {
     if !bridge_vlan_filtering_supported() {
         let before = host_state(host);
         let e = net.run("ADD", host, c1, "ctr1").expect_err(999);
-        assert!(e["msg"].as_str().unwrap().contains("failed to create bridge"), "{e}");
+        assert!(
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains("failed to create bridge"),
+            "{e}"
+        );
         assert_eq!(host_state(host), before, "a failed ADD changed the host");
         assert!(net.reservations().is_empty());
         return;
@@ -452,7 +540,10 @@ fn vlan_entries_as_the_reference_sets_them() {
     assert_eq!(vids, vec![100, 101, 200, 201, 202]);
     let access = vlans.iter().find(|e| e["vlan"] == 100).unwrap();
     let flags = access["flags"].to_string();
-    assert!(flags.contains("PVID") && flags.contains("Egress Untagged"), "{flags}");
+    assert!(
+        flags.contains("PVID") && flags.contains("Egress Untagged"),
+        "{flags}"
+    );
     net.del(host, c1, "ctr1");
     assert_nothing_left(&net, host, "ctr1");
 }
@@ -527,10 +618,16 @@ fn gateway_conflict_fails_and_undoes_everything_unless_force_address() {
     assert!(net.reservations().is_empty(), "{:?}", net.reservations());
     assert!(!c1.has_link("eth0"));
 
-    let net = Net::new(&["10.16.0.0/24"], json!({"isGateway": true, "forceAddress": true}));
+    let net = Net::new(
+        &["10.16.0.0/24"],
+        json!({"isGateway": true, "forceAddress": true}),
+    );
     net.add(host, c1, "ctr1");
     assert_eq!(global_addresses(host, "br0"), vec!["10.16.0.1/24"]);
-    assert_eq!(host.ip_json(&["link", "show", "br0"])[0]["ifindex"], index_before);
+    assert_eq!(
+        host.ip_json(&["link", "show", "br0"])[0]["ifindex"],
+        index_before
+    );
     net.del(host, c1, "ctr1");
     assert_nothing_left(&net, host, "ctr1");
 }
@@ -543,7 +640,10 @@ fn add_failures_in_ipam_leave_nothing() {
     let t = Topology::new(1);
     let (host, c1) = (&t.host, &t.containers[0]);
     // A first ADD/DEL creates the bridge, which stays (as in the reference).
-    let net = Net::new(&["10.17.0.0/30"], json!({"isGateway": true, "ipMasq": true}));
+    let net = Net::new(
+        &["10.17.0.0/30"],
+        json!({"isGateway": true, "ipMasq": true}),
+    );
     net.add(host, c1, "ctr0");
     net.del(host, c1, "ctr0");
     let before = host_state(host);
@@ -553,7 +653,10 @@ fn add_failures_in_ipam_leave_nothing() {
     missing.conf["ipam"]["type"] = json!("no-such-ipam");
     let e = missing.run("ADD", host, c1, "ctr1").expect_err(7);
     assert!(
-        e["msg"].as_str().unwrap().starts_with("failed to find plugin \"no-such-ipam\" in path"),
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to find plugin \"no-such-ipam\" in path"),
         "{e}"
     );
     assert_eq!(host_state(host), before);
@@ -564,7 +667,13 @@ fn add_failures_in_ipam_leave_nothing() {
     net.add(host, &c2, "ctr2");
     let with_one = host_state(host);
     let e = net.run("ADD", host, c1, "ctr1").expect_err(999);
-    assert!(e["msg"].as_str().unwrap().contains("no IP addresses available"), "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no IP addresses available"),
+        "{e}"
+    );
     assert_eq!(host_state(host), with_one);
     assert!(!c1.has_link("eth0"));
     assert_eq!(net.reservations(), vec!["10.17.0.2"]);
@@ -627,7 +736,10 @@ fn check_fails_when_state_is_missing_and_works_for_l2() {
     net.check(host, c1, "ctr1", &r).expect_ok();
     c1.run_ok("ip", &["addr", "del", "10.19.0.2/24", "dev", "eth0"]);
     let e = net.check(host, c1, "ctr1", &r).expect_err(999);
-    assert_eq!(e["msg"], "Failed to match addr 10.19.0.2/24 on interface eth0");
+    assert_eq!(
+        e["msg"],
+        "Failed to match addr 10.19.0.2/24 on interface eth0"
+    );
     let mut bad = net.conf.clone();
     bad.as_object_mut().unwrap().remove("prevResult");
     Invocation::new(plugin("bridge"), "CHECK")
@@ -644,7 +756,10 @@ fn check_fails_when_state_is_missing_and_works_for_l2() {
     l2.check(host, c2, "ctr2", &r).expect_ok();
     c2.run_ok("ip", &["link", "del", "eth0"]);
     let e = l2.check(host, c2, "ctr2", &r).expect_err(999);
-    assert_eq!(e["msg"], "CNI created interface in container eth0 not found");
+    assert_eq!(
+        e["msg"],
+        "CNI created interface in container eth0 not found"
+    );
     l2.del(host, c2, "ctr2");
 }
 
@@ -655,7 +770,10 @@ fn gc_removes_masquerade_of_attachments_not_listed_and_status_asks_ipam() {
     }
     let t = Topology::new(2);
     let (host, c1, c2) = (&t.host, &t.containers[0], &t.containers[1]);
-    let net = Net::new(&["10.20.0.0/24"], json!({"isGateway": true, "ipMasq": true}));
+    let net = Net::new(
+        &["10.20.0.0/24"],
+        json!({"isGateway": true, "ipMasq": true}),
+    );
     net.add(host, c1, "ctr1");
     net.add(host, c2, "ctr2");
     let mut gc = net.conf.clone();
@@ -696,11 +814,26 @@ fn bad_config_is_refused_without_changing_anything() {
     let (host, c1) = (&t.host, &t.containers[0]);
     let before = host_state(host);
     let cases = [
-        (json!({"vlan": 5000}), "invalid VLAN ID 5000 (must be between 0 and 4094)"),
-        (json!({"vlanTrunk": [{"minID": 5}]}), "minID and maxID should be configured simultaneously, maxID is missing"),
-        (json!({"hairpinMode": true, "promiscMode": true}), "cannot set hairpin mode and promiscuous mode at the same time"),
-        (json!({"disableContainerInterface": true}), "cannot use IPAM when DisableContainerInterface flag is set"),
-        (json!({"ipMasq": true, "ipMasqBackend": "foo"}), "unknown ipmasq backend \"foo\""),
+        (
+            json!({"vlan": 5000}),
+            "invalid VLAN ID 5000 (must be between 0 and 4094)",
+        ),
+        (
+            json!({"vlanTrunk": [{"minID": 5}]}),
+            "minID and maxID should be configured simultaneously, maxID is missing",
+        ),
+        (
+            json!({"hairpinMode": true, "promiscMode": true}),
+            "cannot set hairpin mode and promiscuous mode at the same time",
+        ),
+        (
+            json!({"disableContainerInterface": true}),
+            "cannot use IPAM when DisableContainerInterface flag is set",
+        ),
+        (
+            json!({"ipMasq": true, "ipMasqBackend": "foo"}),
+            "unknown ipmasq backend \"foo\"",
+        ),
     ];
     for (extra, msg) in cases {
         let net = Net::new(&["10.21.0.0/24"], extra);
@@ -713,20 +846,37 @@ fn bad_config_is_refused_without_changing_anything() {
     let e = net.run("ADD", host, c1, "ctr1").expect_err(7);
     assert!(e["msg"].as_str().unwrap().contains("isGateway"), "{e}");
     // A non-bridge called like the bridge.
-    host.run_ok("ip", &["link", "add", "notbr", "type", "veth", "peer", "name", "notbr1"]);
+    host.run_ok(
+        "ip",
+        &[
+            "link", "add", "notbr", "type", "veth", "peer", "name", "notbr1",
+        ],
+    );
     let before_notbr = host_state(host);
     let net = Net::new(&["10.21.0.0/24"], json!({"bridge": "notbr"}));
     let e = net.run("ADD", host, c1, "ctr1").expect_err(999);
-    assert_eq!(e["msg"], "failed to create bridge \"notbr\": \"notbr\" already exists but is not a bridge");
+    assert_eq!(
+        e["msg"],
+        "failed to create bridge \"notbr\": \"notbr\" already exists but is not a bridge"
+    );
     assert_eq!(host_state(host), before_notbr);
     assert_ne!(before, before_notbr);
     assert!(net.reservations().is_empty());
     // An interface already called CNI_IFNAME in the container.
-    c1.run_ok("ip", &["link", "add", "eth0", "type", "veth", "peer", "name", "eth9"]);
+    c1.run_ok(
+        "ip",
+        &[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth9",
+        ],
+    );
     let net = Net::new(&["10.21.0.0/24"], json!({}));
     let e = net.run("ADD", host, c1, "ctr1").expect_err(999);
     let msg = e["msg"].as_str().unwrap();
-    assert!(msg.starts_with("container veth name (\"eth0\") peer provided (\"veth") && msg.ends_with("already exists"), "{msg}");
+    assert!(
+        msg.starts_with("container veth name (\"eth0\") peer provided (\"veth")
+            && msg.ends_with("already exists"),
+        "{msg}"
+    );
     assert!(veths(host).is_empty());
     assert!(net.reservations().is_empty());
 }
@@ -794,7 +944,48 @@ fn differential_against_the_reference_bridge() {
         (result, state)
     };
     let (ref_result, ref_state) = run(&reference, &ref_dir);
-    let (our_result, our_state) = run(&plugin("bridge"), &integration::bin_dir().display().to_string());
+    let (our_result, our_state) = run(
+        &plugin("bridge"),
+        &integration::bin_dir().display().to_string(),
+    );
     assert_eq!(our_result, ref_result);
     assert_eq!(our_state, ref_state);
+}
+
+/// An upgrade in place: the Go bridge made the attachment (veth, host-local
+/// reservation, masquerade chain), ours deletes it — nothing may be left.
+#[test]
+fn del_removes_what_the_reference_bridge_created() {
+    if !can_run() {
+        return;
+    }
+    let Some(reference) = reference_plugin("bridge") else {
+        return;
+    };
+    let ref_dir = reference.parent().unwrap().display().to_string();
+    let t = Topology::new(1);
+    let (host, c1) = (&t.host, &t.containers[0]);
+    let net = Net::new(
+        &["10.23.0.0/24"],
+        json!({"cniVersion": "1.0.0", "isGateway": true, "ipMasq": true}),
+    );
+    Invocation::new(&reference, "ADD")
+        .container_id("ctrgo")
+        .netns(c1)
+        .cni_path(&ref_dir)
+        .config(&net.conf)
+        .run(host)
+        .expect_ok();
+    assert!(!rules_with(host, "ctrgo").is_empty());
+    assert_eq!(net.reservations(), vec!["10.23.0.2"]);
+    // Even with the namespace already gone, as after a node reboot.
+    let path = c1.path_str();
+    drop(t.containers);
+    Invocation::new(plugin("bridge"), "DEL")
+        .container_id("ctrgo")
+        .netns_path(&path)
+        .config(&net.conf)
+        .run(host)
+        .expect_ok();
+    assert_nothing_left(&net, host, "ctrgo");
 }
