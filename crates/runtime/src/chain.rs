@@ -65,6 +65,9 @@ pub struct Runtime {
     /// VERSION answers by binary path; a plugin binary does not change its
     /// supported versions while we run.
     supported: Mutex<HashMap<PathBuf, Vec<String>>>,
+    /// Copy what a succeeding plugin writes on stderr to ours (libcni does;
+    /// plugins warn there). A failing plugin's stderr is in its error.
+    forward_stderr: bool,
 }
 
 impl Runtime {
@@ -76,7 +79,15 @@ impl Runtime {
             cache: ResultCache::default(),
             timeout: Some(DEFAULT_TIMEOUT),
             supported: Mutex::new(HashMap::new()),
+            forward_stderr: false,
         }
+    }
+
+    /// Copy the stderr of succeeding plugins to this process's stderr,
+    /// each line prefixed with the plugin's name.
+    pub fn with_forwarded_stderr(mut self, forward: bool) -> Self {
+        self.forward_stderr = forward;
+        self
     }
 
     pub fn with_cache(mut self, cache: ResultCache) -> Self {
@@ -128,7 +139,14 @@ impl Runtime {
         let binary =
             find_in_path(plugin_type, &self.plugin_dirs).map_err(|f| error(f, String::new()))?;
         match run_plugin(&binary, verb, env, request, self.timeout) {
-            Ok(success) => Ok(success.stdout),
+            Ok(success) => {
+                if self.forward_stderr {
+                    for line in success.stderr.lines() {
+                        eprintln!("{plugin_type} ({verb}): {line}");
+                    }
+                }
+                Ok(success.stdout)
+            }
             Err(failed) => Err(error(failed.failure, failed.stderr)),
         }
     }

@@ -46,7 +46,8 @@ fn run(options: &Options) -> Result<(), String> {
         config_dir::find(&options.conf_dir, &options.network).map_err(|e| e.to_string())?;
     let runtime = Runtime::new(options.cni_path.clone())
         .with_cache(ResultCache::new(&options.cache_dir))
-        .with_timeout(options.timeout);
+        .with_timeout(options.timeout)
+        .with_forwarded_stderr(true);
     match options.command {
         Command::Add => add(options, &runtime, &network),
         Command::Check => {
