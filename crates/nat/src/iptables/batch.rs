@@ -23,6 +23,11 @@ fn render(args: &[String]) -> String {
 }
 
 impl Batch {
+    /// Number of lines between `*nat` and `COMMIT`.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }

@@ -255,6 +255,39 @@ fn plan_full(table: &NatTable, snat: &Snat, c: &ContainerRules) -> Batch {
     b
 }
 
+/// The number in `iptables-restore`'s "line N failed" (legacy and nft
+/// variants both say `line N`).
+fn failed_line(e: &Error) -> Option<usize> {
+    let Error::Command { stderr, .. } = e else {
+        return None;
+    };
+    let (_, rest) = stderr.split_once("line ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The batch for a node where no shared chain exists yet: create them all.
+fn bootstrap(snat: &Snat, c: &ContainerRules) -> Batch {
+    let mut b = Batch::default();
+    for (chain, rules) in shared(snat) {
+        b.new_chain(chain);
+        for r in rules {
+            if r.first {
+                b.insert_first(r.chain, &r.args);
+            } else {
+                b.append(r.chain, &r.args);
+            }
+        }
+    }
+    b.new_chain(&c.chain);
+    write_container(&mut b, c);
+    b
+}
+
+/// At most two processes per family: the optimistic batch, then either
+/// the bootstrap batch (first ADD on a node: a shared check failed) or a
+/// read followed by a repairing write (a repeated ADD, or state someone
+/// changed by hand) — three only in that last case.
 pub fn add(hp: &HostPorts<'_>) -> Result<()> {
     if hp.mappings.is_empty() {
         return Ok(());
@@ -268,9 +301,16 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
                 fast.check(r.chain, &r.args);
             }
         }
+        // Input line 1 is `*nat`; the checks are lines 2..=last_check.
+        let last_check = fast.len() + 1;
         fast.new_chain(&c.chain);
         write_container(&mut fast, &c);
-        if apply(family, &fast).is_ok() {
+        let Err(e) = apply(family, &fast) else {
+            continue;
+        };
+        if failed_line(&e).is_some_and(|l| (2..=last_check).contains(&l))
+            && apply(family, &bootstrap(&hp.snat, &c)).is_ok()
+        {
             continue;
         }
         read_modify_write(family, |table| Ok(plan_full(table, &hp.snat, &c)))?;
