@@ -622,6 +622,20 @@ fn malformed_configuration_files_are_named() {
     );
     assert!(stderr.contains("10-truncated.conflist"), "{stderr}");
 
+    // No plugin ran, so there is nothing to clean up.
+    let out = world.cnictl(
+        &["--cni-path", "/nonexistent", "add", "good", &world.ctr()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            r#"network "good": plugin "loopback" failed (ADD): not found in [/nonexistent]"#
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cleanup"), "{stderr}");
+
     // A broken file does not hide a good one after it.
     world.cnictl_ok(&["add", "good", &world.ctr()], &[]);
     world.cnictl_ok(&["del", "good", &world.ctr()], &[]);

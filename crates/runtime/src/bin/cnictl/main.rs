@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use cli::{Command, Options};
 use runtime::attachment::{cnitool_container_id, parse_cni_args};
 use runtime::{
-    Attachment, CheckOutcome, Error, GcAttachment, NetworkConfigList, ResultCache, Runtime,
-    StatusOutcome, config_dir,
+    Attachment, CheckOutcome, Error, GcAttachment, NetworkConfigList, PluginFailure, ResultCache,
+    Runtime, StatusOutcome, Verb, config_dir,
 };
 
 fn main() -> ExitCode {
@@ -156,7 +156,24 @@ fn add(options: &Options, runtime: &Runtime, network: &NetworkConfigList) -> Res
     let result = match runtime.add(network, &attachment) {
         Ok(result) => result,
         Err(add_error) => {
-            if options.no_cleanup {
+            // Nothing to undo when no plugin ran ADD (bad arguments, a
+            // VERSION failure); otherwise some plugins may have done their
+            // part, and even the failing one may have half of it.
+            let first = network.plugins.first().map(|p| p.plugin_type.as_str());
+            let chain_ran = match &add_error {
+                Error::Plugin(p) => {
+                    let this_one_ran = !matches!(
+                        p.failure,
+                        PluginFailure::NotFound { .. }
+                            | PluginFailure::InvalidType(_)
+                            | PluginFailure::Spawn { .. }
+                    );
+                    p.verb == Verb::Add && (this_one_ran || Some(p.plugin.as_str()) != first)
+                }
+                Error::Cache { .. } => true,
+                _ => false,
+            };
+            if options.no_cleanup || !chain_ran {
                 return Err(add_error.to_string());
             }
             // What a runtime must do after a failed ADD: DEL, so plugins that
