@@ -367,12 +367,28 @@ impl Runtime {
     /// every plugin succeeded, so a retry still has the `prevResult`.
     pub fn del(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<()> {
         attachment.validate()?;
-        let cni_version = self.negotiate_version(list)?;
         // An unreadable cache entry must not block the DEL (libcni drops it too).
         let cached = self
             .cache
             .load(&list.name, &attachment.container_id, &attachment.ifname)
             .unwrap_or(None);
+        // Negotiation asks every plugin; one that has gone missing must not
+        // stop the others' DEL. Then use the version the ADD ran with.
+        let cni_version = match self.negotiate_version(list) {
+            Ok(version) => version,
+            Err(negotiation) => {
+                let added_with = cached
+                    .as_ref()
+                    .and_then(|c| c.result.as_ref())
+                    .and_then(|r| r.get("cniVersion"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                match added_with.or_else(|| list.declared_versions().into_iter().next()) {
+                    Some(version) => version,
+                    None => return Err(negotiation),
+                }
+            }
+        };
         let attachment = match &cached {
             Some(c) => Self::with_cached_arguments(attachment, &c.attachment),
             None => attachment.clone(),

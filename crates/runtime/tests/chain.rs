@@ -490,6 +490,32 @@ fn cni_versions_pick_the_newest_version_every_plugin_supports() {
 }
 
 #[test]
+fn del_still_runs_the_other_plugins_when_one_has_vanished() {
+    let fakes = Fakes::new();
+    fakes.install(Fake::new("first"));
+    fakes.install(Fake::new("second"));
+    let rt = fakes.runtime();
+    let net = network(json!({"cniVersions": ["1.0.0", "1.1.0"], "name": "gone",
+        "plugins": [{"type": "first"}, {"type": "second"}]}));
+    rt.add(&net, &attachment()).unwrap();
+    fakes.calls();
+    std::fs::remove_file(fakes.bin().join("second")).unwrap();
+
+    // A fresh runtime has no remembered VERSION answers.
+    let rt = fakes.runtime();
+    let err = rt.del(&net, &attachment()).unwrap_err().to_string();
+    assert!(
+        err.contains(r#"plugin "second" failed (DEL): not found"#),
+        "{err}"
+    );
+    let calls = fakes.calls();
+    assert_eq!(verbs(&calls), ["first DEL"]);
+    // The version the ADD ran with (the fakes answer ADD with 1.0.0).
+    assert_eq!(calls[0].stdin["cniVersion"], "1.0.0");
+    assert!(rt.cache().load("gone", "ctr1", "eth0").unwrap().is_some());
+}
+
+#[test]
 fn a_hanging_plugin_is_killed_at_the_timeout() {
     let fakes = Fakes::new();
     fakes.install(Fake {
