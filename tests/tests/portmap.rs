@@ -652,3 +652,325 @@ fn parallel_dels_all_succeed_and_leave_nothing_with_nftables() {
         parallel_dels("nftables");
     }
 }
+
+/// A result as bridge would return it, for runs of portmap alone.
+fn fake_prev(ctr: &Netns, ip: &str) -> Value {
+    json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [
+            {"name": "br0"},
+            {"name": "veth12345678"},
+            {"name": "eth0", "sandbox": ctr.path_str()},
+        ],
+        "ips": [{"address": ip, "gateway": GATEWAY, "interface": 2}],
+        "dns": {},
+    })
+}
+
+#[test]
+fn bad_config_is_refused_with_the_reference_messages_and_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let ctr = Netns::bare("cnit-ctr");
+    let prev = fake_prev(&ctr, "10.88.0.5/24");
+    let tcp = |h: i64, c: i64| json!([{"hostPort": h, "containerPort": c, "protocol": "tcp"}]);
+    let cases: Vec<(Value, Value, &str)> = vec![
+        (
+            json!({"markMasqBit": 32}),
+            tcp(80, 80),
+            "failed to parse config: MasqMarkBit must be between 0 and 31",
+        ),
+        (
+            json!({"markMasqBit": -1}),
+            tcp(80, 80),
+            "failed to parse config: MasqMarkBit must be between 0 and 31",
+        ),
+        (
+            json!({"markMasqBit": 5, "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+            tcp(80, 80),
+            "failed to parse config: Cannot specify externalSetMarkChain and markMasqBit",
+        ),
+        (
+            json!({"backend": "x"}),
+            tcp(80, 80),
+            "failed to parse config: unrecognized backend \"x\"",
+        ),
+        (
+            json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+            tcp(80, 80),
+            "failed to parse config: nftables backend was requested but configuration contains iptables-specific options [externalSetMarkChain]",
+        ),
+        (
+            json!({"backend": "iptables", "conditionsV4": ["ip", "saddr", "10.0.0.0/8"]}),
+            tcp(80, 80),
+            "failed to parse config: iptables backend was requested but configuration contains nftables-specific options [conditionsV4]",
+        ),
+        (
+            json!({}),
+            tcp(0, 80),
+            "failed to parse config: Invalid host port number: 0",
+        ),
+        (
+            json!({}),
+            tcp(80, 0),
+            "failed to parse config: Invalid container port number: 0",
+        ),
+        (
+            json!({}),
+            tcp(70000, 80),
+            "failed to parse config: Invalid host port number: 70000",
+        ),
+        (
+            json!({}),
+            json!([{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]),
+            "failed to parse config: Invalid protocol \"icmp\" for host port 80: must be tcp, udp or sctp",
+        ),
+        (
+            json!({}),
+            json!([{"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "1.2.3"}]),
+            "failed to parse config: Invalid host IP \"1.2.3\" for host port 80",
+        ),
+        (
+            json!({"backend": "nftables", "conditionsV4": ["tcp", "dport 1 ; flush ruleset"]}),
+            tcp(80, 80),
+            "failed to parse config: invalid nftables condition \"dport 1 ; flush ruleset\"",
+        ),
+        (
+            json!({"backend": "iptables", "conditionsV4": ["-s", "10.0.0.0/8\n-A INPUT -j DROP"]}),
+            tcp(80, 80),
+            "failed to parse config: invalid iptables condition",
+        ),
+        (
+            json!({"externalSetMarkChain": "X -j DROP"}),
+            tcp(80, 80),
+            "failed to parse config: invalid iptables chain name \"X -j DROP\"",
+        ),
+        (
+            json!({"markMasqBit": "13"}),
+            tcp(80, 80),
+            "failed to parse config: invalid network config: markMasqBit",
+        ),
+    ];
+    let before = host.snapshot();
+    for (extra, maps, msg) in cases {
+        let net = Net::new(None, extra.clone());
+        let conf = net.portmap_config(Some(&maps), Some(&prev));
+        let err = net
+            .portmap(plugin("portmap"), "ADD", "bad", &ctr, &conf)
+            .run(&host)
+            .expect_err(7);
+        let got = err["msg"].as_str().unwrap();
+        assert!(
+            got.starts_with(msg),
+            "{extra} {maps}: {got:?} does not start with {msg:?}"
+        );
+    }
+    // Chained only.
+    let net = Net::new(None, json!({}));
+    let conf = net.portmap_config(Some(&tcp(80, 80)), None);
+    let err = net
+        .portmap(plugin("portmap"), "ADD", "bad", &ctr, &conf)
+        .run(&host)
+        .expect_err(7);
+    assert_eq!(err["msg"], "must be called as chained plugin");
+    let err = net
+        .portmap(plugin("portmap"), "CHECK", "bad", &ctr, &conf)
+        .run(&host)
+        .expect_err(7);
+    assert_eq!(err["msg"], "Required prevResult missing");
+    assert_eq!(host.snapshot(), before, "a refused config changed the host");
+}
+
+#[test]
+fn add_without_mappings_passes_the_result_through_and_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let ctr = Netns::bare("cnit-ctr");
+    let prev = fake_prev(&ctr, "10.88.0.5/24");
+    let net = Net::new(None, json!({}));
+    let before = host.snapshot();
+    let conf = net.portmap_config(None, Some(&prev));
+    let out = net
+        .portmap(plugin("portmap"), "ADD", "nomaps", &ctr, &conf)
+        .run(&host)
+        .expect_ok();
+    assert_eq!(out, prev);
+    net.portmap(plugin("portmap"), "CHECK", "nomaps", &ctr, &conf)
+        .run(&host)
+        .expect_ok();
+    assert_eq!(host.snapshot(), before);
+}
+
+#[test]
+fn status_is_50_when_no_backend_is_usable() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let empty = temp_dir("cnit-emptypath");
+    for backend in [None, Some("iptables"), Some("nftables")] {
+        let net = Net::new(backend, json!({}));
+        let status = |path: Option<&str>| {
+            let mut inv = Invocation::new(plugin("portmap"), "STATUS")
+                .unset("CNI_IFNAME")
+                .config(&net.portmap_conf);
+            if let Some(p) = path {
+                inv = inv.env("PATH", p);
+            }
+            inv.run(&host)
+        };
+        status(None).expect_ok();
+        let err = status(Some(&empty.path().display().to_string())).expect_err(50);
+        assert!(
+            err["msg"].as_str().unwrap().contains("not found in PATH"),
+            "{err}"
+        );
+    }
+}
+
+fn gc_keeps_only_valid_attachments(backend: &str) {
+    let host = Netns::new("cnit-host");
+    let ctrs: Vec<Netns> = (0..2).map(|_| Netns::bare("cnit-ctr")).collect();
+    let net = Net::new(Some(backend), json!({}));
+    let mut ips = vec![];
+    for (i, c) in ctrs.iter().enumerate() {
+        let prev = fake_prev(c, &format!("10.88.0.{}/24", 10 + i));
+        let maps = json!([{"hostPort": 9100 + i, "containerPort": 80, "protocol": "tcp"}]);
+        let conf = net.portmap_config(Some(&maps), Some(&prev));
+        net.portmap(plugin("portmap"), "ADD", &format!("gc{i}"), c, &conf)
+            .run(&host)
+            .expect_ok();
+        ips.push(format!("10.88.0.{}", 10 + i));
+    }
+    let gc = |valid: Option<Value>| {
+        let mut conf = net.portmap_conf.clone();
+        if let Some(v) = valid {
+            conf["cni.dev/valid-attachments"] = v;
+        }
+        Invocation::new(plugin("portmap"), "GC")
+            .unset("CNI_IFNAME")
+            .config(&conf)
+            .run(&host)
+            .expect_ok();
+    };
+    // Without the key, nothing is removed.
+    gc(None);
+    assert!(!rules_of(&host, "gc0", &ips[0]).is_empty());
+    assert!(!rules_of(&host, "gc1", &ips[1]).is_empty());
+    gc(Some(json!([{"containerID": "gc0", "ifname": "eth0"}])));
+    assert!(
+        !rules_of(&host, "gc0", &ips[0]).is_empty(),
+        "{backend}: kept container lost its rules"
+    );
+    assert!(
+        rules_of(&host, "gc1", &ips[1]).is_empty(),
+        "{backend}: {:#?}",
+        rules_of(&host, "gc1", &ips[1])
+    );
+    gc(Some(json!([])));
+    assert!(rules_of(&host, "gc0", &ips[0]).is_empty());
+}
+
+#[test]
+fn gc_keeps_only_valid_attachments_with_iptables() {
+    if can_run() {
+        gc_keeps_only_valid_attachments("iptables");
+    }
+}
+
+#[test]
+fn gc_keeps_only_valid_attachments_with_nftables() {
+    if can_run() {
+        gc_keeps_only_valid_attachments("nftables");
+    }
+}
+
+/// A UDP "connection" to the host port that existed before the mapping
+/// would otherwise keep going to the host: ADD flushes it.
+fn stale_udp_conntrack_is_flushed_on_add(backend: &str) {
+    let host = Netns::new("cnit-host");
+    let c1 = Netns::bare("cnit-ctr");
+    let c2 = Netns::bare("cnit-ctr");
+    let outside = outside_of(&host);
+    let net = Net::new(Some(backend), json!({}));
+    // A first mapping loads NAT and conntrack into the host namespace.
+    net.add(
+        &host,
+        &c1,
+        "udp-c1",
+        &json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    let _srv = Server::start(&c2, 53, true, "c2:53/udp");
+    // The client talks to host:5353 from a fixed port before any mapping.
+    let h = netns::NetNs::open(outside.path()).unwrap();
+    let client = h
+        .run(|| UdpSocket::bind("10.99.0.2:40000").unwrap())
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    client.send_to(b"ping", format!("{HOST_OUT}:5353")).unwrap();
+    let entries = host.run_ok("conntrack", &["-L", "-p", "udp", "--orig-port-dst", "5353"]);
+    assert!(
+        entries.contains("sport=40000"),
+        "no conntrack entry to flush: {entries}"
+    );
+    net.add(
+        &host,
+        &c2,
+        "udp-c2",
+        &json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]),
+    );
+    client.send_to(b"ping", format!("{HOST_OUT}:5353")).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = client
+        .recv_from(&mut buf)
+        .expect("no reply: stale conntrack entry kept");
+    assert_eq!(&buf[..n], b"c2:53/udp");
+    net.del(&host, &c1, "udp-c1");
+    net.del(&host, &c2, "udp-c2");
+}
+
+#[test]
+fn stale_udp_conntrack_is_flushed_on_add_with_iptables() {
+    if can_run() {
+        stale_udp_conntrack_is_flushed_on_add("iptables");
+    }
+}
+
+#[test]
+fn stale_udp_conntrack_is_flushed_on_add_with_nftables() {
+    if can_run() {
+        stale_udp_conntrack_is_flushed_on_add("nftables");
+    }
+}
+
+#[test]
+fn del_after_the_namespace_is_gone_still_removes_everything() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let ctr = Netns::bare("cnit-ctr");
+    let ctr_path = ctr.path_str();
+    let net = Net::new(Some("nftables"), json!({}));
+    let prev = fake_prev(&ctr, "10.88.0.7/24");
+    let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let conf = net.portmap_config(Some(&maps), Some(&prev));
+    net.portmap(plugin("portmap"), "ADD", "gone", &ctr, &conf)
+        .run(&host)
+        .expect_ok();
+    drop(ctr);
+    let conf = net.portmap_config(None, None);
+    Invocation::new(plugin("portmap"), "DEL")
+        .container_id("gone")
+        .netns_path(&ctr_path)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    assert!(rules_of(&host, "gone", "10.88.0.7").is_empty());
+}

@@ -13,7 +13,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// The backend's programs are not installed.
-    #[error("{0} not found in PATH or in /usr/sbin, /sbin, /usr/bin, /bin")]
+    #[error("{0} not found in PATH")]
     ProgramNotFound(&'static str),
     /// The program could not be started at all.
     #[error("run {program}: {source}")]

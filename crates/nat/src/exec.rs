@@ -8,8 +8,10 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
-/// Directories searched after `$PATH`: runtimes often exec plugins with a
-/// minimal environment that lacks the sbin directories.
+/// Directories searched when `$PATH` is unset or empty (a runtime that
+/// clears the environment). A set `$PATH` is authoritative, as for the
+/// reference (`exec.LookPath`): it is how an administrator chooses between
+/// `iptables-legacy` and `iptables-nft` wrappers.
 const FALLBACK_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
 thread_local! {
@@ -23,17 +25,16 @@ pub fn processes_spawned_on_this_thread() -> usize {
     SPAWNED.with(|c| c.get())
 }
 
-/// Where `program` is, looking in `$PATH` and then the usual directories.
+/// Where `program` is in `$PATH` (or the usual directories without one).
 /// Costs a few `stat`s, no process.
 pub fn find_program(program: &str) -> Option<PathBuf> {
-    let from_env = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    from_env
-        .into_iter()
-        .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
+    let dirs: Vec<PathBuf> = match std::env::var_os("PATH") {
+        Some(p) if !p.is_empty() => std::env::split_paths(&p).collect(),
+        _ => FALLBACK_DIRS.iter().map(PathBuf::from).collect(),
+    };
+    dirs.into_iter()
         .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
+        .find(|candidate| candidate.is_absolute() && is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
