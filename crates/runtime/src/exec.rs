@@ -192,11 +192,6 @@ fn communicate(mut child: Child, stdin: &[u8], timeout: Option<Duration>) -> Com
             }
         }
         let status = child.wait();
-        if timed_out.is_some() {
-            // The whole group is dead; make sure no straggler that escaped
-            // it keeps our pipes open forever.
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
         let stdout = out
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("stdout reader panicked")));
