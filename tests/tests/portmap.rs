@@ -167,7 +167,8 @@ impl Server {
         let thread = std::thread::spawn(move || {
             let ns = netns::NetNs::open(&path).unwrap();
             ns.run(move || {
-                let addr: SocketAddr = ([0, 0, 0, 0], port).into();
+                // `[::]` takes IPv4 too (bindv6only is 0 in a new namespace).
+                let addr: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, port).into();
                 if udp {
                     let s = UdpSocket::bind(addr).unwrap();
                     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
@@ -216,7 +217,7 @@ impl Drop for Server {
 /// What a TCP connection from inside `ns` to `addr:port` reads, or `None`
 /// when it cannot connect.
 fn tcp_get(ns: &Netns, addr: &str, port: u16) -> Option<String> {
-    let target: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    let target = SocketAddr::new(addr.parse().unwrap(), port);
     let h = netns::NetNs::open(ns.path()).unwrap();
     h.run(move || {
         let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2)).ok()?;
@@ -230,10 +231,17 @@ fn tcp_get(ns: &Netns, addr: &str, port: u16) -> Option<String> {
 
 /// The reply to one UDP datagram sent from inside `ns`, if any.
 fn udp_get(ns: &Netns, addr: &str, port: u16) -> Option<String> {
-    let target: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    let target = SocketAddr::new(addr.parse().unwrap(), port);
     let h = netns::NetNs::open(ns.path()).unwrap();
     h.run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+        let any: SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .ok()?;
+        let s = UdpSocket::bind(any).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         s.send_to(b"ping", target).ok()?;
         let mut buf = [0u8; 64];
@@ -973,4 +981,155 @@ fn del_after_the_namespace_is_gone_still_removes_everything() {
         .run(&host)
         .expect_ok();
     assert!(rules_of(&host, "gone", "10.88.0.7").is_empty());
+}
+
+fn dual_stack_mappings(backend: &str) {
+    let host = Netns::new("cnit-host");
+    let c1 = Netns::bare("cnit-ctr");
+    let outside = outside_of(&host);
+    host.run_ok(
+        "ip",
+        &["addr", "add", "fd00:99::1/64", "dev", "up0", "nodad"],
+    );
+    outside.run_ok(
+        "ip",
+        &["addr", "add", "fd00:99::2/64", "dev", "out0", "nodad"],
+    );
+    host.run_ok("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let mut net = Net::new(Some(backend), json!({}));
+    net.bridge_conf["ipam"]["ranges"] =
+        json!([[{"subnet": "10.88.0.0/24"}], [{"subnet": "fd00:88::/64"}]]);
+    let maps = json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "fd00:99::1"},
+        {"hostPort": 5353, "containerPort": 53, "protocol": "udp"},
+    ]);
+    let r = net.add(&host, &c1, "v6c1", &maps);
+    let ip6 = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .find(|a| a.contains(':'))
+        .expect("no IPv6 address in the result");
+    let _s80 = Server::start(&c1, 80, false, "c1:80");
+    let _s443 = Server::start(&c1, 443, false, "c1:443");
+    let _s53 = Server::start(&c1, 53, true, "c1:53/udp");
+    // Container addresses may still be tentative (DAD): allow a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tcp_get(&outside, "fd00:99::1", 8080).is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        tcp_get(&outside, "fd00:99::1", 8080).as_deref(),
+        Some("c1:80")
+    );
+    assert_eq!(tcp_get(&outside, HOST_OUT, 8080).as_deref(), Some("c1:80"));
+    assert_eq!(
+        udp_get(&outside, "fd00:99::1", 5353).as_deref(),
+        Some("c1:53/udp")
+    );
+    // An IPv6 hostIP maps only IPv6.
+    assert_eq!(
+        tcp_get(&outside, "fd00:99::1", 8443).as_deref(),
+        Some("c1:443")
+    );
+    assert_eq!(tcp_get(&outside, HOST_OUT, 8443), None);
+    // From the host through the bridge's IPv6 address, and hairpin.
+    assert_eq!(tcp_get(&host, "fd00:88::1", 8080).as_deref(), Some("c1:80"));
+    assert_eq!(tcp_get(&c1, "fd00:99::1", 8080).as_deref(), Some("c1:80"));
+    // CHECK with the same mappings as ADD (an IPv4-and-IPv6 result).
+    let conf = net.portmap_config(Some(&maps), Some(&r));
+    net.portmap(plugin("portmap"), "CHECK", "v6c1", &c1, &conf)
+        .run(&host)
+        .expect_ok();
+    net.del(&host, &c1, "v6c1");
+    assert!(
+        rules_of(&host, "v6c1", &ip6).is_empty(),
+        "{:#?}",
+        rules_of(&host, "v6c1", &ip6)
+    );
+    assert!(rules_of(&host, "v6c1", &ip_of(&r)).is_empty());
+}
+
+#[test]
+fn dual_stack_mappings_with_iptables() {
+    if can_run() {
+        dual_stack_mappings("iptables");
+    }
+}
+
+#[test]
+fn dual_stack_mappings_with_nftables() {
+    if can_run() {
+        dual_stack_mappings("nftables");
+    }
+}
+
+/// `snat: false` installs no masquerade; `masqAll` masquerades any source.
+#[test]
+fn snat_off_and_masq_all_shape_the_masquerade_rules() {
+    if !can_run() {
+        return;
+    }
+    for backend in ["iptables", "nftables"] {
+        let host = Netns::new("cnit-host");
+        let ctr = Netns::bare("cnit-ctr");
+        let prev = fake_prev(&ctr, "10.88.0.5/24");
+        let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+
+        let net = Net::new(Some(backend), json!({"snat": false}));
+        let conf = net.portmap_config(Some(&maps), Some(&prev));
+        net.portmap(plugin("portmap"), "ADD", "nosnat", &ctr, &conf)
+            .run(&host)
+            .expect_ok();
+        let rules = rules_of(&host, "nosnat", "10.88.0.5").join("\n");
+        assert!(
+            !rules.contains("SETMARK") && !rules.contains("masquerade"),
+            "{backend}: {rules}"
+        );
+        assert!(rules.contains("10.88.0.5:80"), "{backend}: {rules}");
+        net.portmap(plugin("portmap"), "DEL", "nosnat", &ctr, &conf)
+            .run(&host)
+            .expect_ok();
+
+        let net = Net::new(Some(backend), json!({"masqAll": true}));
+        let conf = net.portmap_config(Some(&maps), Some(&prev));
+        net.portmap(plugin("portmap"), "ADD", "masqall", &ctr, &conf)
+            .run(&host)
+            .expect_ok();
+        let all = host.netfilter();
+        // iptables prints `-s 0.0.0.0/0` as no source match at all.
+        let expected = if backend == "iptables" {
+            format!(
+                "-A {} -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK\n",
+                dn_chain("pmnet", "masqall")
+            )
+        } else {
+            "ip saddr 0.0.0.0/0 ip daddr 10.88.0.5 masquerade comment \"masqall\"".to_string()
+        };
+        assert!(
+            all.contains(&expected),
+            "{backend}: {expected} not in {all}"
+        );
+        assert!(
+            !all.contains("127.0.0.1"),
+            "{backend}: localhost rule with masqAll: {all}"
+        );
+        net.portmap(plugin("portmap"), "CHECK", "masqall", &ctr, &conf)
+            .run(&host)
+            .expect_ok();
+        net.portmap(plugin("portmap"), "DEL", "masqall", &ctr, &conf)
+            .run(&host)
+            .expect_ok();
+        assert!(rules_of(&host, "masqall", "10.88.0.5").is_empty());
+    }
 }
