@@ -32,8 +32,9 @@
 
 use std::fs;
 use std::io;
+use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::reservation::{FileOwner, Reservation};
@@ -79,11 +80,13 @@ impl OwnerIndex {
     }
 
     /// Records that the index matches `dir` as it is now.
+    ///
+    /// Overwritten in place, not replaced by rename: on ext4 a rename over
+    /// an existing file forces a data flush costing milliseconds per call.
+    /// A torn stamp cannot match the directory, so it only causes a
+    /// rebuild.
     pub fn seal(&self, dir: &Path) -> io::Result<()> {
-        let stamp = dir_stamp(dir)?;
-        let tmp = self.root.join("stamp.tmp");
-        fs::write(&tmp, stamp)?;
-        fs::rename(&tmp, self.root.join("stamp"))
+        overwrite(&self.root.join("stamp"), &dir_stamp(dir)?)
     }
 
     /// Stops trusting the index until the next rebuild.
@@ -131,7 +134,7 @@ impl OwnerIndex {
                 _ => Ok(()),
             };
         }
-        fs::write(path, render(entries))
+        overwrite(&path, &render(entries))
     }
 
     /// Replaces the whole index with `reservations` (the result of a scan).
@@ -171,6 +174,19 @@ pub(crate) fn indexable_id(id: &str) -> bool {
 /// Ifnames that fit the one-line entry format.
 pub(crate) fn indexable_ifname(ifname: &str) -> bool {
     !ifname.is_empty() && !ifname.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Writes `text` over the file's old contents and cuts it to length,
+/// avoiding the truncate-to-zero that makes ext4 flush synchronously.
+fn overwrite(path: &Path, text: &str) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.set_len(text.len() as u64)
 }
 
 fn render(entries: &[IndexEntry]) -> String {

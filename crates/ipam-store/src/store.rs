@@ -449,15 +449,22 @@ impl LockedStore<'_> {
             .store
             .dir
             .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
-        // Written in place like the reference (os.WriteFile): a torn value
-        // only costs round-robin order, never correctness.
+        // Overwritten in place and then cut to length, rather than
+        // truncated to zero first (the reference's os.WriteFile): on ext4,
+        // truncating a just-written file to zero forces a flush that costs
+        // milliseconds. A torn value only costs round-robin order: both
+        // implementations then start from the beginning of the set.
+        let text = ip.to_string();
         let result = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
             .open(&path)
-            .and_then(|mut f| f.write_all(ip.to_string().as_bytes()));
+            .and_then(|mut f| {
+                f.write_all(text.as_bytes())?;
+                f.set_len(text.len() as u64)
+            });
         result.map_err(|e| Error::io("write", path, e))
     }
 
