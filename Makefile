@@ -35,7 +35,7 @@ test-unit:
 	$(CARGO) test --workspace --lib --bins
 
 demo: need-root build
-	./scripts/demo.sh
+	./target/release/cni-demo --cni-path target/release
 
 install: build
 	install -d "$(DESTDIR)$(PREFIX)"

@@ -26,6 +26,7 @@ pub mod config;
 pub mod config_dir;
 mod error;
 pub mod exec;
+pub mod report;
 pub mod request;
 pub mod version;
 

@@ -3,7 +3,7 @@
 //! id, same result cache).
 
 mod cli;
-mod report;
+use runtime::report;
 
 use std::process::ExitCode;
 
