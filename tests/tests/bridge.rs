@@ -989,3 +989,28 @@ fn del_removes_what_the_reference_bridge_created() {
         .expect_ok();
     assert_nothing_left(&net, host, "ctrgo");
 }
+
+#[test]
+fn macspoofchk_drops_frames_from_another_mac_and_del_removes_its_chains() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(2);
+    let (host, c1, c2) = (&t.host, &t.containers[0], &t.containers[1]);
+    let net = Net::new(&["10.24.0.0/24"], json!({"isGateway": true, "macspoofchk": true}));
+    let r1 = net.add(host, c1, "ctrspoof1");
+    let r2 = net.add(host, c2, "ctrspoof2");
+    let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
+    assert!(nft.contains("chain cni-br-iface-ctrspoof1-eth0-mac"), "{nft}");
+    assert!(nft.contains("comment \"macspoofchk-ctrspoof1-eth0\""), "{nft}");
+    net.check(host, c1, "ctrspoof1", &r1).expect_ok();
+    assert!(c1.ping(&ip_of(&r2, 0)));
+    // The container changes its MAC: its frames no longer pass the port.
+    c1.run_ok("ip", &["link", "set", "eth0", "address", "02:11:22:33:44:55"]);
+    assert!(!c1.ping(&ip_of(&r2, 0)), "spoofed MAC must be dropped");
+    net.del(host, c1, "ctrspoof1");
+    net.del(host, c2, "ctrspoof2");
+    let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
+    assert!(!nft.contains("ctrspoof"), "{nft}");
+    assert_nothing_left(&net, host, "ctrspoof1");
+}

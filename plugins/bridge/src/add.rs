@@ -20,6 +20,14 @@ fn internal(ctx: impl std::fmt::Display) -> impl FnOnce(link::Error) -> Error {
 }
 
 pub fn add(req: &Request, s: &Settings) -> Result<CniResult> {
+    std::thread::scope(|scope| add_in(scope, req, s))
+}
+
+fn add_in<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    req: &'s Request,
+    s: &'s Settings,
+) -> Result<CniResult> {
     let host = Netlink::current().map_err(internal("failed to open netlink"))?;
     let mut undo = Rollback::default();
 
@@ -44,8 +52,24 @@ pub fn add(req: &Request, s: &Settings) -> Result<CniResult> {
     let cont =
         Netlink::in_netns(&ns).map_err(internal("failed to open netlink in the container"))?;
 
+    // IPAM runs in its own process; let it work while we make the veth.
+    let ipam_job = s
+        .ipam
+        .as_deref()
+        .map(|ipam| scope.spawn(move || req.delegate_add(ipam)));
+
     // --- veth pair, host end on the bridge ---
-    let host_veth = create_veth(&host, &cont, &ns, req, s, &bridge)?;
+    let host_veth = create_veth(&host, &cont, &ns, req, s, &bridge);
+    let ipam_result = ipam_job.map(|job| {
+        job.join()
+            .unwrap_or_else(|_| Err(Error::internal("the IPAM thread panicked")))
+    });
+    if let (Some(ipam), Some(Ok(_))) = (s.ipam.as_deref(), &ipam_result) {
+        undo.push("IPAM reservation", move || {
+            req.delegate(ipam, Command::Del).map_err(|e| e.to_string())
+        });
+    }
+    let host_veth = host_veth?;
     let host_index = host_veth.index;
     undo.push("veth pair", {
         let host = &host;
@@ -55,6 +79,7 @@ pub fn add(req: &Request, s: &Settings) -> Result<CniResult> {
                 .map_err(|e| e.to_string())
         }
     });
+    let ipam_result = ipam_result.transpose()?;
     let container_link = cont
         .require_link(&req.ifname)
         .map_err(internal(format!("failed to lookup {:?}", req.ifname)))?;
@@ -97,12 +122,8 @@ pub fn add(req: &Request, s: &Settings) -> Result<CniResult> {
         });
     }
 
-    if let Some(ipam) = &s.ipam {
+    if let Some(ipam_result) = ipam_result {
         // --- addresses from IPAM ---
-        let ipam_result = req.delegate_add(ipam)?;
-        undo.push("IPAM reservation", move || {
-            req.delegate(ipam, Command::Del).map_err(|e| e.to_string())
-        });
         if ipam_result.ips.is_empty() {
             return Err(Error::internal("IPAM plugin returned missing IP config"));
         }

@@ -12,33 +12,51 @@ use crate::config::Settings;
 use crate::{masquerade, spoofcheck};
 
 pub fn del(req: &Request, s: &Settings) -> Result<()> {
-    let mut first_error: Option<Error> = None;
-    let mut keep = |r: Result<()>| {
-        if let Err(e) = r {
-            eprintln!("bridge DEL: {e}");
-            first_error.get_or_insert(e);
+    // The steps are independent, and each waits on something else (the
+    // kernel tearing down a veth, the IPAM process, iptables/nft): run them
+    // side by side.
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let ipam = s
+            .ipam
+            .as_ref()
+            .map(|ipam| scope.spawn(move || req.delegate(ipam, Command::Del)));
+        let rules = scope.spawn(move || teardown_rules(req, s));
+        let mut out = vec![delete_container_interface(req)];
+        for handle in ipam.into_iter().chain([rules]) {
+            out.push(
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::internal("a DEL step panicked"))),
+            );
         }
-    };
-
-    keep(delete_container_interface(req));
-    if let Some(ipam) = &s.ipam {
-        keep(req.delegate(ipam, Command::Del));
-    }
-    if s.macspoofchk {
-        keep(
-            spoofcheck::teardown(&req.container_id, &req.ifname)
-                .map_err(|e| Error::internal(format!("failed to teardown macspoofchk: {e}"))),
-        );
-    }
-    // Rules may exist even if this config no longer masquerades (it was
-    // edited) — but looking costs processes, so only when configured.
-    if s.ip_masq {
-        keep(masquerade::teardown(req));
+        out
+    });
+    let mut first_error = None;
+    for e in results.into_iter().filter_map(|r| r.err()) {
+        eprintln!("bridge DEL: {e}");
+        first_error.get_or_insert(e);
     }
     match first_error {
         None => Ok(()),
         Some(e) => Err(e),
     }
+}
+
+fn teardown_rules(req: &Request, s: &Settings) -> Result<()> {
+    let mut result = Ok(());
+    if s.macspoofchk {
+        result = spoofcheck::teardown(&req.container_id, &req.ifname)
+            .map_err(|e| Error::internal(format!("failed to teardown macspoofchk: {e}")));
+    }
+    // Rules may exist even if this config no longer masquerades (it was
+    // edited) — but looking costs processes, so only when configured.
+    if s.ip_masq {
+        let masq = masquerade::teardown(req);
+        if result.is_ok() {
+            result = masq;
+        }
+    }
+    result
 }
 
 fn delete_container_interface(req: &Request) -> Result<()> {
