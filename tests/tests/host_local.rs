@@ -524,6 +524,79 @@ fn status_reports_unwritable_data_dir_and_old_versions() {
     call(&ours(), "STATUS", "", "", &old).expect_err(1);
 }
 
+/// Makes a directory immutable (even root cannot create or remove entries)
+/// and undoes it on drop, also when the test fails.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(dir: &Path) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: chattr +i not supported on {}", dir.display());
+        }
+        ok.then(|| Immutable(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn status_is_50_when_the_network_dir_cannot_be_written() {
+    let d = temp_dir("hl-status-ro");
+    let c = simple(d.path(), "10.56.0.0/24");
+    add(&c, "a").expect_ok();
+    call(&ours(), "STATUS", "", "", &c).expect_ok();
+    let Some(_guard) = Immutable::new(&d.path().join(NET)) else {
+        return;
+    };
+    let st = call(&ours(), "STATUS", "", "", &c).expect_err(50);
+    assert!(
+        st["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("dataDir is not writable"),
+        "{st}"
+    );
+}
+
+#[test]
+fn gc_keeps_going_past_errors_and_reports_them() {
+    let d = temp_dir("hl-gc-err");
+    let c = simple(d.path(), "10.57.0.0/24");
+    for id in ["a", "b"] {
+        add(&c, id).expect_ok();
+    }
+    let before = files(d.path());
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    {
+        let Some(_guard) = Immutable::new(&d.path().join(NET)) else {
+            return;
+        };
+        let err = call(&ours(), "GC", "", "", &gc).expect_err(5);
+        let msg = err["msg"].as_str().unwrap();
+        // Both failures are reported, not just the first.
+        assert!(
+            msg.contains("10.57.0.2") && msg.contains("10.57.0.3"),
+            "{msg}"
+        );
+        assert_eq!(files(d.path()), before);
+    }
+    call(&ours(), "GC", "", "", &gc).expect_ok();
+    assert!(reservation_names(d.path()).is_empty());
+}
+
 #[test]
 fn del_is_idempotent_and_needs_no_netns() {
     let d = temp_dir("hl-del");

@@ -98,16 +98,6 @@ impl Store {
             index: IndexState::Unchecked,
         })
     }
-
-    /// Whether a reservation could be written now: creates and removes a
-    /// probe file in the network directory.
-    pub fn check_writable(&self) -> Result<()> {
-        let probe = self
-            .dir
-            .join(format!(".cni-rs-write-probe.{}", std::process::id()));
-        File::create(&probe).map_err(|e| Error::io("write to", &self.dir, e))?;
-        fs::remove_file(&probe).map_err(|e| Error::io("remove", &probe, e))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +205,26 @@ impl LockedStore<'_> {
         fs::remove_file(&path).map_err(|e| Error::io("remove reservation", &path, e))?;
         self.index_update(owner.id(), |entries| entries.retain(|e| e.ip != ip));
         Ok(true)
+    }
+
+    /// Whether a reservation could be written now: creates and removes a
+    /// probe file in the network directory. That changes the directory, so
+    /// an index that was current before is re-sealed (STATUS runs often and
+    /// must not force the next ADD to rebuild).
+    pub fn check_writable(&mut self) -> Result<()> {
+        let dir = &self.store.dir;
+        let was_current = self
+            .store
+            .index
+            .as_ref()
+            .is_some_and(|i| i.is_current(dir).unwrap_or(false));
+        let probe = dir.join(format!(".cni-rs-write-probe.{}", std::process::id()));
+        File::create(&probe).map_err(|e| Error::io("create file in", dir, e))?;
+        fs::remove_file(&probe).map_err(|e| Error::io("remove", &probe, e))?;
+        if was_current && let Some(index) = &self.store.index {
+            let _ = index.seal(dir);
+        }
+        Ok(())
     }
 
     /// Addresses held by `owner` (files for this (id, ifname) and legacy

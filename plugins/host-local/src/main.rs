@@ -173,10 +173,10 @@ impl Plugin for HostLocal {
         let conf = Config::load(req)?;
         let unavailable = |msg: String| Error::new(code::NOT_AVAILABLE, msg);
         let store = open_store(&conf).map_err(|e| unavailable(e.msg))?;
-        store
+        let mut locked = store.lock().map_err(|e| unavailable(e.to_string()))?;
+        locked
             .check_writable()
             .map_err(|e| unavailable(format!("dataDir is not writable: {e}")))?;
-        let locked = store.lock().map_err(|e| unavailable(e.to_string()))?;
         for (i, set) in conf.range_sets.iter().enumerate() {
             let used = locked.count_reserved_in(set).map_err(store_err)?;
             if used >= set.capacity() {
