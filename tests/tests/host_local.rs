@@ -727,6 +727,46 @@ fn sixty_four_parallel_adds_get_sixty_four_addresses() {
     assert_eq!(owners.len(), 64);
 }
 
+/// The Go plugin and ours ADDing at the same time into one directory:
+/// flock keeps them apart, and each sees the other's reservations.
+#[test]
+fn reference_and_ours_in_parallel_never_collide() {
+    let Some(go) = reference_plugin("host-local") else {
+        return;
+    };
+    let d = temp_dir("hl-mixed");
+    let c = conf(
+        "1.0.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.62.0.0/24"}]]}),
+    );
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let c = c.clone();
+            let bin = if i % 2 == 0 { ours() } else { go.clone() };
+            std::thread::spawn(move || {
+                let id = format!("m{i}");
+                addrs(&call(&bin, "ADD", &id, "eth0", &c).expect_ok())
+            })
+        })
+        .collect();
+    let got: BTreeSet<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(got.len(), 32);
+    // Ours finds and releases what Go reserved, and vice versa.
+    del(&c, "m1").expect_ok();
+    call(&go, "DEL", "m0", "eth0", &c).expect_ok();
+    assert_eq!(reservation_names(d.path()).len(), 30);
+    expect_msg(
+        &call(&ours(), "CHECK", "m1", "eth0", &c),
+        999,
+        "host-local: Failed to find address added by container m1",
+    );
+    call(&ours(), "CHECK", "m3", "eth0", &c).expect_ok();
+}
+
 #[test]
 fn parallel_add_del_churn_leaves_exactly_the_expected_files() {
     let d = temp_dir("hl-churn");

@@ -144,11 +144,16 @@ impl LockedStore<'_> {
             return Ok(false);
         }
         self.write_last_reserved(ip, set_index)?;
+        // An ifname that does not fit the index format is left out, as a
+        // rebuild would; lookups for it scan.
+        let indexable = indexable_ifname(&owner.ifname);
         self.index_update(owner.id(), |entries| {
-            entries.push(IndexEntry {
-                ip,
-                ifname: Some(owner.ifname.clone()),
-            })
+            if indexable {
+                entries.push(IndexEntry {
+                    ip,
+                    ifname: Some(owner.ifname.clone()),
+                })
+            }
         });
         Ok(true)
     }
