@@ -167,15 +167,24 @@ fn host_state(host: &Netns) -> String {
     }
     for l in host.ip_json(&["addr", "show"]).as_array().unwrap() {
         for a in l["addr_info"].as_array().unwrap() {
-            s.push_str(&format!(
-                "addr {} {}/{}\n",
-                l["ifname"], a["local"], a["prefixlen"]
-            ));
+            // IPv6 link-local addresses (and their routes) are the kernel's
+            // own, added when a link first gets a carrier.
+            if a["scope"] != "link" {
+                s.push_str(&format!(
+                    "addr {} {}/{}\n",
+                    l["ifname"], a["local"], a["prefixlen"]
+                ));
+            }
         }
     }
     for fam in ["-4", "-6"] {
         let out = host.run_ok("ip", &[fam, "route", "show", "table", "all"]);
-        s.push_str(&out.replace(" linkdown", ""));
+        for line in out.lines() {
+            if !line.starts_with("fe80::/64") && !line.starts_with("multicast ff00::/8") {
+                s.push_str(&line.replace(" linkdown", ""));
+                s.push('\n');
+            }
+        }
     }
     s.push_str(&host.netfilter());
     s
@@ -997,20 +1006,196 @@ fn macspoofchk_drops_frames_from_another_mac_and_del_removes_its_chains() {
     }
     let t = Topology::new(2);
     let (host, c1, c2) = (&t.host, &t.containers[0], &t.containers[1]);
-    let net = Net::new(&["10.24.0.0/24"], json!({"isGateway": true, "macspoofchk": true}));
+    let net = Net::new(
+        &["10.24.0.0/24"],
+        json!({"isGateway": true, "macspoofchk": true}),
+    );
     let r1 = net.add(host, c1, "ctrspoof1");
     let r2 = net.add(host, c2, "ctrspoof2");
     let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
-    assert!(nft.contains("chain cni-br-iface-ctrspoof1-eth0-mac"), "{nft}");
-    assert!(nft.contains("comment \"macspoofchk-ctrspoof1-eth0\""), "{nft}");
+    assert!(
+        nft.contains("chain cni-br-iface-ctrspoof1-eth0-mac"),
+        "{nft}"
+    );
+    assert!(
+        nft.contains("comment \"macspoofchk-ctrspoof1-eth0\""),
+        "{nft}"
+    );
     net.check(host, c1, "ctrspoof1", &r1).expect_ok();
     assert!(c1.ping(&ip_of(&r2, 0)));
     // The container changes its MAC: its frames no longer pass the port.
-    c1.run_ok("ip", &["link", "set", "eth0", "address", "02:11:22:33:44:55"]);
+    c1.run_ok(
+        "ip",
+        &["link", "set", "eth0", "address", "02:11:22:33:44:55"],
+    );
     assert!(!c1.ping(&ip_of(&r2, 0)), "spoofed MAC must be dropped");
     net.del(host, c1, "ctrspoof1");
     net.del(host, c2, "ctrspoof2");
     let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
     assert!(!nft.contains("ctrspoof"), "{nft}");
     assert_nothing_left(&net, host, "ctrspoof1");
+}
+
+/// A fake IPAM plugin (a shell script) that logs each verb it is run for
+/// and answers ADD with `add_result`.
+fn fake_ipam(dir: &Path, add_result: &Value) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("calls.log");
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\necho \"$CNI_COMMAND\" >> '{}'\nif [ \"$CNI_COMMAND\" = ADD ]; then echo '{}'; fi\n",
+        log.display(),
+        add_result
+    );
+    let path = dir.join("fake-ipam");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    log
+}
+
+#[test]
+fn failures_after_ipam_release_the_reservation_and_remove_the_veth() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(1);
+    let (host, c1) = (&t.host, &t.containers[0]);
+    let dir = temp_dir("cnit-fakeipam");
+    let cases = [
+        (
+            json!({"cniVersion": "1.1.0", "ips": []}),
+            "IPAM plugin returned missing IP config".to_string(),
+        ),
+        (
+            // A route through a gateway outside every local subnet.
+            json!({"cniVersion": "1.1.0",
+                   "ips": [{"address": "10.25.0.2/24", "gateway": "10.25.0.1"}],
+                   "routes": [{"dst": "192.168.50.0/24", "gw": "172.31.0.1"}]}),
+            "failed to add route '192.168.50.0/24 via 172.31.0.1 dev eth0".to_string(),
+        ),
+    ];
+    // Bridge made once, so the comparison sees only per-container state.
+    host.run_ok("ip", &["link", "add", "br0", "type", "bridge"]);
+    host.run_ok("ip", &["link", "set", "br0", "up"]);
+    for (answer, msg) in cases {
+        let log = fake_ipam(dir.path(), &answer);
+        let _ = std::fs::remove_file(&log);
+        let before = host_state(host);
+        let mut conf = Net::new(&["10.25.0.0/24"], json!({"ipMasq": true})).conf;
+        conf["ipam"] = json!({"type": "fake-ipam"});
+        let e = Invocation::new(plugin("bridge"), "ADD")
+            .container_id("ctrfake")
+            .netns(c1)
+            .cni_path(&dir.path().display().to_string())
+            .config(&conf)
+            .run(host)
+            .expect_err(999);
+        assert!(e["msg"].as_str().unwrap().starts_with(&msg), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "ADD\nDEL\n",
+            "IPAM was not released"
+        );
+        assert_eq!(host_state(host), before);
+        assert!(!c1.has_link("eth0"));
+    }
+}
+
+#[test]
+fn eight_concurrent_adds_get_distinct_addresses_and_all_talk() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(8);
+    let host = &t.host;
+    let net = Net::new(
+        &["10.26.0.0/24"],
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let jobs: Vec<_> = t
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let net = &net;
+                s.spawn(move || net.add(host, c, &format!("ctrpar{i}")))
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let mut ips: Vec<String> = results.iter().map(|r| ip_of(r, 0)).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8);
+    assert_eq!(veths(host).len(), 8);
+    assert_eq!(global_addresses(host, "br0"), vec!["10.26.0.1/24"]);
+    for (c, r) in t.containers.iter().zip(&results).skip(1) {
+        assert!(t.containers[0].ping(&ip_of(r, 0)));
+        assert!(c.ping("10.26.0.1"));
+    }
+    std::thread::scope(|s| {
+        for (i, c) in t.containers.iter().enumerate() {
+            let net = &net;
+            s.spawn(move || net.del(host, c, &format!("ctrpar{i}")));
+        }
+    });
+    assert_nothing_left(&net, host, "ctrpar");
+}
+
+#[test]
+fn older_spec_versions_get_results_in_their_format() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(3);
+    let host = &t.host;
+    for (i, version) in ["0.3.1", "0.4.0", "1.0.0"].iter().enumerate() {
+        let mut net = Net::new(&["10.27.0.0/24"], json!({"isGateway": true}));
+        net.conf["cniVersion"] = json!(version);
+        let ctr = &t.containers[i];
+        let id = format!("ctrv{i}");
+        let r = net.add(host, ctr, &id);
+        assert_eq!(r["cniVersion"], *version);
+        if version.starts_with("0.3") {
+            assert_eq!(r["ips"][0]["version"], "4");
+        }
+        if *version != "0.3.1" {
+            net.check(host, ctr, &id, &r).expect_ok();
+        }
+        net.del(host, ctr, &id);
+        assert_nothing_left(&net, host, &id);
+    }
+    // L2 results have no IP, which 0.2.0 cannot express.
+    let mut l2 = Net::l2(json!({}));
+    l2.conf["cniVersion"] = json!("0.2.0");
+    let ctr = Netns::bare("cnit-ctr");
+    let e = l2.run("ADD", host, &ctr, "ctrv020").json();
+    assert!(e["msg"].as_str().unwrap().contains("cannot convert"), "{e}");
+    l2.del(host, &ctr, "ctrv020");
+}
+
+#[test]
+fn enabledad_waits_for_duplicate_address_detection() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(1);
+    let (host, c1) = (&t.host, &t.containers[0]);
+    let net = Net::new(
+        &["2001:db8:28::/64"],
+        json!({"isGateway": true, "enabledad": true}),
+    );
+    net.add(host, c1, "ctrdad");
+    assert_eq!(
+        c1.run_ok("sysctl", &["-n", "net.ipv6.conf.eth0.accept_dad"])
+            .trim(),
+        "1"
+    );
+    // When ADD returns, the address is usable: no longer tentative.
+    let a = c1.ip_json(&["-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+    let info = &a[0]["addr_info"][0];
+    assert_eq!(info["local"], "2001:db8:28::2");
+    assert!(info.get("tentative").is_none(), "{info}");
+    net.del(host, c1, "ctrdad");
+    assert_nothing_left(&net, host, "ctrdad");
 }
