@@ -58,10 +58,13 @@ impl Netlink {
             .handle()
             .address()
             .add(index, network.ip(), network.prefix());
-        self.block_on(req.execute()).map_err(ctx(
-            "add address",
-            format!("{network} to {}", self.describe(index)),
-        ))
+        // The name is looked up only when there is an error to report.
+        self.block_on(req.execute()).map_err(|e| {
+            ctx(
+                "add address",
+                format!("{network} to {}", self.describe(index)),
+            )(e)
+        })
     }
 
     /// Remove `network` from link `index`. Returns `false` if it was not there.

@@ -96,7 +96,7 @@ impl Netlink {
         }
         let req = self.handle().link().set_port(msg.build());
         self.block_on(req.execute())
-            .map_err(ctx("set bridge port flags on", self.describe(port_index)))
+            .map_err(|e| ctx("set bridge port flags on", self.describe(port_index))(e))
     }
 
     /// Add VLAN `vid` to a bridge port (`bridge vlan add vid V dev P master
@@ -107,10 +107,12 @@ impl Netlink {
                 .vlan(entry.vid, vlan_flags(entry))
                 .build(),
         );
-        self.block_on(req.execute()).map_err(ctx(
-            "add vlan to bridge port",
-            format!("{} vid {}", self.describe(port_index), entry.vid),
-        ))
+        self.block_on(req.execute()).map_err(|e| {
+            ctx(
+                "add vlan to bridge port",
+                format!("{} vid {}", self.describe(port_index), entry.vid),
+            )(e)
+        })
     }
 
     /// Remove VLAN `vid` from a bridge port.
@@ -120,10 +122,12 @@ impl Netlink {
                 .vlan(vid, BridgeVlanInfoFlags::empty())
                 .build(),
         );
-        self.block_on(req.execute()).map_err(ctx(
-            "delete vlan from bridge port",
-            format!("{} vid {vid}", self.describe(port_index)),
-        ))
+        self.block_on(req.execute()).map_err(|e| {
+            ctx(
+                "delete vlan from bridge port",
+                format!("{} vid {vid}", self.describe(port_index)),
+            )(e)
+        })
     }
 
     /// Remove every VLAN entry of a bridge port (e.g. the default PVID 1).

@@ -226,7 +226,7 @@ impl Netlink {
     fn change(&self, op: &'static str, index: u32, msg: LinkMessage) -> Result<()> {
         let req = self.handle().link().change(msg);
         self.block_on(req.execute())
-            .map_err(ctx(op, self.describe(index)))
+            .map_err(|e| ctx(op, self.describe(index))(e))
     }
 
     /// `name (index N)` when the name can still be found, for messages.
