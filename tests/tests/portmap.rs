@@ -518,12 +518,14 @@ fn an_add_costs_at_most_two_processes_on_iptables_and_one_on_nftables() {
     if !can_run() {
         return;
     }
-    let (first, add, _del) = processes_per_verb("iptables");
+    let (first, add, del) = processes_per_verb("iptables");
     assert!(first.len() <= 2, "first ADD on iptables: {first:?}");
-    assert!(add.len() <= 2, "ADD on iptables: {add:?}");
-    let (first, add, _del) = processes_per_verb("nftables");
+    assert_eq!(add, vec!["iptables-restore".to_string()]);
+    assert!(del.len() <= 2, "DEL on iptables: {del:?}");
+    let (first, add, del) = processes_per_verb("nftables");
     assert!(first.len() <= 1, "first ADD on nftables: {first:?}");
     assert_eq!(add, vec!["nft".to_string()]);
+    assert!(del.len() <= 2, "DEL on nftables: {del:?}");
 }
 
 /// Go portmap (v1.1.1 here: iptables only, CNI ≤ 1.0.0) against ours.
@@ -1131,5 +1133,143 @@ fn snat_off_and_masq_all_shape_the_masquerade_rules() {
             .run(&host)
             .expect_ok();
         assert!(rules_of(&host, "masqall", "10.88.0.5").is_empty());
+    }
+}
+
+/// Median wall time of `f` over `n` runs.
+fn median_ms(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[n / 2]
+}
+
+/// Install `count` mappings of other containers with our plugin (same
+/// layout as the reference's on iptables), as a busy node has them.
+fn preload(host: &Netns, net: &Net, ctr: &Netns, count: usize) {
+    for i in 0..count {
+        let prev = fake_prev(ctr, &format!("10.77.{}.{}/16", i / 250, i % 250 + 2));
+        let maps = json!([{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"}]);
+        let conf = net.portmap_config(Some(&maps), Some(&prev));
+        net.portmap(plugin("portmap"), "ADD", &format!("load{i}"), ctr, &conf)
+            .run(host)
+            .expect_ok();
+    }
+}
+
+/// portmap ADD+DEL, and the bridge + host-local + portmap chain ADD+DEL,
+/// ours against the Go reference, with 0 and 500 other mappings present.
+/// `cargo test -p integration --test portmap -- --ignored --nocapture bench`
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn bench_portmap_and_chain_against_the_reference() {
+    if !can_run() {
+        return;
+    }
+    let go = reference_plugin("portmap");
+    let runs = 7;
+    for backend in ["iptables", "nftables"] {
+        let host = Netns::new("cnit-host");
+        let ctr = Netns::bare("cnit-ctr");
+        let mut net = Net::new(Some(backend), json!({}));
+        net.bridge_conf["cniVersion"] = json!("1.0.0");
+        net.portmap_conf["cniVersion"] = json!("1.0.0");
+        let maps = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+        for load in [0usize, 500] {
+            if load > 0 {
+                preload(&host, &net, &ctr, load);
+            }
+            let mut prev = fake_prev(&ctr, "10.88.0.5/24");
+            prev["cniVersion"] = json!("1.0.0");
+            let add_del = |bin: PathBuf, conf_base: &Value| {
+                let conf = {
+                    let mut c = conf_base.clone();
+                    c["runtimeConfig"] = json!({"portMappings": maps});
+                    c["prevResult"] = prev.clone();
+                    c
+                };
+                net.portmap(bin.clone(), "ADD", "bench", &ctr, &conf)
+                    .run(&host)
+                    .expect_ok();
+                net.portmap(bin, "DEL", "bench", &ctr, &conf)
+                    .run(&host)
+                    .expect_ok();
+            };
+            let ours = median_ms(runs, || add_del(plugin("portmap"), &net.portmap_conf));
+            let mut line = format!("{backend} load={load}: portmap ADD+DEL ours {ours:.1} ms");
+            if let (Some(go), "iptables") = (&go, backend) {
+                let mut go_conf = net.portmap_conf.clone();
+                go_conf.as_object_mut().unwrap().remove("backend");
+                let theirs = median_ms(runs, || add_del(go.clone(), &go_conf));
+                line.push_str(&format!(
+                    ", reference {theirs:.1} ms, ratio {:.2}",
+                    ours / theirs
+                ));
+            }
+            // The whole chain with a real container.
+            let chain = |bridge: PathBuf, pm: PathBuf, cni_path: String, pm_conf: &Value| {
+                let c = Netns::bare("cnit-ctr");
+                let r = Invocation::new(bridge.clone(), "ADD")
+                    .container_id("benchc")
+                    .netns(&c)
+                    .cni_path(&cni_path)
+                    .config(&net.bridge_conf)
+                    .run(&host)
+                    .expect_ok();
+                let mut conf = pm_conf.clone();
+                conf["runtimeConfig"] = json!({"portMappings": maps});
+                conf["prevResult"] = r;
+                let start = std::time::Instant::now();
+                net.portmap(pm.clone(), "ADD", "benchc", &c, &conf)
+                    .run(&host)
+                    .expect_ok();
+                net.portmap(pm, "DEL", "benchc", &c, &conf)
+                    .run(&host)
+                    .expect_ok();
+                let pm_time = start.elapsed();
+                Invocation::new(bridge, "DEL")
+                    .container_id("benchc")
+                    .netns(&c)
+                    .cni_path(&cni_path)
+                    .config(&net.bridge_conf)
+                    .run(&host)
+                    .expect_ok();
+                pm_time
+            };
+            let ours_bin = integration::bin_dir().display().to_string();
+            let ours_chain = median_ms(runs, || {
+                chain(
+                    plugin("bridge"),
+                    plugin("portmap"),
+                    ours_bin.clone(),
+                    &net.portmap_conf,
+                );
+            });
+            line.push_str(&format!("; chain ADD+DEL ours {ours_chain:.1} ms"));
+            if let (Some(go), Some(go_bridge), "iptables") =
+                (&go, reference_plugin("bridge"), backend)
+            {
+                let mut go_conf = net.portmap_conf.clone();
+                go_conf.as_object_mut().unwrap().remove("backend");
+                let theirs = median_ms(runs, || {
+                    chain(
+                        go_bridge.clone(),
+                        go.clone(),
+                        integration::REFERENCE_DIR.to_string(),
+                        &go_conf,
+                    );
+                });
+                line.push_str(&format!(
+                    ", reference {theirs:.1} ms, ratio {:.2}",
+                    ours_chain / theirs
+                ));
+            }
+            eprintln!("BENCH {line}");
+        }
     }
 }

@@ -50,8 +50,10 @@ pub mod conntrack;
 mod error;
 mod exec;
 mod hostports;
+mod inventory;
 mod iptables;
 pub mod names;
+mod netlink;
 mod nftables;
 pub mod validate;
 

@@ -20,10 +20,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{Batch, Family, NatTable, apply, read_modify_write, tolerate_unusable};
+use super::{
+    Batch, Family, NatTable, apply, read_chains, read_modify_write, read_modify_write_with,
+    read_nat, tolerate_unusable,
+};
 use crate::args;
 use crate::error::{Error, Errors, Result};
 use crate::hostports::ip_port;
+use crate::inventory::Inventory;
 use crate::names::{
     HOSTPORT_DNAT_CHAIN, HOSTPORT_MASQ_CHAIN, HOSTPORT_SETMARK_CHAIN, MASQ_ENTRY_COMMENT,
     OLD_HOSTPORT_SNAT_CHAIN, SETMARK_COMMENT, dnat_chain, dnat_comment, old_snat_chain,
@@ -368,17 +372,42 @@ fn plan_del(table: &NatTable, network: &str, container_id: &str, b: &mut Batch) 
 /// Both families, whatever was mapped: found by chain name (network +
 /// container id), so DEL needs no `portMappings`. One read per family, one
 /// write only if something is there.
+///
+/// With iptables-nft the chains' existence is known over netlink first: a
+/// family without them costs no process, one with them costs a listing of
+/// the entry chain and one write.
 pub fn del(network: &str, container_id: &str) -> Result<()> {
+    let dn = dnat_chain(network, container_id);
+    let sn = old_snat_chain(network, container_id);
+    let wanted = [
+        dn.as_str(),
+        sn.as_str(),
+        HOSTPORT_DNAT_CHAIN,
+        OLD_HOSTPORT_SNAT_CHAIN,
+    ];
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(tolerate_unusable(
-            family,
-            read_modify_write(family, |table| {
-                let mut b = Batch::default();
-                plan_del(table, network, container_id, &mut b);
-                Ok(b)
-            }),
-        ));
+        // Re-read on every attempt: a concurrent DEL may have removed the
+        // chains since the last one.
+        let read = || match family.existing_chains(Inventory::read().as_ref(), &wanted) {
+            None => read_nat(family),
+            Some(present) if !present.contains(&dn) && !present.contains(&sn) => {
+                Ok(NatTable::default())
+            }
+            Some(present) => {
+                let listed: Vec<&str> = [HOSTPORT_DNAT_CHAIN, OLD_HOSTPORT_SNAT_CHAIN]
+                    .into_iter()
+                    .filter(|c| present.iter().any(|p| p == c))
+                    .collect();
+                read_chains(family, &listed, &present)
+            }
+        };
+        let result = read_modify_write_with(family, read, |table| {
+            let mut b = Batch::default();
+            plan_del(table, network, container_id, &mut b);
+            Ok(b)
+        });
+        errors.keep(tolerate_unusable(family, result));
     }
     errors.into_result()
 }

@@ -9,9 +9,13 @@
 
 use std::collections::BTreeSet;
 
-use super::{Batch, Family, NatTable, apply, read_modify_write, tolerate_unusable};
+use super::{
+    Batch, Family, NatTable, apply, read_chains, read_modify_write, read_modify_write_with,
+    read_nat, tolerate_unusable,
+};
 use crate::args;
 use crate::error::{Error, Errors, Result};
+use crate::inventory::Inventory;
 use crate::names::{masq_chain, masq_comment};
 use crate::{Attachment, IpNetwork};
 
@@ -173,18 +177,25 @@ fn plan_teardown(table: &NatTable, chain: &str, b: &mut Batch) {
     }
 }
 
+/// With iptables-nft, a family where the chain does not exist costs no
+/// process (a jump to a chain cannot outlive it), one where it does costs a
+/// listing of POSTROUTING and one write.
 pub fn teardown(att: &Attachment<'_>) -> Result<()> {
     let layout = Layout::of(att.network, att.container_id);
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
-        errors.keep(tolerate_unusable(
-            family,
-            read_modify_write(family, |table| {
-                let mut b = Batch::default();
-                plan_teardown(table, &layout.chain, &mut b);
-                Ok(b)
-            }),
-        ));
+        // Re-read on every attempt: a concurrent DEL may have removed it.
+        let read = || match family.existing_chains(Inventory::read().as_ref(), &[&layout.chain]) {
+            None => read_nat(family),
+            Some(present) if present.is_empty() => Ok(NatTable::default()),
+            Some(present) => read_chains(family, &["POSTROUTING"], &present),
+        };
+        let result = read_modify_write_with(family, read, |table| {
+            let mut b = Batch::default();
+            plan_teardown(table, &layout.chain, &mut b);
+            Ok(b)
+        });
+        errors.keep(tolerate_unusable(family, result));
     }
     errors.into_result()
 }

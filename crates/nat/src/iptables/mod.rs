@@ -8,6 +8,7 @@ mod save;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
+use crate::inventory::Inventory;
 use crate::{Attachment, Backend, HostPorts, IpNetwork, Netfilter};
 
 pub use batch::Batch;
@@ -29,6 +30,56 @@ impl Family {
         } else {
             Family::V6
         }
+    }
+
+    /// `nf_tables` family of this family's iptables-nft tables.
+    fn nfproto(self) -> u8 {
+        match self {
+            Family::V4 => crate::inventory::NFPROTO_IPV4,
+            Family::V6 => crate::inventory::NFPROTO_IPV6,
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// Whether an iptables-legacy `nat` table exists in the calling
+    /// thread's namespace. Legacy state is invisible to [`Inventory`]; when
+    /// there is none, all iptables state lives in nf_tables, whichever
+    /// iptables binary is installed. (`/proc/thread-self/net` is the
+    /// thread's namespace; the file is absent without the legacy module.)
+    fn legacy_nat_loaded(self) -> bool {
+        let file = match self {
+            Family::V4 => "/proc/thread-self/net/ip_tables_names",
+            Family::V6 => "/proc/thread-self/net/ip6_tables_names",
+        };
+        std::fs::read_to_string(file)
+            .map(|names| names.lines().any(|l| l.trim() == "nat"))
+            .unwrap_or(false)
+    }
+
+    /// Which of `chains` exist in this family's `nat` table, when that can
+    /// be known without a process (iptables-nft); `None` = unknown.
+    pub fn existing_chains(
+        self,
+        inventory: Option<&Inventory>,
+        chains: &[&str],
+    ) -> Option<Vec<String>> {
+        let inv = inventory?;
+        if self.legacy_nat_loaded() {
+            return None;
+        }
+        Some(
+            chains
+                .iter()
+                .filter(|c| inv.has_chain(self.nfproto(), "nat", c))
+                .map(|c| c.to_string())
+                .collect(),
+        )
     }
 
     fn save_program(self) -> &'static str {
@@ -76,6 +127,21 @@ pub fn read_nat(family: Family) -> Result<NatTable> {
     Ok(NatTable::parse(&out))
 }
 
+/// Only the rules of `listed` (`iptables -t nat -S <chain>`, one process
+/// each; far cheaper than a whole-table save when the ruleset is large),
+/// with `known` as the chains that exist.
+pub fn read_chains(family: Family, listed: &[&str], known: &[String]) -> Result<NatTable> {
+    let program = Program::find(family.program())?;
+    let outputs = listed
+        .iter()
+        .map(|chain| program.run(&["-t", "nat", "-S", chain], None))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(NatTable::from_listings(
+        outputs.iter().map(String::as_str),
+        known,
+    ))
+}
+
 /// Apply `batch` atomically; nothing changes if any line fails.
 pub fn apply(family: Family, batch: &Batch) -> Result<()> {
     if batch.is_empty() {
@@ -93,9 +159,18 @@ const ATTEMPTS: usize = 4;
 /// Read, plan, apply; on failure read again and re-plan, so that a rule
 /// removed concurrently ("already gone") is simply not deleted twice.
 pub fn read_modify_write(family: Family, plan: impl Fn(&NatTable) -> Result<Batch>) -> Result<()> {
+    read_modify_write_with(family, || read_nat(family), plan)
+}
+
+/// [`read_modify_write`] with a custom (cheaper, narrower) read.
+pub fn read_modify_write_with(
+    family: Family,
+    read: impl Fn() -> Result<NatTable>,
+    plan: impl Fn(&NatTable) -> Result<Batch>,
+) -> Result<()> {
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        let table = read_nat(family)?;
+        let table = read()?;
         let batch = plan(&table)?;
         match apply(family, &batch) {
             Ok(()) => return Ok(()),

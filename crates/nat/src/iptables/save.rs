@@ -72,6 +72,29 @@ impl NatTable {
         table
     }
 
+    /// From `iptables -t nat -S <chain>` listings (rules only), plus the
+    /// chains known to exist by other means.
+    pub fn from_listings<'a>(
+        listings: impl Iterator<Item = &'a str>,
+        chains: &[String],
+    ) -> NatTable {
+        let mut table = NatTable {
+            chains: chains.to_vec(),
+            rules: vec![],
+        };
+        for line in listings.flat_map(str::lines) {
+            if let Some(rest) = line.strip_prefix("-A ")
+                && let Some((chain, spec)) = rest.split_once(' ')
+            {
+                table.rules.push(Rule {
+                    chain: chain.to_string(),
+                    spec: spec.to_string(),
+                });
+            }
+        }
+        table
+    }
+
     pub fn has_chain(&self, name: &str) -> bool {
         self.chains.iter().any(|c| c == name)
     }

@@ -30,6 +30,7 @@ use super::{Listing, apply, list};
 use crate::error::{Error, Result};
 use crate::exec::Program;
 use crate::hostports::ip_port;
+use crate::inventory::{Inventory, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
@@ -59,6 +60,13 @@ impl Family {
         match self {
             Family::V4 => "ip",
             Family::V6 => "ip6",
+        }
+    }
+
+    fn nfproto(self) -> u8 {
+        match self {
+            Family::V4 => NFPROTO_IPV4,
+            Family::V6 => NFPROTO_IPV6,
         }
     }
 
@@ -297,10 +305,17 @@ fn write_owner_removal(s: &mut String, f: Family, listing: Option<&Listing>, own
     }
 }
 
-/// Families whose `cni_hostport` table exists: one short `nft list tables`
-/// saves listing a table that is not there (the usual case on a node whose
-/// portmap uses iptables, where DEL still looks here for leftovers).
+/// Families whose `cni_hostport` table exists: over netlink when possible
+/// (no process), else one short `nft list tables`. Saves listing a table
+/// that is not there — the usual case on a node whose portmap uses
+/// iptables, where DEL still looks here for leftovers.
 fn existing_families() -> Result<Vec<Family>> {
+    if let Some(inv) = Inventory::read() {
+        return Ok(Family::BOTH
+            .into_iter()
+            .filter(|f| inv.has_table(f.nfproto(), NFT_HOSTPORT_TABLE))
+            .collect());
+    }
     let out = Program::find("nft")?.run(&["list", "tables"], None)?;
     Ok(Family::BOTH
         .into_iter()

@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use super::{Listing, list, list_modify_apply};
 use crate::error::{Error, Result};
+use crate::inventory::{Inventory, NFPROTO_INET};
 use crate::names::{
     NFT_MASQ_CHECKS_CHAIN, NFT_MASQ_CHECKS_COMMENT, NFT_MASQ_TABLE, NFT_MASQ_TABLE_COMMENT,
     nft_masq_comment, nft_masq_instance_hash, nft_masq_network_hash,
@@ -105,6 +106,12 @@ pub fn check(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
 }
 
 pub fn teardown(att: &Attachment<'_>) -> Result<()> {
+    // Nothing to list when the chain does not exist (known without a process).
+    if Inventory::read()
+        .is_some_and(|inv| !inv.has_chain(NFPROTO_INET, NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN))
+    {
+        return Ok(());
+    }
     let instance = nft_masq_instance_hash(att.network, att.ifname, att.container_id);
     list_modify_apply(&CHAIN, |listing| {
         let mut s = String::new();

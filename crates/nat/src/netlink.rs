@@ -1,0 +1,169 @@
+//! A minimal NETLINK_NETFILTER client: enough to dump conntrack entries and
+//! nf_tables tables/chains, and to send single requests, without starting
+//! a process. Messages are built and parsed by hand (a few fixed layouts).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const NETLINK_NETFILTER: libc::c_int = 12;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+pub const NLM_F_REQUEST: u16 = 1;
+pub const NLM_F_ACK: u16 = 4;
+pub const NLM_F_DUMP: u16 = 0x300;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+const NLMSG_HDRLEN: usize = 16;
+/// `struct nfgenmsg`: family, version, resource id.
+pub const NFGENMSG_LEN: usize = 4;
+
+pub fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+pub struct Socket(OwnedFd);
+
+impl Socket {
+    pub fn open() -> io::Result<Socket> {
+        // SAFETY: plain socket(2); the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
+        // SAFETY: an all-zero sockaddr_nl is valid (pid 0 = the kernel).
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: msg and addr are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is writable for buf.len() bytes.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Send a dump request and hand every reply message's payload (after
+    /// the nfgenmsg header's start) with its type to `each`.
+    pub fn dump(&self, request: &[u8], mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        self.send(request)?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = self.recv(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for (kind, payload) in messages(&buf[..n]) {
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let code = error_code(payload);
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(code));
+                        }
+                    }
+                    _ => each(kind, payload),
+                }
+            }
+        }
+    }
+}
+
+/// A netfilter netlink message: header, nfgenmsg, attributes.
+pub fn message(
+    subsys: u16,
+    msg_type: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    attrs: &[u8],
+) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&((subsys << 8) | msg_type).to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[family, 0, 0, 0]);
+    m.extend_from_slice(attrs);
+    m
+}
+
+/// Attributes in `buf`: (type without flags, whole attribute, payload).
+pub fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let whole = &buf[..len];
+        let payload = &buf[4..len];
+        buf = &buf[align(len).min(buf.len())..];
+        Some((kind, whole, payload))
+    })
+}
+
+/// Messages in one datagram: (type, payload after the netlink header).
+pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return None;
+        }
+        let payload = &buf[NLMSG_HDRLEN..len];
+        buf = &buf[align(len).min(buf.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// The errno of an NLMSG_ERROR payload (0 = ack).
+pub fn error_code(payload: &[u8]) -> i32 {
+    payload
+        .get(..4)
+        .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0)
+}
+
+/// A NUL-terminated string attribute.
+pub fn string(payload: &[u8]) -> String {
+    let end = payload
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(payload.len());
+    String::from_utf8_lossy(&payload[..end]).into_owned()
+}
