@@ -377,3 +377,26 @@ fn unreserve_gives_back_only_that_address() {
     assert!(locked.unreserve(ip("10.0.1.2"), &a).unwrap());
     assert_eq!(locked.lookup(&a).unwrap(), [ip("10.0.0.2")]);
 }
+
+#[test]
+fn many_containers_sharing_index_buckets_stay_distinct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), "net1").unwrap();
+    let owner = |i: u32| Owner::new(format!("ctr-{i}"), "eth0");
+    let addr = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+    let mut locked = store.lock().unwrap();
+    // 1000 containers over 256 buckets: every bucket holds several.
+    for i in 0..1000 {
+        assert!(locked.reserve(addr(i), &owner(i), 0).unwrap());
+    }
+    for i in (0..1000).step_by(2) {
+        assert_eq!(locked.release(&owner(i)).unwrap(), [addr(i)]);
+    }
+    drop(locked);
+    let mut locked = store.lock().unwrap();
+    for i in 0..1000 {
+        let expected: Vec<IpAddr> = if i % 2 == 0 { vec![] } else { vec![addr(i)] };
+        assert_eq!(locked.lookup(&owner(i)).unwrap(), expected, "ctr-{i}");
+    }
+    assert_eq!(locked.reservations().unwrap().len(), 500);
+}
