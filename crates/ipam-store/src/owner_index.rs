@@ -24,9 +24,11 @@
 //! before use. Since Linux 6.13 (multigrain timestamps on ext4, xfs, btrfs,
 //! tmpfs) a change that follows a `stat` of the directory is guaranteed a
 //! distinct ctime, and we `stat` when writing the stamp, so a Go ADD right
-//! after ours cannot hide inside one timestamp tick. On older kernels that
-//! window is one tick (a few ms); the cost of missing it is that one stale
-//! lookup, and the next change of the directory heals it.
+//! after ours cannot hide inside one timestamp tick. Older kernels stamp
+//! from a clock that advances once per tick, so there [`OwnerIndex::seal`]
+//! holds on (still under the lock) until that clock has passed the
+//! directory's ctime — at most one tick, a few ms — so that any later
+//! change necessarily gets a different ctime.
 //!
 //! Crash safety: the index is updated after the reservation file and the
 //! stamp after the index, so a crash in between leaves a stamp that no
@@ -90,7 +92,12 @@ impl OwnerIndex {
     /// A torn stamp cannot match the directory, so it only causes a
     /// rebuild.
     pub fn seal(&self, dir: &Path) -> io::Result<()> {
-        overwrite(&self.root.join("stamp"), &dir_stamp(dir)?)
+        let meta = fs::metadata(dir)?;
+        overwrite(&self.root.join("stamp"), &stamp_of(&meta))?;
+        if !has_multigrain_timestamps() {
+            wait_for_coarse_clock_past(meta.ctime(), meta.ctime_nsec());
+        }
+        Ok(())
     }
 
     /// Stops trusting the index until the next rebuild.
@@ -244,8 +251,11 @@ fn overwrite(path: &Path, text: &str) -> io::Result<()> {
 }
 
 fn dir_stamp(dir: &Path) -> io::Result<String> {
-    let m = fs::metadata(dir)?;
-    Ok(format!(
+    Ok(stamp_of(&fs::metadata(dir)?))
+}
+
+fn stamp_of(m: &fs::Metadata) -> String {
+    format!(
         "v1 {} {} {}.{} {}.{}\n",
         m.dev(),
         m.ino(),
@@ -253,5 +263,62 @@ fn dir_stamp(dir: &Path) -> io::Result<String> {
         m.mtime_nsec(),
         m.ctime(),
         m.ctime_nsec()
-    ))
+    )
+}
+
+/// Linux 6.13 introduced multigrain timestamps (ext4, xfs, btrfs, tmpfs):
+/// a change after a `stat` always gets a new ctime.
+fn has_multigrain_timestamps() -> bool {
+    let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (6, 13)
+}
+
+/// Waits until `CLOCK_REALTIME_COARSE` (the clock file times come from on
+/// kernels without multigrain timestamps) is past `sec.nsec`, at most a
+/// few ticks.
+fn wait_for_coarse_clock_past(sec: i64, nsec: i64) {
+    for _ in 0..200 {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only writes the timespec we own.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } != 0 {
+            return;
+        }
+        if (now.tv_sec, now.tv_nsec) > (sec, nsec) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coarse_wait_returns_once_the_clock_has_passed() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let start = std::time::Instant::now();
+        wait_for_coarse_clock_past(t.as_secs() as i64, i64::from(t.subsec_nanos()));
+        assert!(start.elapsed() < std::time::Duration::from_millis(50));
+    }
+
+    #[test]
+    fn bucket_is_stable() {
+        // Bucket numbers are part of the on-disk layout: never change them.
+        assert_eq!(bucket_of(""), 0xcbf2_9ce4_8422_2325 % 256);
+        assert_eq!(bucket_of("a"), 0xaf63_dc4c_8601_ec8c % 256);
+    }
 }
