@@ -328,6 +328,105 @@ fn allocation_order_and_files_match_the_reference() {
     }
 }
 
+/// Runs one invocation against both implementations (each with its own
+/// dataDir in `conf_for`) and asserts the same outcome and the same files.
+fn same_as_reference(
+    go: &Path,
+    dirs: (&Path, &Path),
+    conf_for: &dyn Fn(&Path) -> Value,
+    verb: &str,
+    id: &str,
+    cni_args: &str,
+) {
+    let run = |bin: &Path, dir: &Path| {
+        let mut inv = Invocation::new(bin, verb)
+            .container_id(id)
+            .config(&conf_for(dir));
+        if verb == "ADD" {
+            inv = inv.netns_path("/var/run/netns/unused");
+        }
+        if !cni_args.is_empty() {
+            inv = inv.args(cni_args);
+        }
+        inv.run_in(None)
+    };
+    let (g, r) = (run(go, dirs.0), run(&ours(), dirs.1));
+    let what = format!("{verb} {id} {cni_args}");
+    assert_eq!(g.success(), r.success(), "{what}: go {g:?} ours {r:?}");
+    if g.success() {
+        if verb == "ADD" {
+            assert_eq!(g.json(), r.json(), "{what}");
+        }
+    } else {
+        assert_eq!(g.json()["msg"], r.json()["msg"], "{what}");
+    }
+    assert_eq!(files(dirs.0), files(dirs.1), "after {what}");
+}
+
+#[test]
+fn requested_addresses_and_legacy_config_match_the_reference() {
+    let Some(go) = reference_plugin("host-local") else {
+        return;
+    };
+    let (dg, dr) = (temp_dir("hl-go2"), temp_dir("hl-rs2"));
+    let dirs = (dg.path(), dr.path());
+    // Legacy top-level range plus a v6 set, runtime ipRanges prepended,
+    // requested addresses through args and runtimeConfig.
+    let conf_for = |dir: &Path| {
+        let mut c = conf(
+            "1.0.0",
+            dir,
+            json!({
+                "subnet": "10.70.0.0/24", "rangeStart": "10.70.0.10", "rangeEnd": "10.70.0.20",
+                "gateway": "10.70.0.15",
+                "ranges": [[{"subnet": "2001:db8:70::/64"}]],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.70.0.15"}]
+            }),
+        );
+        c["runtimeConfig"] =
+            json!({"ipRanges": [[{"subnet": "10.71.0.0/28"}]], "ips": ["10.71.0.9"]});
+        c["args"] = json!({"cni": {"ips": ["2001:db8:70::99"]}});
+        c
+    };
+    let steps: &[(&str, &str, &str)] = &[
+        ("ADD", "a", "IP=10.70.0.12"),
+        ("ADD", "b", "IP=10.70.0.15"), // the gateway
+        ("ADD", "c", "IP=10.70.0.12"), // taken
+        ("ADD", "d", "IP=10.99.0.1"),  // in no set
+        ("ADD", "e", ""),              // 10.71.0.9 and ::99 already taken by a
+        ("DEL", "a", ""),
+        ("ADD", "f", ""),
+        ("ADD", "g", "IP=10.70.0.20"),
+        ("DEL", "f", ""),
+        ("DEL", "g", ""),
+    ];
+    for (verb, id, args) in steps {
+        same_as_reference(&go, dirs, &conf_for, verb, id, args);
+    }
+}
+
+#[test]
+fn results_in_every_version_match_the_reference() {
+    let Some(go) = reference_plugin("host-local") else {
+        return;
+    };
+    for version in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"] {
+        let (dg, dr) = (temp_dir("hl-gov"), temp_dir("hl-rsv"));
+        let conf_for = |dir: &Path| {
+            conf(
+                version,
+                dir,
+                json!({
+                    "ranges": [[{"subnet": "10.72.0.0/24"}], [{"subnet": "2001:db8:72::/64"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+                }),
+            )
+        };
+        same_as_reference(&go, (dg.path(), dr.path()), &conf_for, "ADD", "a", "");
+        same_as_reference(&go, (dg.path(), dr.path()), &conf_for, "DEL", "a", "");
+    }
+}
+
 /// A store written by the Go plugin is read, released and GC'd by ours,
 /// and the Go plugin cleans up after ours.
 #[test]
