@@ -183,6 +183,46 @@ fn every_validation_message() {
             ),
             "invalid range set 0: ipam.ranges[0][0].gateway: invalid IP address: nope",
         ),
+        (
+            conf("1.1.0", dd, json!({"ranges":[[]]})),
+            "invalid range set 0: empty range set",
+        ),
+        (
+            conf("1.1.0", dd, json!({"ranges":[[{"rangeStart":"10.0.0.1"}]]})),
+            "invalid range set 0: ipam.ranges[0][0].subnet: missing",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"subnet":"10.0.0.0/24","rangeStart":"zz"}),
+            ),
+            "invalid range set 0: ipam.rangeStart: invalid IP address: zz",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.9","rangeEnd":"10.0.0.3"}]]}),
+            ),
+            "invalid range set 0: RangeStart 10.0.0.9 is after RangeEnd 10.0.0.3",
+        ),
+        (
+            conf("1.1.0", dd, json!({"ranges":"x"})),
+            "invalid network config: ipam.ranges: invalid type: string \"x\", expected a sequence",
+        ),
+        (
+            conf("1.1.0", dd, json!({"subnet":5})),
+            "invalid network config: ipam.subnet: invalid type: integer `5`, expected a string",
+        ),
+        (
+            conf(
+                "1.1.0",
+                dd,
+                json!({"ranges":[[{"subnet":"10.0.0.0/24"}]],"routes":[{"dst":"x"}]}),
+            ),
+            "invalid network config: ipam.routes[0].dst: invalid address: x",
+        ),
     ];
     for (config, msg) in cases {
         let out = add(&config, "c1");
@@ -732,6 +772,21 @@ fn check_compares_the_reservation_with_prev_result() {
     );
     // Another ifname of the same container holds nothing.
     call(&ours(), "CHECK", "a", "eth1", &c).expect_err(999);
+}
+
+#[test]
+fn routes_are_returned_with_every_field() {
+    let d = temp_dir("hl-routes");
+    let routes = json!([
+        {"dst": "0.0.0.0/0", "gw": "10.58.0.1", "mtu": 1400, "advmss": 1360, "priority": 10, "table": 100, "scope": 0},
+        {"dst": "192.168.0.0/16"}
+    ]);
+    let c = conf(
+        "1.1.0",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.58.0.0/24"}]], "routes": routes.clone()}),
+    );
+    assert_eq!(add(&c, "a").expect_ok()["routes"], routes);
 }
 
 #[test]

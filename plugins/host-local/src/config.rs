@@ -29,9 +29,16 @@ struct RangeConf {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IpamSection {
-    /// Legacy single range at the top level of `ipam`.
-    #[serde(flatten)]
-    legacy: RangeConf,
+    // The legacy single range at the top level of `ipam`. Spelled out
+    // rather than `#[serde(flatten)]`ed so that type errors name the key.
+    #[serde(default)]
+    subnet: Option<String>,
+    #[serde(default)]
+    range_start: Option<String>,
+    #[serde(default)]
+    range_end: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
     #[serde(default)]
     ranges: Vec<Vec<RangeConf>>,
     #[serde(default)]
@@ -89,8 +96,14 @@ impl Config {
                 raw_sets.push((format!("runtimeConfig.ipRanges[{i}]"), ranges));
             }
         }
-        if ipam.legacy.subnet.is_some() {
-            raw_sets.push(("ipam".to_string(), vec![ipam.legacy]));
+        if ipam.subnet.is_some() {
+            let legacy = RangeConf {
+                subnet: ipam.subnet,
+                range_start: ipam.range_start,
+                range_end: ipam.range_end,
+                gateway: ipam.gateway,
+            };
+            raw_sets.push(("ipam".to_string(), vec![legacy]));
         }
         for (i, set) in ipam.ranges.into_iter().enumerate() {
             raw_sets.push((format!("ipam.ranges[{i}]"), set));
@@ -149,7 +162,14 @@ fn version_below_0_3(v: &str) -> bool {
 fn build_set(field: &str, raw: &[RangeConf]) -> std::result::Result<RangeSet, String> {
     let mut ranges = Vec::new();
     for (j, r) in raw.iter().enumerate() {
-        let at = |key: &str| format!("{field}[{j}].{key}");
+        // The legacy range is not in a list: `ipam.subnet`, not `ipam[0].subnet`.
+        let at = |key: &str| {
+            if field == "ipam" {
+                format!("{field}.{key}")
+            } else {
+                format!("{field}[{j}].{key}")
+            }
+        };
         let subnet = match r.subnet.as_deref() {
             Some(s) => parse_cidr(s).map_err(|e| format!("{}: {e}", at("subnet")))?,
             None => return Err(format!("{}: missing", at("subnet"))),
