@@ -649,6 +649,28 @@ fn exhaustion_then_status_then_release() {
     assert_eq!(addrs(&add(&c, "c7").expect_ok()), ["10.50.0.4/29"]);
 }
 
+/// GC and STATUS get no runtimeConfig: a network whose ranges all come
+/// from the `ipRanges` capability must still be collected and checked.
+#[test]
+fn gc_and_status_work_for_capability_only_ranges() {
+    let d = temp_dir("hl-caponly");
+    let mut c = conf("1.1.0", d.path(), json!({}));
+    c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.59.0.0/24"}]]});
+    assert_eq!(addrs(&add(&c, "a").expect_ok()), ["10.59.0.2/24"]);
+    assert_eq!(addrs(&add(&c, "b").expect_ok()), ["10.59.0.3/24"]);
+
+    let mut plain = conf("1.1.0", d.path(), json!({}));
+    call(&ours(), "STATUS", "", "", &plain).expect_ok();
+    plain["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
+    call(&ours(), "GC", "", "", &plain).expect_ok();
+    assert_eq!(
+        reservation_names(d.path()),
+        BTreeSet::from(["10.59.0.3".into()])
+    );
+    // ADD without the capability still has nothing to allocate from.
+    expect_msg(&add(&plain, "c"), 7, "no IP ranges specified");
+}
+
 #[test]
 fn status_reports_unwritable_data_dir_and_old_versions() {
     let d = temp_dir("hl-status");

@@ -71,7 +71,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// For ADD, DEL and CHECK: at least one range set is required.
     pub fn load(req: &Request) -> Result<Config> {
+        Self::load_inner(req, true)
+    }
+
+    /// For GC and STATUS, which get no `runtimeConfig`: a network whose
+    /// ranges all come from the `ipRanges` capability has none configured,
+    /// yet its reservations must still be collected and its dataDir checked.
+    pub fn load_allowing_no_ranges(req: &Request) -> Result<Config> {
+        Self::load_inner(req, false)
+    }
+
+    fn load_inner(req: &Request, require_ranges: bool) -> Result<Config> {
         let net: HostLocalNet = req.plugin_config()?;
         let Some(ipam) = net.ipam else {
             return Err(Error::invalid_config("IPAM config missing 'ipam' key"));
@@ -108,7 +120,7 @@ impl Config {
         for (i, set) in ipam.ranges.into_iter().enumerate() {
             raw_sets.push((format!("ipam.ranges[{i}]"), set));
         }
-        if raw_sets.is_empty() {
+        if raw_sets.is_empty() && require_ranges {
             return Err(Error::invalid_config("no IP ranges specified"));
         }
 

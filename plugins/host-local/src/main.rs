@@ -170,7 +170,7 @@ impl Plugin for HostLocal {
     }
 
     fn status(&self, req: &Request) -> Result<()> {
-        let conf = Config::load(req)?;
+        let conf = Config::load_allowing_no_ranges(req)?;
         let unavailable = |msg: String| Error::new(code::NOT_AVAILABLE, msg);
         let store = open_store(&conf).map_err(|e| unavailable(e.msg))?;
         let mut locked = store.lock().map_err(|e| unavailable(e.to_string()))?;
@@ -193,7 +193,7 @@ impl Plugin for HostLocal {
         let Some(valid) = req.config.gc_attachments() else {
             return Ok(());
         };
-        let conf = Config::load(req)?;
+        let conf = Config::load_allowing_no_ranges(req)?;
         let keep: Vec<Owner> = valid
             .iter()
             .map(|a| Owner::new(a.container_id.clone(), a.ifname.clone()))
