@@ -9,14 +9,15 @@
 //! an unwritable dataDir with code 50, and ADD/DEL do not read every
 //! reservation file.
 
+mod allocation;
 mod config;
 mod dns;
 
 use std::net::IpAddr;
 
-use cni::{CniResult, Error, IpConfig, Plugin, Request, Result, code};
+use cni::{CniResult, Error, Plugin, Request, Result, code};
 use config::Config;
-use ipam_store::{LockedStore, Owner, Store, allocate};
+use ipam_store::{Owner, Store};
 
 struct HostLocal;
 
@@ -26,7 +27,7 @@ fn owner(req: &Request) -> Owner {
 
 /// Store failures become CNI errors: filesystem problems are I/O (5),
 /// everything else keeps the reference's code 999 and wording.
-fn store_err(e: ipam_store::Error) -> Error {
+pub(crate) fn store_err(e: ipam_store::Error) -> Error {
     match e {
         ipam_store::Error::Io { .. } => Error::io(e.to_string()),
         ipam_store::Error::InvalidNetworkName(_) | ipam_store::Error::NotADirectory(_) => {
@@ -38,56 +39,6 @@ fn store_err(e: ipam_store::Error) -> Error {
 
 fn open_store(conf: &Config) -> Result<Store> {
     Store::open(&conf.data_dir, &conf.network).map_err(store_err)
-}
-
-/// Reserves one address per range set, or none at all.
-fn allocate_all(
-    locked: &mut LockedStore<'_>,
-    conf: &Config,
-    owner: &Owner,
-) -> Result<Vec<IpConfig>> {
-    let mut requested = conf.requested.clone();
-    let mut taken: Vec<IpAddr> = Vec::new();
-    let mut ips = Vec::new();
-    let mut failure = None;
-    for (i, set) in conf.range_sets.iter().enumerate() {
-        // The first requested address that falls in this set is consumed
-        // by it, as in the reference.
-        let wanted = requested
-            .iter()
-            .position(|ip| set.contains(*ip))
-            .map(|p| requested.remove(p));
-        match allocate(locked, set, i, owner, wanted) {
-            Ok(a) => {
-                taken.push(a.address.ip());
-                ips.push(IpConfig {
-                    address: a.address,
-                    gateway: Some(a.gateway),
-                    interface: None,
-                });
-            }
-            Err(e) => {
-                failure = Some(store_err(e).context(format!("failed to allocate for range {i}")));
-                break;
-            }
-        }
-    }
-    if failure.is_none() && !requested.is_empty() {
-        let list: Vec<String> = requested.iter().map(IpAddr::to_string).collect();
-        failure = Some(Error::internal(format!(
-            "failed to allocate all requested IPs: {}",
-            list.join(" ")
-        )));
-    }
-    if let Some(e) = failure {
-        // Roll back only what this ADD reserved: an earlier ADD's
-        // reservation for the same attachment is not ours to drop.
-        for ip in taken {
-            let _ = locked.unreserve(ip, owner);
-        }
-        return Err(e);
-    }
-    Ok(ips)
 }
 
 impl Plugin for HostLocal {
@@ -102,7 +53,7 @@ impl Plugin for HostLocal {
         };
         let store = open_store(&conf)?;
         let mut locked = store.lock().map_err(store_err)?;
-        let ips = allocate_all(&mut locked, &conf, &owner(req))?;
+        let ips = allocation::allocate_all(&mut locked, &conf, &owner(req))?;
         Ok(CniResult {
             interfaces: Vec::new(),
             ips,
