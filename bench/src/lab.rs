@@ -1,0 +1,179 @@
+//! One benchmark environment: a throwaway host namespace that this thread
+//! enters (so every plugin the runtime execs from it lives there, as on a
+//! node), a temporary state directory (result cache, host-local's dataDir),
+//! the network configuration for one implementation and backend, and the
+//! containers attached so far. Dropping the lab returns the thread to the
+//! namespace it came from and removes every namespace it created; the host
+//! namespace takes the bridge, the veths and all netfilter rules with it.
+
+use std::path::{Path, PathBuf};
+
+use netns::{NetNs, TempNetns};
+use runtime::{Attachment, NetworkConfigList, ResultCache, Runtime};
+use serde_json::{Value, json};
+
+use crate::Fallible;
+
+pub const NETWORK: &str = "benchnet";
+pub const SUBNET: &str = "10.90.0.0/16";
+pub const MEASURED_HOST_PORT: u16 = 8080;
+/// Background containers map hostPort FIRST_BACKGROUND_PORT + i.
+const FIRST_BACKGROUND_PORT: u16 = 20000;
+
+/// Which implementation and netfilter backend a lab runs.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub implementation: &'static str,
+    pub backend: &'static str,
+    pub plugin_dir: PathBuf,
+}
+
+impl Variant {
+    pub fn label(&self) -> String {
+        format!("{} / {}", self.implementation, self.backend)
+    }
+}
+
+pub struct Lab {
+    pub variant: Variant,
+    pub runtime: Runtime,
+    pub network: NetworkConfigList,
+    state: tempfile::TempDir,
+    background: Vec<(TempNetns, Attachment)>,
+    home: NetNs,
+    host: TempNetns,
+}
+
+/// The chain under test: bridge (gateway, masquerade) with host-local, then
+/// portmap. The Go 1.1.1 plugins ignore the backend keys they do not know.
+pub fn conflist(backend: &str, data_dir: &Path) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "bench0",
+                "isGateway": true,
+                "ipMasq": true,
+                "ipMasqBackend": backend,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": data_dir.display().to_string(),
+                }
+            },
+            {
+                "type": "portmap",
+                "capabilities": {"portMappings": true},
+                "backend": backend,
+                "snat": true
+            }
+        ]
+    })
+}
+
+pub fn port_mapping(host_port: u16) -> Value {
+    json!([{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}])
+}
+
+impl Lab {
+    pub fn new(variant: Variant) -> Fallible<Lab> {
+        let home = NetNs::current().map_err(|e| format!("open own namespace: {e}"))?;
+        let host = TempNetns::new("cni-bench-host").map_err(|e| e.to_string())?;
+        let host_ns = host.open().map_err(|e| e.to_string())?;
+        let state = tempfile::Builder::new()
+            .prefix("cni-bench-")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        let conf = conflist(variant.backend, &state.path().join("ipam"));
+        let network = NetworkConfigList::from_bytes(conf.to_string().as_bytes(), "bench")
+            .map_err(|e| e.to_string())?;
+        let runtime = Runtime::new(vec![variant.plugin_dir.clone()])
+            .with_cache(ResultCache::new(state.path().join("cache")));
+        // From here on, this thread and everything it spawns (threads,
+        // plugins) is in the lab's host namespace.
+        nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("enter {}: {e}", host.path().display()))?;
+        let lab = Lab {
+            variant,
+            runtime,
+            network,
+            state,
+            background: Vec::new(),
+            home,
+            host,
+        };
+        lab.ip(&["link", "set", "lo", "up"])?;
+        Ok(lab)
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.state.path().join("ipam").join(NETWORK)
+    }
+
+    /// Run `ip` in the lab's host namespace.
+    pub fn ip(&self, args: &[&str]) -> Fallible<String> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip {args:?}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A runtime for the same network and cache, but exec'ing the plugins
+    /// from `dir` (a wrapper directory).
+    pub fn runtime_from(&self, dir: &Path) -> Runtime {
+        Runtime::new(vec![dir.to_path_buf()])
+            .with_cache(ResultCache::new(self.state.path().join("cache")))
+    }
+
+    pub fn attached(&self) -> usize {
+        self.background.len()
+    }
+
+    /// Attach background containers (a namespace, a veth, an address and a
+    /// hostPort each) until `count` are attached.
+    pub fn attach_until(&mut self, count: usize) -> Fallible<()> {
+        while self.background.len() < count {
+            crate::check_interrupted()?;
+            let i = self.background.len();
+            let ns = TempNetns::new("cni-bench-bg").map_err(|e| e.to_string())?;
+            let port = u16::try_from(i)
+                .ok()
+                .and_then(|i| FIRST_BACKGROUND_PORT.checked_add(i))
+                .ok_or("too many background containers")?;
+            let mut att =
+                Attachment::new(&format!("bg{i}"), &ns.path().display().to_string(), "eth0");
+            att.capability_args
+                .insert("portMappings".into(), port_mapping(port));
+            self.runtime
+                .add(&self.network, &att)
+                .map_err(|e| format!("attach background container {i}: {e}"))?;
+            self.background.push((ns, att));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Back home first: the host namespace is about to lose its name.
+        let _ = nix::sched::setns(&self.home, nix::sched::CloneFlags::CLONE_NEWNET);
+        for (ns, _) in self.background.drain(..) {
+            drop(ns);
+        }
+        let _ = netns::remove_path(self.host.path());
+    }
+}
