@@ -60,3 +60,21 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# Benchmarks and the reliability suite (issue 8). `make bench` writes
+# docs/bench/{results.json,RESULTS.md,latency.png}; needs strace and, for the
+# chart, python3 with matplotlib.
+.PHONY: bench test-stress fuzz-smoke
+bench: need-root build
+	./target/release/cni-bench --ours target/release --out docs/bench
+	python3 scripts/bench-chart.py docs/bench/results.json docs/bench/latency.png
+
+test-stress: need-root
+	$(CARGO) build --workspace --bins
+	CNI_STRESS=1 $(CARGO) test -p integration --test reliability --test security -- --nocapture
+
+FUZZ_SECONDS ?= 25
+fuzz-smoke:
+	cd fuzz && for t in $$($(CARGO) +nightly fuzz list); do \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
