@@ -976,6 +976,57 @@ fn parallel_add_del_churn_leaves_exactly_the_expected_files() {
     assert_eq!(f.len(), 8 + 2, "{f:?}"); // + lock, last_reserved_ip.0
 }
 
+/// SIGKILL ADDs at assorted instants: every reservation file left behind is
+/// complete, and the next run cleans up and works (the kernel drops the
+/// flock of a dead process).
+#[test]
+fn killed_adds_never_leave_partial_reservations() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let d = temp_dir("hl-kill");
+    let c = simple(d.path(), "10.63.0.0/24");
+    let stdin = serde_json::to_vec(&c).unwrap();
+    for i in 0..40u64 {
+        let mut child = Command::new(ours())
+            .env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("k{i}"))
+            .env("CNI_NETNS", "/var/run/netns/unused")
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/nonexistent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&stdin).unwrap();
+        std::thread::sleep(Duration::from_micros((i * 137) % 3000));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    for (name, contents) in files(d.path()) {
+        if name.starts_with("10.") {
+            let (id, ifname) = contents.split_once("\r\n").unwrap_or_default();
+            assert!(
+                id.starts_with('k') && ifname == "eth0",
+                "{name}: {contents:?}"
+            );
+        }
+    }
+    // Later calls work and see everything the killed ones completed.
+    let survivors = reservation_names(d.path()).len();
+    eprintln!("{survivors} of 40 killed ADDs had completed their reservation");
+    add(&c, "after").expect_ok();
+    assert_eq!(reservation_names(d.path()).len(), survivors + 1);
+    let staging = d.path().join(format!(".{NET}.cni-rs-index/tmp"));
+    assert!(
+        dir_entries(&staging).is_empty(),
+        "{:?}",
+        dir_entries(&staging)
+    );
+}
+
 // ---------------------------------------------------------------- benchmark
 
 /// Not a timed assertion: prints ADD and DEL cost with 0 and with 10,000

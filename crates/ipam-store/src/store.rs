@@ -92,11 +92,16 @@ impl Store {
             .open(&path)
             .map_err(|e| Error::io("open lock file", &path, e))?;
         file.lock().map_err(|e| Error::io("flock", &path, e))?;
-        Ok(LockedStore {
+        let locked = LockedStore {
             store: self,
             _lock: file,
             index: IndexState::Unchecked,
-        })
+        };
+        // A process killed while staging (before the link) leaves its
+        // staging file behind without changing the network directory; with
+        // the lock held, any staging file is such a leftover.
+        locked.clear_staging();
+        Ok(locked)
     }
 }
 

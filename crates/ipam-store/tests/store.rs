@@ -400,3 +400,21 @@ fn many_containers_sharing_index_buckets_stay_distinct() {
     }
     assert_eq!(locked.reservations().unwrap().len(), 500);
 }
+
+#[test]
+fn staging_leftover_is_removed_at_the_next_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), "net1").unwrap();
+    store
+        .lock()
+        .unwrap()
+        .reserve(ip("10.0.0.2"), &Owner::new("a", "eth0"), 0)
+        .unwrap();
+    // A process killed between staging and linking: the network directory
+    // is unchanged, so only the sweep at lock time can notice.
+    let staging = tmp.path().join(".net1.cni-rs-index/tmp");
+    fs::write(staging.join("10.0.0.3.4242"), "b\r\neth0").unwrap();
+    let _locked = store.lock().unwrap();
+    assert!(names(&staging).is_empty());
+    assert!(!store.dir().join("10.0.0.3").exists());
+}
