@@ -54,6 +54,7 @@ mod inventory;
 mod iptables;
 pub mod names;
 mod netlink;
+mod nfrules;
 mod nftables;
 pub mod validate;
 

@@ -387,6 +387,13 @@ pub fn del(network: &str, container_id: &str) -> Result<()> {
     ];
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
+        let pairs = [
+            (HOSTPORT_DNAT_CHAIN, dn.as_str()),
+            (OLD_HOSTPORT_SNAT_CHAIN, sn.as_str()),
+        ];
+        if family.remove_chains_over_netlink(&pairs) {
+            continue;
+        }
         // Re-read on every attempt: a concurrent DEL may have removed the
         // chains since the last one.
         let read = || match family.existing_chains(Inventory::read().as_ref(), &wanted) {

@@ -184,6 +184,9 @@ pub fn teardown(att: &Attachment<'_>) -> Result<()> {
     let layout = Layout::of(att.network, att.container_id);
     let mut errors = Errors::default();
     for family in Family::BOTH.into_iter().filter(|f| f.installed()) {
+        if family.remove_chains_over_netlink(&[("POSTROUTING", layout.chain.as_str())]) {
+            continue;
+        }
         // Re-read on every attempt: a concurrent DEL may have removed it.
         let read = || match family.existing_chains(Inventory::read().as_ref(), &[&layout.chain]) {
             None => read_nat(family),

@@ -9,6 +9,7 @@ mod save;
 use crate::error::{Error, Result};
 use crate::exec::Program;
 use crate::inventory::Inventory;
+use crate::nfrules::{self, Deletion};
 use crate::{Attachment, Backend, HostPorts, IpNetwork, Netfilter};
 
 pub use batch::Batch;
@@ -80,6 +81,39 @@ impl Family {
                 .map(|c| c.to_string())
                 .collect(),
         )
+    }
+
+    /// Remove each `(parent, chain)`: the rules of `parent` jumping to
+    /// `chain`, then `chain` itself — directly in nf_tables, no process.
+    /// Only when all iptables state is there (no legacy `nat` table);
+    /// returns false when this is not possible or failed, so the caller
+    /// falls back to `iptables-save`/`iptables-restore`.
+    pub fn remove_chains_over_netlink(self, pairs: &[(&str, &str)]) -> bool {
+        if self.legacy_nat_loaded() {
+            return false;
+        }
+        let nfproto = self.nfproto();
+        let plan = || {
+            let inv = Inventory::read().ok_or_else(|| std::io::Error::other("no nf_tables"))?;
+            let mut ops = vec![];
+            for (parent, chain) in pairs {
+                if !inv.has_chain(nfproto, "nat", chain) {
+                    continue;
+                }
+                for r in nfrules::rules(nfproto, "nat", parent)? {
+                    if r.jump.as_deref() == Some(*chain) {
+                        ops.push(Deletion::Rule {
+                            chain: parent.to_string(),
+                            handle: r.handle,
+                        });
+                    }
+                }
+                ops.push(Deletion::FlushChain(chain.to_string()));
+                ops.push(Deletion::Chain(chain.to_string()));
+            }
+            Ok(ops)
+        };
+        nfrules::plan_and_delete(nfproto, "nat", plan).is_ok()
     }
 
     fn save_program(self) -> &'static str {

@@ -36,6 +36,7 @@ use crate::names::{
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
     nft_owner_chain_prefix,
 };
+use crate::nfrules::{self, Deletion};
 use crate::{HostPorts, IpNetwork, Snat};
 
 /// `ip` or `ip6`: the table family and the address match keyword at once.
@@ -326,8 +327,46 @@ fn existing_families() -> Result<Vec<Family>> {
         .collect())
 }
 
+/// Over netlink: rules found by comment, deleted by handle, with the owner
+/// chain, one transaction per family; no process. `false` when nf_tables
+/// cannot be reached that way (the caller then uses `nft`).
+fn del_over_netlink(container_id: &str, owner: &str) -> bool {
+    let Some(inv) = Inventory::read() else {
+        return false;
+    };
+    Family::BOTH
+        .into_iter()
+        .filter(|f| inv.has_table(f.nfproto(), NFT_HOSTPORT_TABLE))
+        .all(|f| {
+            nfrules::plan_and_delete(f.nfproto(), NFT_HOSTPORT_TABLE, || {
+                let mut ops = vec![];
+                for chain in OWNED_RULE_CHAINS {
+                    for r in nfrules::rules(f.nfproto(), NFT_HOSTPORT_TABLE, chain)? {
+                        if r.comment.as_deref() == Some(container_id) {
+                            ops.push(Deletion::Rule {
+                                chain: chain.to_string(),
+                                handle: r.handle,
+                            });
+                        }
+                    }
+                }
+                let owner_exists = Inventory::read()
+                    .is_some_and(|inv| inv.has_chain(f.nfproto(), NFT_HOSTPORT_TABLE, owner));
+                if owner_exists {
+                    ops.push(Deletion::FlushChain(owner.to_string()));
+                    ops.push(Deletion::Chain(owner.to_string()));
+                }
+                Ok(ops)
+            })
+            .is_ok()
+        })
+}
+
 pub fn del(network: &str, container_id: &str) -> Result<()> {
     let owner = nft_owner_chain(network, container_id);
+    if del_over_netlink(container_id, &owner) {
+        return Ok(());
+    }
     let families = existing_families()?;
     if families.is_empty() {
         return Ok(());

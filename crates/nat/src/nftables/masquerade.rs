@@ -13,6 +13,7 @@ use crate::names::{
     NFT_MASQ_CHECKS_CHAIN, NFT_MASQ_CHECKS_COMMENT, NFT_MASQ_TABLE, NFT_MASQ_TABLE_COMMENT,
     nft_masq_comment, nft_masq_instance_hash, nft_masq_network_hash,
 };
+use crate::nfrules::{self, Deletion};
 use crate::{Attachment, IpNetwork};
 
 const CHAIN: [&str; 4] = ["chain", "inet", NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN];
@@ -106,13 +107,33 @@ pub fn check(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
 }
 
 pub fn teardown(att: &Attachment<'_>) -> Result<()> {
-    // Nothing to list when the chain does not exist (known without a process).
-    if Inventory::read()
-        .is_some_and(|inv| !inv.has_chain(NFPROTO_INET, NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN))
-    {
-        return Ok(());
-    }
     let instance = nft_masq_instance_hash(att.network, att.ifname, att.container_id);
+    // Over netlink when possible: no process, and nothing at all to do
+    // when the chain does not exist.
+    if let Some(inv) = Inventory::read() {
+        if !inv.has_chain(NFPROTO_INET, NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN) {
+            return Ok(());
+        }
+        let over_netlink = nfrules::plan_and_delete(NFPROTO_INET, NFT_MASQ_TABLE, || {
+            Ok(
+                nfrules::rules(NFPROTO_INET, NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN)?
+                    .into_iter()
+                    .filter(|r| {
+                        r.comment
+                            .as_deref()
+                            .is_some_and(|c| c.starts_with(&instance))
+                    })
+                    .map(|r| Deletion::Rule {
+                        chain: NFT_MASQ_CHECKS_CHAIN.to_string(),
+                        handle: r.handle,
+                    })
+                    .collect(),
+            )
+        });
+        if over_netlink.is_ok() {
+            return Ok(());
+        }
+    }
     list_modify_apply(&CHAIN, |listing| {
         let mut s = String::new();
         delete_rules(&mut s, owned_by(listing, &instance));

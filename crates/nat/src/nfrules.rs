@@ -1,0 +1,274 @@
+//! Reading one chain's rules and deleting rules and chains in one nf_tables
+//! transaction, over netlink — no `nft` or `iptables` process.
+//!
+//! Teardown only ever needs to *find* rules (by comment, or by the chain
+//! they jump to) and delete them by handle, which needs no understanding
+//! of the rules' expressions. It works for nftables tables and for the
+//! tables iptables-nft keeps in nf_tables alike (iptables-nft holds no
+//! state outside the kernel; it reloads on the next run).
+
+use std::io;
+
+use crate::netlink::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR, Socket, align, attributes, error_code,
+    message, messages, string,
+};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+/// libnftnl's rule userdata type for the comment.
+const UDATA_RULE_COMMENT: u8 = 0;
+
+/// What teardown needs to know about a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub handle: u64,
+    pub comment: Option<String>,
+    /// The chain a `jump`/`goto` verdict of the rule leads to.
+    pub jump: Option<String>,
+}
+
+fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut a = Vec::with_capacity(align(len));
+    a.extend_from_slice(&(len as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize(align(len), 0);
+    a
+}
+
+fn attr_str(kind: u16, s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    attr(kind, &v)
+}
+
+fn find(attrs: &[u8], kind: u16) -> Option<&[u8]> {
+    attributes(attrs)
+        .find(|(k, _, _)| *k == kind)
+        .map(|(_, _, v)| v)
+}
+
+fn be_i32(v: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+/// The target of a jump/goto verdict in the rule's expressions.
+fn jump_target(exprs: &[u8]) -> Option<String> {
+    for (kind, _, elem) in attributes(exprs) {
+        if kind != NFTA_LIST_ELEM
+            || find(elem, NFTA_EXPR_NAME).map(string).as_deref() != Some("immediate")
+        {
+            continue;
+        }
+        let verdict = find(elem, NFTA_EXPR_DATA)
+            .and_then(|d| find(d, NFTA_IMMEDIATE_DATA))
+            .and_then(|d| find(d, NFTA_DATA_VERDICT));
+        if let Some(v) = verdict
+            && matches!(
+                find(v, NFTA_VERDICT_CODE).and_then(be_i32),
+                Some(NFT_JUMP | NFT_GOTO)
+            )
+            && let Some(chain) = find(v, NFTA_VERDICT_CHAIN)
+        {
+            return Some(string(chain));
+        }
+    }
+    None
+}
+
+/// The comment in libnftnl's userdata TLVs (type, length, value).
+fn comment(mut udata: &[u8]) -> Option<String> {
+    while udata.len() >= 2 {
+        let (kind, len) = (udata[0], udata[1] as usize);
+        let value = udata.get(2..2 + len)?;
+        if kind == UDATA_RULE_COMMENT {
+            return Some(string(value));
+        }
+        udata = &udata[2 + len..];
+    }
+    None
+}
+
+/// Rules of `family table chain` in order; empty when the table or chain
+/// does not exist.
+pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> {
+    let sock = Socket::open()?;
+    let mut attrs = attr_str(NFTA_RULE_TABLE, table);
+    attrs.extend(attr_str(NFTA_RULE_CHAIN, chain));
+    let req = message(
+        NFNL_SUBSYS_NFTABLES,
+        NFT_MSG_GETRULE,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
+        family,
+        &attrs,
+    );
+    let mut out = vec![];
+    let result = sock.dump(&req, |_, payload| {
+        let attrs = payload.get(4..).unwrap_or_default();
+        // A dump filtered by table and chain still checks them.
+        if find(attrs, NFTA_RULE_CHAIN).map(string).as_deref() != Some(chain) {
+            return;
+        }
+        let Some(handle) = find(attrs, NFTA_RULE_HANDLE)
+            .and_then(|h| h.get(..8))
+            .and_then(|h| h.try_into().ok())
+            .map(u64::from_be_bytes)
+        else {
+            return;
+        };
+        out.push(RuleInfo {
+            handle,
+            comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
+            jump: find(attrs, NFTA_RULE_EXPRESSIONS).and_then(jump_target),
+        });
+    });
+    match result {
+        Ok(()) => Ok(out),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(vec![]),
+        Err(e) => Err(e),
+    }
+}
+
+/// One step of a teardown transaction.
+#[derive(Debug, Clone)]
+pub enum Deletion {
+    Rule {
+        chain: String,
+        handle: u64,
+    },
+    /// Delete every rule of the chain (it must exist).
+    FlushChain(String),
+    /// Delete the chain (it must be empty and unreferenced by then).
+    Chain(String),
+}
+
+/// Apply `ops` to `family table` as one transaction: all or nothing. A
+/// rule or chain that is already gone fails the whole batch with ENOENT,
+/// which callers treat as "re-read and re-plan".
+pub fn delete(family: u8, table: &str, ops: &[Deletion]) -> io::Result<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let sock = Socket::open()?;
+    let mut batch = vec![];
+    // Batch messages carry the subsystem in nfgenmsg.res_id (big endian).
+    let mut begin = message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, &[]);
+    begin[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    batch.extend(begin);
+    for (i, op) in ops.iter().enumerate() {
+        let seq = 1 + i as u32;
+        let flags = NLM_F_REQUEST | NLM_F_ACK;
+        let msg = match op {
+            Deletion::Rule { chain, handle } => {
+                let mut a = attr_str(NFTA_RULE_TABLE, table);
+                a.extend(attr_str(NFTA_RULE_CHAIN, chain));
+                a.extend(attr(NFTA_RULE_HANDLE, &handle.to_be_bytes()));
+                message(
+                    NFNL_SUBSYS_NFTABLES,
+                    NFT_MSG_DELRULE,
+                    flags,
+                    seq,
+                    family,
+                    &a,
+                )
+            }
+            Deletion::FlushChain(chain) => {
+                let mut a = attr_str(NFTA_RULE_TABLE, table);
+                a.extend(attr_str(NFTA_RULE_CHAIN, chain));
+                message(
+                    NFNL_SUBSYS_NFTABLES,
+                    NFT_MSG_DELRULE,
+                    flags,
+                    seq,
+                    family,
+                    &a,
+                )
+            }
+            Deletion::Chain(chain) => {
+                let mut a = attr_str(NFTA_CHAIN_TABLE, table);
+                a.extend(attr_str(NFTA_CHAIN_NAME, chain));
+                message(
+                    NFNL_SUBSYS_NFTABLES,
+                    NFT_MSG_DELCHAIN,
+                    flags,
+                    seq,
+                    family,
+                    &a,
+                )
+            }
+        };
+        batch.extend(msg);
+    }
+    let mut end = message(
+        0,
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        ops.len() as u32 + 1,
+        0,
+        &[],
+    );
+    end[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    batch.extend(end);
+    sock.send(&batch)?;
+    // One ack per operation when all succeed; the first error otherwise
+    // (the kernel then aborts the whole transaction).
+    let mut acked = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    while acked < ops.len() {
+        let n = sock.recv(&mut buf)?;
+        for (kind, payload) in messages(&buf[..n]) {
+            if kind == NLMSG_ERROR {
+                match error_code(payload) {
+                    0 => acked += 1,
+                    code => return Err(io::Error::from_raw_os_error(code)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Plan from fresh reads and apply; when the transaction fails because a
+/// concurrent run changed the table in between (ENOENT: already gone;
+/// EBUSY: still referenced), plan again. Other errors are returned.
+pub fn plan_and_delete(
+    family: u8,
+    table: &str,
+    plan: impl Fn() -> io::Result<Vec<Deletion>>,
+) -> io::Result<()> {
+    const ATTEMPTS: usize = 4;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match delete(family, table, &plan()?) {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBUSY)) => {
+                last = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no attempt made")))
+}
