@@ -445,6 +445,44 @@ fn requested_addresses_and_legacy_config_match_the_reference() {
     }
 }
 
+/// Reservation file names are the address's text: ours must spell IPv6
+/// addresses exactly as Go does (RFC 5952 zero compression).
+#[test]
+fn ipv6_file_names_match_the_reference() {
+    let Some(go) = reference_plugin("host-local") else {
+        return;
+    };
+    let (dg, dr) = (temp_dir("hl-go6"), temp_dir("hl-rs6"));
+    for (i, ip) in [
+        "2001:db8:0:0:1:0:0:1",
+        "2001:db8::0:1:0:0:0",
+        "2001:db8:0:0:0:1:0:0",
+        "2001:db8::ffff:1.2.3.4",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let conf_for = |dir: &Path| {
+            let mut c = conf(
+                "1.0.0",
+                dir,
+                json!({"ranges": [[{"subnet": "2001:db8::/64"}]]}),
+            );
+            c["runtimeConfig"] = json!({"ips": [ip]});
+            c
+        };
+        same_as_reference(
+            &go,
+            (dg.path(), dr.path()),
+            &conf_for,
+            "ADD",
+            &format!("v{i}"),
+            "",
+        );
+    }
+    assert_eq!(reservation_names(dr.path()).len(), 4);
+}
+
 #[test]
 fn results_in_every_version_match_the_reference() {
     let Some(go) = reference_plugin("host-local") else {
