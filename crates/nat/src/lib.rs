@@ -52,6 +52,7 @@ mod exec;
 mod hostports;
 mod inventory;
 mod iptables;
+mod lock;
 pub mod names;
 mod netlink;
 mod nfrules;

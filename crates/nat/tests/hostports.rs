@@ -563,3 +563,74 @@ fn udp_conntrack_entries_for_mapped_ports_are_deleted() {
         assert_eq!(count(7002), 1);
     });
 }
+
+/// Concurrent first ADDs on a fresh node: every container's rules exist,
+/// and the shared structure exists exactly once.
+fn concurrent_adds(backend: Backend) {
+    in_netns(|| {
+        let cids: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+        let ns = netns::NetNs::current().unwrap();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = cids
+                .iter()
+                .enumerate()
+                .map(|(i, cid)| {
+                    let ns = &ns;
+                    s.spawn(move || {
+                        ns.run(|| {
+                            let maps = [tcp(9000 + i as u16, 80)];
+                            let ip = format!("10.0.0.{}/24", i + 2);
+                            nat::netfilter(backend).add_hostports(&hp(cid, Some(&ip), None, &maps))
+                        })
+                        .unwrap()
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        for (i, cid) in cids.iter().enumerate() {
+            let maps = [tcp(9000 + i as u16, 80)];
+            let ip = format!("10.0.0.{}/24", i + 2);
+            nat::netfilter(backend)
+                .check_hostports(&hp(cid, Some(&ip), None, &maps))
+                .unwrap();
+        }
+        match backend {
+            Backend::Iptables => {
+                let rules = nat_rules(false);
+                for shared in [
+                    "-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+                    "-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+                    "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE",
+                ] {
+                    assert_eq!(
+                        rules.iter().filter(|r| *r == shared).count(),
+                        1,
+                        "{shared}: {rules:#?}"
+                    );
+                }
+            }
+            Backend::Nftables => {
+                let t = nft_table("ip", "cni_hostport");
+                assert_eq!(
+                    t.matches("fib daddr type local jump hostports_all").count(),
+                    2,
+                    "{t}"
+                );
+                assert_eq!(t.matches("jump hostports\n").count(), 1, "{t}");
+            }
+        }
+    });
+}
+
+#[test]
+fn concurrent_first_adds_with_iptables() {
+    concurrent_adds(Backend::Iptables);
+}
+
+#[test]
+fn concurrent_first_adds_with_nftables() {
+    concurrent_adds(Backend::Nftables);
+}

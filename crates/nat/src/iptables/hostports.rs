@@ -28,6 +28,7 @@ use crate::args;
 use crate::error::{Error, Errors, Result};
 use crate::hostports::ip_port;
 use crate::inventory::Inventory;
+use crate::lock::SharedChainsLock;
 use crate::names::{
     HOSTPORT_DNAT_CHAIN, HOSTPORT_MASQ_CHAIN, HOSTPORT_SETMARK_CHAIN, MASQ_ENTRY_COMMENT,
     OLD_HOSTPORT_SNAT_CHAIN, SETMARK_COMMENT, dnat_chain, dnat_comment, old_snat_chain,
@@ -312,6 +313,7 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
         let Err(e) = apply(family, &fast) else {
             continue;
         };
+        let _lock = SharedChainsLock::acquire();
         if failed_line(&e).is_some_and(|l| (2..=last_check).contains(&l))
             && apply(family, &bootstrap(&hp.snat, &c)).is_ok()
         {
