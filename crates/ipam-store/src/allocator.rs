@@ -8,6 +8,7 @@ use ipnetwork::IpNetwork;
 
 use crate::error::{Error, Result};
 use crate::ip_math::{canonical, next_ip};
+use crate::range::Range;
 use crate::range_set::RangeSet;
 use crate::reservation::Owner;
 use crate::store::LockedStore;
@@ -46,7 +47,7 @@ pub fn allocate(
         if !range.is_allocatable(ip) || !store.reserve(ip, owner, set_index)? {
             return Err(unavailable());
         }
-        return Ok(allocation(set, ip));
+        return Ok(allocation(range, ip));
     }
 
     if let Some(ip) = store
@@ -61,21 +62,23 @@ pub fn allocate(
     }
 
     for ip in RoundRobin::new(set, store.last_reserved(set_index)) {
+        // Candidates come from the set's ranges, so this always finds one.
+        let Some(range) = set.range_for(ip) else {
+            continue;
+        };
         if store.reserve(ip, owner, set_index)? {
-            return Ok(allocation(set, ip));
+            return Ok(allocation(range, ip));
         }
     }
     Err(Error::Exhausted(set.to_string()))
 }
 
-fn allocation(set: &RangeSet, ip: IpAddr) -> Allocation {
-    let range = set
-        .range_for(ip)
-        .unwrap_or_else(|| unreachable!("allocated {ip} outside its range set"));
+fn allocation(range: &Range, ip: IpAddr) -> Allocation {
+    let subnet = range.subnet();
     Allocation {
-        // The prefix comes from a valid network, so it fits.
-        address: IpNetwork::new(ip, range.subnet().prefix())
-            .unwrap_or_else(|_| unreachable!("prefix of a valid subnet")),
+        // `ip` lies in `subnet`, so the prefix fits its family; the fallback
+        // (the subnet itself) is never taken.
+        address: IpNetwork::new(ip, subnet.prefix()).unwrap_or(subnet),
         gateway: range.gateway(),
     }
 }
@@ -156,7 +159,6 @@ impl Iterator for RoundRobin<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::range::Range;
 
     fn set(ranges: &[(&str, Option<&str>, Option<&str>)]) -> RangeSet {
         RangeSet::new(
