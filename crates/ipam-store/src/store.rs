@@ -450,8 +450,12 @@ impl LockedStore<'_> {
             name.unwrap_or_default(),
             std::process::id()
         ));
-        write_new_file(&staged, contents, true)
-            .map_err(|e| Error::io("stage reservation", &staged, e))?;
+        if write_new_file(&staged, contents, true).is_err() {
+            // The index directory is advisory (someone may have removed
+            // it): staging is an improvement, not a requirement.
+            let _ = fs::remove_file(&staged);
+            return create_in_place(path, contents);
+        }
         let linked = fs::hard_link(&staged, path);
         let _ = fs::remove_file(&staged);
         match linked {

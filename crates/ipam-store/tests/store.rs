@@ -418,3 +418,35 @@ fn staging_leftover_is_removed_at_the_next_lock() {
     assert!(names(&staging).is_empty());
     assert!(!store.dir().join("10.0.0.3").exists());
 }
+
+#[test]
+fn removing_the_index_directory_at_any_time_is_harmless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), "net1").unwrap();
+    let index = tmp.path().join(".net1.cni-rs-index");
+    let mut locked = store.lock().unwrap();
+    locked
+        .reserve(ip("10.0.0.2"), &Owner::new("a", "eth0"), 0)
+        .unwrap();
+    fs::remove_dir_all(&index).unwrap();
+    // Mid-session: staging and index updates fail, reservations still work.
+    assert!(
+        locked
+            .reserve(ip("10.0.0.3"), &Owner::new("b", "eth0"), 0)
+            .unwrap()
+    );
+    assert_eq!(read(store.dir(), "10.0.0.3"), "b\r\neth0");
+    assert_eq!(
+        locked.release(&Owner::new("a", "eth0")).unwrap(),
+        [ip("10.0.0.2")]
+    );
+    drop(locked);
+    // A new store recreates the index and finds everything.
+    let store = Store::open(tmp.path(), "net1").unwrap();
+    let mut locked = store.lock().unwrap();
+    assert_eq!(
+        locked.lookup(&Owner::new("b", "eth0")).unwrap(),
+        [ip("10.0.0.3")]
+    );
+    assert!(index.join("stamp").exists());
+}
