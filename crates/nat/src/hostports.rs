@@ -25,6 +25,15 @@ impl Protocol {
         }
     }
 
+    /// The IP protocol number.
+    pub fn ipproto(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
     /// `tcp`, `udp`, `sctp` in any case.
     pub fn parse(s: &str) -> Result<Protocol> {
         match s.to_ascii_lowercase().as_str() {

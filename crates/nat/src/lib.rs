@@ -55,6 +55,7 @@ mod iptables;
 mod lock;
 pub mod names;
 mod netlink;
+mod nfbatch;
 mod nfrules;
 mod nftables;
 pub mod validate;

@@ -9,24 +9,16 @@
 
 use std::io;
 
-use crate::netlink::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR, Socket, align, attributes, error_code,
-    message, messages, string,
-};
+use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, Socket, align, attributes, message, string};
+use crate::nfbatch::Batch;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_DELRULE: u16 = 8;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
@@ -169,86 +161,15 @@ pub enum Deletion {
 /// rule or chain that is already gone fails the whole batch with ENOENT,
 /// which callers treat as "re-read and re-plan".
 pub fn delete(family: u8, table: &str, ops: &[Deletion]) -> io::Result<()> {
-    if ops.is_empty() {
-        return Ok(());
-    }
-    let sock = Socket::open()?;
-    let mut batch = vec![];
-    // Batch messages carry the subsystem in nfgenmsg.res_id (big endian).
-    let mut begin = message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, &[]);
-    begin[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
-    batch.extend(begin);
-    for (i, op) in ops.iter().enumerate() {
-        let seq = 1 + i as u32;
-        let flags = NLM_F_REQUEST | NLM_F_ACK;
-        let msg = match op {
-            Deletion::Rule { chain, handle } => {
-                let mut a = attr_str(NFTA_RULE_TABLE, table);
-                a.extend(attr_str(NFTA_RULE_CHAIN, chain));
-                a.extend(attr(NFTA_RULE_HANDLE, &handle.to_be_bytes()));
-                message(
-                    NFNL_SUBSYS_NFTABLES,
-                    NFT_MSG_DELRULE,
-                    flags,
-                    seq,
-                    family,
-                    &a,
-                )
-            }
-            Deletion::FlushChain(chain) => {
-                let mut a = attr_str(NFTA_RULE_TABLE, table);
-                a.extend(attr_str(NFTA_RULE_CHAIN, chain));
-                message(
-                    NFNL_SUBSYS_NFTABLES,
-                    NFT_MSG_DELRULE,
-                    flags,
-                    seq,
-                    family,
-                    &a,
-                )
-            }
-            Deletion::Chain(chain) => {
-                let mut a = attr_str(NFTA_CHAIN_TABLE, table);
-                a.extend(attr_str(NFTA_CHAIN_NAME, chain));
-                message(
-                    NFNL_SUBSYS_NFTABLES,
-                    NFT_MSG_DELCHAIN,
-                    flags,
-                    seq,
-                    family,
-                    &a,
-                )
-            }
-        };
-        batch.extend(msg);
-    }
-    let mut end = message(
-        0,
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        ops.len() as u32 + 1,
-        0,
-        &[],
-    );
-    end[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
-    batch.extend(end);
-    sock.send(&batch)?;
-    // One ack per operation when all succeed; the first error otherwise
-    // (the kernel then aborts the whole transaction).
-    let mut acked = 0;
-    let mut buf = vec![0u8; 1 << 16];
-    while acked < ops.len() {
-        let n = sock.recv(&mut buf)?;
-        for (kind, payload) in messages(&buf[..n]) {
-            if kind == NLMSG_ERROR {
-                match error_code(payload) {
-                    0 => acked += 1,
-                    code => return Err(io::Error::from_raw_os_error(code)),
-                }
-            }
+    let mut batch = Batch::new();
+    for op in ops {
+        match op {
+            Deletion::Rule { chain, handle } => batch.delete_rule(family, table, chain, *handle),
+            Deletion::FlushChain(chain) => batch.flush_chain(family, table, chain),
+            Deletion::Chain(chain) => batch.delete_chain(family, table, chain),
         }
     }
-    Ok(())
+    batch.commit()
 }
 
 /// Plan from fresh reads and apply; when the transaction fails because a

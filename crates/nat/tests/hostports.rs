@@ -355,14 +355,16 @@ fn concurrent_dels_of_the_same_and_different_containers_all_succeed() {
 }
 
 #[test]
-fn nftables_add_writes_the_reference_layout_in_one_process() {
+fn nftables_add_writes_the_reference_layout_without_a_process() {
     in_netns(|| {
         let maps = [tcp(8080, 80), with_host_ip(tcp(8083, 83), "192.168.0.2")];
         let nft = nat::netfilter(Backend::Nftables);
         let h = hp("cid1", Some("10.0.0.2/24"), Some("2001:db8::2/64"), &maps);
         let n0 = nat::processes_spawned_on_this_thread();
         nft.add_hostports(&h).unwrap();
-        assert_eq!(nat::processes_spawned_on_this_thread() - n0, 1);
+        // Written over netlink; `nft list` must print exactly what the
+        // reference's `nft` text would have produced.
+        assert_eq!(nat::processes_spawned_on_this_thread() - n0, 0);
         let owner = nat::names::nft_owner_chain("mynet", "cid1");
         let expected = format!(
             r#"table ip cni_hostport {{
@@ -418,11 +420,11 @@ fn nftables_add_writes_the_reference_layout_in_one_process() {
         nft.add_hostports(&h).unwrap();
         assert_eq!(nft_table("ip", "cni_hostport"), expected);
 
-        // A second container: still one process.
+        // A second container: still no process.
         let n1 = nat::processes_spawned_on_this_thread();
         nft.add_hostports(&hp("cid2", Some("10.0.0.3/24"), None, &[tcp(8090, 80)]))
             .unwrap();
-        assert_eq!(nat::processes_spawned_on_this_thread() - n1, 1);
+        assert_eq!(nat::processes_spawned_on_this_thread() - n1, 0);
 
         nat::netfilter(Backend::Nftables)
             .del_hostports("mynet", "cid1")
@@ -633,4 +635,97 @@ fn concurrent_first_adds_with_iptables() {
 #[test]
 fn concurrent_first_adds_with_nftables() {
     concurrent_adds(Backend::Nftables);
+}
+
+/// Every kind of rule the netlink writer builds, against the text `nft`
+/// itself parses: both tables must list identically.
+#[test]
+fn nftables_netlink_rules_list_exactly_like_nft_text() {
+    let maps = [
+        tcp(8080, 80),
+        PortMapping {
+            protocol: Protocol::Udp,
+            ..tcp(5353, 53)
+        },
+        PortMapping {
+            protocol: Protocol::Sctp,
+            ..tcp(9999, 99)
+        },
+        with_host_ip(tcp(8083, 83), "192.168.0.2"),
+        with_host_ip(tcp(8443, 443), "2001:db8::1"),
+    ];
+    let ours = in_netns(|| {
+        nat::netfilter(Backend::Nftables)
+            .add_hostports(&hp(
+                "cid1",
+                Some("10.0.0.2/24"),
+                Some("2001:db8::2/64"),
+                &maps,
+            ))
+            .unwrap();
+        nft_table("ip", "cni_hostport") + &nft_table("ip6", "cni_hostport")
+    });
+    let owner = nat::names::nft_owner_chain("mynet", "cid1");
+    let script = format!(
+        r#"add table ip cni_hostport {{ comment "CNI portmap plugin" ; }}
+add chain ip cni_hostport hostports
+add chain ip cni_hostport hostip_hostports
+add chain ip cni_hostport hostports_all
+add rule ip cni_hostport hostports_all jump hostip_hostports
+add rule ip cni_hostport hostports_all jump hostports
+add chain ip cni_hostport prerouting {{ type nat hook prerouting priority -100 ; }}
+add rule ip cni_hostport prerouting fib daddr type local jump hostports_all
+add chain ip cni_hostport output {{ type nat hook output priority -100 ; }}
+add rule ip cni_hostport output fib daddr type local jump hostports_all
+add chain ip cni_hostport masquerading {{ type nat hook postrouting priority srcnat ; }}
+add chain ip cni_hostport {owner}
+add rule ip cni_hostport {owner} return comment "cid1"
+add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment "cid1"
+add rule ip cni_hostport hostports udp dport 5353 dnat to 10.0.0.2:53 comment "cid1"
+add rule ip cni_hostport hostports sctp dport 9999 dnat to 10.0.0.2:99 comment "cid1"
+add rule ip cni_hostport hostports ip daddr 192.168.0.2 tcp dport 8083 dnat to 10.0.0.2:83 comment "cid1"
+add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment "cid1"
+add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment "cid1"
+add table ip6 cni_hostport {{ comment "CNI portmap plugin" ; }}
+add chain ip6 cni_hostport hostports
+add chain ip6 cni_hostport hostip_hostports
+add chain ip6 cni_hostport hostports_all
+add rule ip6 cni_hostport hostports_all jump hostip_hostports
+add rule ip6 cni_hostport hostports_all jump hostports
+add chain ip6 cni_hostport prerouting {{ type nat hook prerouting priority -100 ; }}
+add rule ip6 cni_hostport prerouting fib daddr type local jump hostports_all
+add chain ip6 cni_hostport output {{ type nat hook output priority -100 ; }}
+add rule ip6 cni_hostport output fib daddr type local jump hostports_all
+add chain ip6 cni_hostport masquerading {{ type nat hook postrouting priority srcnat ; }}
+add chain ip6 cni_hostport {owner}
+add rule ip6 cni_hostport {owner} return comment "cid1"
+add rule ip6 cni_hostport hostports tcp dport 8080 dnat to [2001:db8::2]:80 comment "cid1"
+add rule ip6 cni_hostport hostports udp dport 5353 dnat to [2001:db8::2]:53 comment "cid1"
+add rule ip6 cni_hostport hostports sctp dport 9999 dnat to [2001:db8::2]:99 comment "cid1"
+add rule ip6 cni_hostport hostports ip6 daddr 2001:db8::1 tcp dport 8443 dnat to [2001:db8::2]:443 comment "cid1"
+add rule ip6 cni_hostport masquerading ip6 saddr 2001:db8::2 ip6 daddr 2001:db8::2 masquerade comment "cid1"
+"#
+    );
+    let theirs = in_netns(|| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        nft_table("ip", "cni_hostport") + &nft_table("ip6", "cni_hostport")
+    });
+    assert_eq!(ours, theirs);
+    // And the listing parses back into rules CHECK recognises.
+    assert!(
+        ours.contains("sctp dport 9999 dnat to [2001:db8::2]:99 comment \"cid1\""),
+        "{ours}"
+    );
 }

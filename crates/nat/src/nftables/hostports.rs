@@ -25,6 +25,7 @@
 //! reference's rules (commented with the container id only) cannot.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 
 use super::{Listing, apply, list};
 use crate::error::{Error, Result};
@@ -253,18 +254,111 @@ fn list_plan_apply(
     Err(last.unwrap_or_else(|| Error::Missing("nft never ran".into())))
 }
 
+/// The first-ADD transaction of [`add_script`], built as netlink messages
+/// instead of `nft` text: no process. Only for what it can express
+/// exactly as nft would (no free-form conditions, no `masqAll`'s /0
+/// match); the caller uses `nft` otherwise.
+fn add_over_netlink(hp: &HostPorts<'_>) -> std::io::Result<()> {
+    use crate::nfbatch::{
+        Batch, HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING, Hook, addr_eq, dnat, dport_eq,
+        fib_daddr_local, jump, masquerade, return_,
+    };
+    let owner = nft_owner_chain(hp.network, hp.container_id);
+    let cid = Some(hp.container_id);
+    let t = NFT_HOSTPORT_TABLE;
+    let mut b = Batch::new();
+    for (addr, _) in hp.families() {
+        let f = Family::of(&addr).nfproto();
+        b.add_table(f, t, NFT_HOSTPORT_TABLE_COMMENT);
+        b.add_chain(f, t, NFT_HOSTPORTS_CHAIN, None, false);
+        b.add_chain(f, t, NFT_HOSTIP_HOSTPORTS_CHAIN, None, false);
+        b.add_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN, None, false);
+        b.flush_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN);
+        b.add_rule(
+            f,
+            t,
+            NFT_HOSTPORTS_ALL_CHAIN,
+            jump(NFT_HOSTIP_HOSTPORTS_CHAIN),
+            None,
+        );
+        b.add_rule(
+            f,
+            t,
+            NFT_HOSTPORTS_ALL_CHAIN,
+            jump(NFT_HOSTPORTS_CHAIN),
+            None,
+        );
+        for (chain, hooknum) in [("prerouting", HOOK_PREROUTING), ("output", HOOK_OUTPUT)] {
+            b.add_chain(
+                f,
+                t,
+                chain,
+                Some(Hook {
+                    hooknum,
+                    priority: -100,
+                }),
+                false,
+            );
+            b.flush_chain(f, t, chain);
+            let mut entry = fib_daddr_local();
+            entry.extend(jump(NFT_HOSTPORTS_ALL_CHAIN));
+            b.add_rule(f, t, chain, entry, None);
+        }
+        if hp.snat != Snat::Off {
+            let hook = Hook {
+                hooknum: HOOK_POSTROUTING,
+                priority: 100,
+            };
+            b.add_chain(f, t, NFT_MASQUERADING_CHAIN, Some(hook), false);
+        }
+        // Fails the whole transaction on a repeated ADD.
+        b.add_chain(f, t, &owner, None, true);
+        b.add_rule(f, t, &owner, return_(), cid);
+        for m in hp.mappings {
+            let Some(dest) = m.destination_for(addr.ip()) else {
+                continue;
+            };
+            let mut r = dest.map(|d| addr_eq(false, d)).unwrap_or_default();
+            r.extend(dport_eq(m.protocol.ipproto(), m.host_port));
+            r.extend(dnat(addr.ip(), m.container_port));
+            b.add_rule(f, t, NFT_HOSTPORTS_CHAIN, r, cid);
+        }
+        if hp.snat != Snat::Off {
+            let mut hairpin = addr_eq(true, addr.ip());
+            hairpin.extend(addr_eq(false, addr.ip()));
+            hairpin.extend(masquerade());
+            b.add_rule(f, t, NFT_MASQUERADING_CHAIN, hairpin, cid);
+            if addr.is_ipv4() {
+                let mut local = addr_eq(true, IpAddr::from([127, 0, 0, 1]));
+                local.extend(addr_eq(false, addr.ip()));
+                local.extend(masquerade());
+                b.add_rule(f, t, NFT_MASQUERADING_CHAIN, local, cid);
+            }
+        }
+    }
+    b.commit()
+}
+
+/// One transaction, no process, in the common case; `nft` with a listing
+/// for a repeated ADD (replace the container's rules) and for configs the
+/// netlink writer does not cover.
 pub fn add(hp: &HostPorts<'_>) -> Result<()> {
     if hp.mappings.is_empty() {
         return Ok(());
     }
-    match apply(&add_script(hp, None)) {
-        Ok(()) => Ok(()),
-        // The owner chain exists (a repeated ADD) or a table changed under
-        // us: replace this container's rules from a fresh listing.
-        Err(_) => list_plan_apply(&families_of(hp), |listings| {
-            Ok(add_script(hp, Some(listings)))
-        }),
+    let netlink_covers = !hp.masq_all && hp.conditions_v4.is_empty() && hp.conditions_v6.is_empty();
+    if netlink_covers {
+        if add_over_netlink(hp).is_ok() {
+            return Ok(());
+        }
+    } else if apply(&add_script(hp, None)).is_ok() {
+        return Ok(());
     }
+    // The owner chain exists (a repeated ADD) or a table changed under us:
+    // replace this container's rules from a fresh listing.
+    list_plan_apply(&families_of(hp), |listings| {
+        Ok(add_script(hp, Some(listings)))
+    })
 }
 
 pub fn check(hp: &HostPorts<'_>) -> Result<()> {
