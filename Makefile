@@ -75,6 +75,6 @@ test-stress: need-root
 
 FUZZ_SECONDS ?= 25
 fuzz-smoke:
-	cd fuzz && for t in $$($(CARGO) +nightly fuzz list); do \
-		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
-	done
+	cd fuzz && fail=; for t in $$($(CARGO) +nightly fuzz list); do \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || fail="$$fail $$t"; \
+	done; if [ -n "$$fail" ]; then echo "fuzz targets that failed:$$fail (see fuzz/artifacts/)" >&2; exit 1; fi
