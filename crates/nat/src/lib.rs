@@ -7,11 +7,21 @@
 //! `ip|ip6 cni_hostport`; see [`names`]), so each implementation can remove
 //! what the other created on a node in the middle of an upgrade.
 //!
-//! What differs is the cost: every operation is one batch — one
-//! `iptables-restore --noflush` per address family, or one `nft -f -`
-//! transaction — preceded by at most one listing when the batch depends on
-//! current state. No shell is involved; every value is validated before it
-//! is written into a rule ([`validate`]).
+//! What differs is the cost. Every change is one atomic batch:
+//!
+//! - iptables: one `iptables-restore --noflush` per address family;
+//! - nftables: one nf_tables transaction sent over netlink (no `nft`
+//!   process) for host-port ADDs, or one `nft -f -` where the netlink writer
+//!   does not cover the rules (free-form conditions, masquerade setup);
+//! - teardown (both backends, and iptables-nft's tables): rules are found
+//!   over nf_tables netlink — by comment, or by the chain they jump to — and
+//!   deleted by handle in one transaction, with no process at all; the
+//!   programs are used only when iptables-legacy state may exist.
+//!
+//! A batch that fails because another plugin run changed the table in the
+//! meantime is re-planned from a fresh read ("already gone" is success).
+//! No shell is involved; every value is validated before it is written into
+//! a rule ([`validate`]).
 //!
 //! # Masquerade (for the bridge plugin)
 //!

@@ -17,12 +17,16 @@
 //!
 //! One addition to the reference layout: an empty-of-effect chain
 //! `owner_<hash(net)>_<hash(cid)>` holding one rule commented with the
-//! container id. Creating it with `create chain` makes an ADD for a
-//! container that already has rules fail as a whole, so the common ADD is
-//! a single `nft` process with no listing (the reference lists nothing and
-//! duplicates rules on a repeated ADD; we list and replace only then). It
-//! also tells GC which container ids belong to which network, which the
-//! reference's rules (commented with the container id only) cannot.
+//! container id. Creating it exclusively makes an ADD for a container that
+//! already has rules fail as a whole, so the common ADD is one transaction
+//! with no listing (the reference lists nothing and duplicates rules on a
+//! repeated ADD; we list and replace only then). It also tells GC which
+//! container ids belong to which network, which the reference's rules
+//! (commented with the container id only) cannot.
+//!
+//! The common ADD is sent over netlink ([`add_over_netlink`], no process);
+//! the same transaction as `nft` text ([`add_script`]) serves the cases the
+//! netlink writer does not cover and the replacing ADD.
 
 use std::fmt::Write;
 use std::net::IpAddr;

@@ -1,4 +1,6 @@
-//! nftables backend: one `nft -f -` transaction per change, preceded by one
+//! nftables backend. Every change is one nf_tables transaction: sent over
+//! netlink where `nfbatch`/`nfrules` cover it (host-port ADD, every
+//! teardown), otherwise as an `nft -f -` script, preceded by one
 //! `nft -a list` when the change depends on what is there.
 
 mod hostports;
