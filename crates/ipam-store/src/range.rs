@@ -108,7 +108,9 @@ impl Range {
 
     /// How many addresses [`Range::is_allocatable`] accepts.
     pub fn capacity(&self) -> u128 {
-        let window = to_u128(self.end) - to_u128(self.start) + 1;
+        // An IPv6 /0 range holds 2^128 addresses, one more than u128 can
+        // count: saturate (an off-by-one at that size is immaterial).
+        let window = (to_u128(self.end) - to_u128(self.start)).saturating_add(1);
         let mut excluded = 0;
         let mut exclude = |ip: IpAddr| {
             if self.contains(ip) {
@@ -124,7 +126,7 @@ impl Range {
         {
             exclude(self.gateway);
         }
-        window - excluded
+        window.saturating_sub(excluded)
     }
 
     /// Any address of one range lies in the other (the reference's
@@ -241,6 +243,18 @@ mod tests {
             .collect();
         assert_eq!(allocatable, vec![&"10.0.0.1"]);
         assert_eq!(r.capacity(), 1);
+    }
+
+    #[test]
+    fn capacity_of_the_whole_ipv6_space_does_not_overflow() {
+        let r = Range::new(
+            "::/0".parse().unwrap(),
+            Some("::".parse().unwrap()),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(r.capacity() > u128::MAX - 4);
     }
 
     #[test]

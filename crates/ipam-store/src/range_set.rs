@@ -53,7 +53,10 @@ impl RangeSet {
 
     /// Number of addresses the set can hand out in total.
     pub fn capacity(&self) -> u128 {
-        self.ranges.iter().map(Range::capacity).sum()
+        self.ranges
+            .iter()
+            .map(Range::capacity)
+            .fold(0u128, u128::saturating_add)
     }
 
     /// Some range of one set overlaps some range of the other.
