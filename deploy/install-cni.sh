@@ -214,9 +214,13 @@ log "done"
 
 if [ "$SLEEP_AFTER_INSTALL" = true ]; then
     # Stay up so the DaemonSet pod is Running; a rollout re-runs the install.
-    trap 'exit 0' TERM INT
+    # The sleep runs in the background so the trap fires at once; the trap
+    # ends it too, or it would outlive us holding our stdout and stderr.
+    sleeper=""
+    trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
     while :; do
         sleep 3600 &
-        wait $! || true
+        sleeper=$!
+        wait "$sleeper" || true
     done
 fi
