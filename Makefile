@@ -78,3 +78,20 @@ fuzz-smoke:
 	cd fuzz && fail=; for t in $$($(CARGO) +nightly fuzz list); do \
 		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || fail="$$fail $$t"; \
 	done; if [ -n "$$fail" ]; then echo "fuzz targets that failed:$$fail (see fuzz/artifacts/)" >&2; exit 1; fi
+
+# Packages: cargo-deb and cargo-generate-rpm read packaging/Cargo.toml.
+# Both tools are installed with `cargo install --locked` when missing.
+.PHONY: deb rpm
+deb: build
+	@$(CARGO) deb --version >/dev/null 2>&1 || { \
+		echo "cargo-deb not found: installing it (cargo install --locked cargo-deb)"; \
+		$(CARGO) install --locked cargo-deb; }
+	$(CARGO) deb -p cni-plugins --no-build
+	@ls target/debian/*.deb
+
+rpm: build
+	@$(CARGO) generate-rpm --version >/dev/null 2>&1 || { \
+		echo "cargo-generate-rpm not found: installing it (cargo install --locked cargo-generate-rpm)"; \
+		$(CARGO) install --locked cargo-generate-rpm; }
+	$(CARGO) generate-rpm -p packaging
+	@ls target/generate-rpm/*.rpm
