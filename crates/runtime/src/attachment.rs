@@ -45,63 +45,27 @@ impl Attachment {
     }
 }
 
-fn is_id_char(c: char, first: bool) -> bool {
-    c.is_ascii_alphanumeric() || (!first && matches!(c, '_' | '.' | '-'))
-}
-
-/// The container id and network name rule of the spec:
-/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
-pub fn is_valid_identifier(id: &str) -> bool {
-    let mut chars = id.chars();
-    match chars.next() {
-        Some(c) if is_id_char(c, true) => chars.all(|c| is_id_char(c, false)),
-        _ => false,
-    }
+/// The plugins' own rules (the `cni` crate's) decide what a valid id,
+/// network name and interface name are; the runtime only applies them
+/// early, so a bad value fails before any plugin has run.
+fn invalid(e: cni::Error) -> Error {
+    Error::InvalidArgument(if e.details.is_empty() {
+        e.msg
+    } else {
+        format!("{}: {:?}", e.msg, e.details)
+    })
 }
 
 pub fn validate_container_id(id: &str) -> Result<()> {
-    if id.is_empty() {
-        return Err(Error::InvalidArgument("empty container id".to_string()));
-    }
-    if !is_valid_identifier(id) {
-        return Err(Error::InvalidArgument(format!(
-            "invalid characters in container id {id:?}"
-        )));
-    }
-    Ok(())
+    cni::env::validate_container_id(id).map_err(invalid)
 }
 
 pub fn validate_network_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::InvalidArgument("empty network name".to_string()));
-    }
-    if !is_valid_identifier(name) {
-        return Err(Error::InvalidArgument(format!(
-            "invalid characters in network name {name:?}"
-        )));
-    }
-    Ok(())
+    cni::env::validate_network_name(name).map_err(invalid)
 }
 
-/// Linux interface name rules, as the plugins' skeleton enforces them.
 pub fn validate_ifname(name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
-        "is empty"
-    } else if name.len() > 15 {
-        "is longer than 15 characters"
-    } else if name == "." || name == ".." {
-        "is . or .."
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        "contains / or : or whitespace"
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidArgument(format!(
-        "interface name {name:?} {problem}"
-    )))
+    cni::env::validate_ifname(name).map_err(invalid)
 }
 
 /// Parse `CNI_ARGS` (`K1=V1;K2=V2`). Like cnitool, every pair needs a
@@ -189,9 +153,10 @@ mod tests {
 
     #[test]
     fn identifiers_and_ifnames() {
-        assert!(is_valid_identifier("abc-1.2_3"));
-        assert!(!is_valid_identifier("-abc"));
-        assert!(!is_valid_identifier("a/b"));
+        assert!(validate_container_id("abc-1.2_3").is_ok());
+        assert!(validate_container_id("-abc").is_err());
+        let e = validate_network_name("a/b").unwrap_err().to_string();
+        assert!(e.contains("invalid characters") && e.contains("a/b"), "{e}");
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_ifname("0123456789abcdef").is_err());
         assert!(validate_ifname("a b").is_err());
