@@ -13,8 +13,8 @@ use std::io;
 
 use crate::error::{Error, Result};
 use crate::netlink::{
-    NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR, Socket, align, attributes,
-    error_code, message, messages,
+    NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR, align, attributes, error_code,
+    message, messages, with_socket,
 };
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -78,43 +78,44 @@ pub fn delete_udp_entries_for_ports(ipv6: bool, ports: &[u16]) -> Result<usize> 
         return Ok(0);
     }
     let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
-    let sock = Socket::open().map_err(|e| err("open netlink socket", e))?;
-    let mut stale = vec![];
-    let dump = message(
-        NFNL_SUBSYS_CTNETLINK,
-        IPCTNL_MSG_CT_GET,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        1,
-        family,
-        &[],
-    );
-    sock.dump(&dump, |_, payload| {
-        stale.extend(matching_entry(payload, ports))
-    })
-    .map_err(|e| err("dump", e))?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut deleted = 0;
-    for (i, entry) in stale.iter().enumerate() {
-        let seq = 2 + i as u32;
-        sock.send(&message(
+    with_socket(|sock| {
+        let mut stale = vec![];
+        let dump = message(
             NFNL_SUBSYS_CTNETLINK,
-            IPCTNL_MSG_CT_DELETE,
-            NLM_F_REQUEST | NLM_F_ACK,
-            seq,
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
             family,
-            &entry.attrs,
-        ))
-        .map_err(|e| err("delete", e))?;
-        let n = sock.recv(&mut buf).map_err(|e| err("delete", e))?;
-        for (kind, payload) in messages(&buf[..n]) {
-            if kind == NLMSG_ERROR {
-                match error_code(payload) {
-                    0 => deleted += 1,
-                    libc::ENOENT => {}
-                    code => return Err(err("delete", io::Error::from_raw_os_error(code))),
+            &[],
+        );
+        sock.dump(&dump, |_, payload| {
+            stale.extend(matching_entry(payload, ports))
+        })?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut deleted = 0;
+        for (i, entry) in stale.iter().enumerate() {
+            let seq = 2 + i as u32;
+            sock.send(&message(
+                NFNL_SUBSYS_CTNETLINK,
+                IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                seq,
+                family,
+                &entry.attrs,
+            ))?;
+            let n = sock.recv(&mut buf)?;
+            for (kind, payload) in messages(&buf[..n]) {
+                if kind == NLMSG_ERROR {
+                    match error_code(payload) {
+                        0 => deleted += 1,
+                        // Expired or deleted by someone else meanwhile.
+                        libc::ENOENT => {}
+                        code => return Err(io::Error::from_raw_os_error(code)),
+                    }
                 }
             }
         }
-    }
-    Ok(deleted)
+        Ok(deleted)
+    })
+    .map_err(|e| err("delete stale UDP entries", e))
 }

@@ -7,7 +7,7 @@
 //! It sees nftables and iptables-nft state (both live in nf_tables), not
 //! iptables-legacy; callers treat "not visible here" as "unknown" then.
 
-use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, Socket, attributes, message, string};
+use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, attributes, message, string, with_socket};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
@@ -31,7 +31,6 @@ impl Inventory {
     /// Dump tables and chains of all families; `None` when nf_tables
     /// cannot be asked (no kernel support, no permission).
     pub fn read() -> Option<Inventory> {
-        let sock = Socket::open().ok()?;
         let mut inv = Inventory::default();
         let family_of = |payload: &[u8]| payload.first().copied().unwrap_or(0);
         let req = message(
@@ -42,11 +41,15 @@ impl Inventory {
             0,
             &[],
         );
-        sock.dump(&req, |_, payload| {
-            let attrs = payload.get(4..).unwrap_or_default();
-            if let Some((_, _, name)) = attributes(attrs).find(|(k, _, _)| *k == NFTA_TABLE_NAME) {
-                inv.tables.push((family_of(payload), string(name)));
-            }
+        with_socket(|sock| {
+            sock.dump(&req, |_, payload| {
+                let attrs = payload.get(4..).unwrap_or_default();
+                if let Some((_, _, name)) =
+                    attributes(attrs).find(|(k, _, _)| *k == NFTA_TABLE_NAME)
+                {
+                    inv.tables.push((family_of(payload), string(name)));
+                }
+            })
         })
         .ok()?;
         let req = message(
@@ -57,20 +60,22 @@ impl Inventory {
             0,
             &[],
         );
-        sock.dump(&req, |_, payload| {
-            let attrs = payload.get(4..).unwrap_or_default();
-            let mut table = None;
-            let mut name = None;
-            for (k, _, v) in attributes(attrs) {
-                match k {
-                    NFTA_CHAIN_TABLE => table = Some(string(v)),
-                    NFTA_CHAIN_NAME => name = Some(string(v)),
-                    _ => {}
+        with_socket(|sock| {
+            sock.dump(&req, |_, payload| {
+                let attrs = payload.get(4..).unwrap_or_default();
+                let mut table = None;
+                let mut name = None;
+                for (k, _, v) in attributes(attrs) {
+                    match k {
+                        NFTA_CHAIN_TABLE => table = Some(string(v)),
+                        NFTA_CHAIN_NAME => name = Some(string(v)),
+                        _ => {}
+                    }
                 }
-            }
-            if let (Some(t), Some(n)) = (table, name) {
-                inv.chains.push((family_of(payload), t, n));
-            }
+                if let (Some(t), Some(n)) = (table, name) {
+                    inv.chains.push((family_of(payload), t, n));
+                }
+            })
         })
         .ok()?;
         Some(inv)

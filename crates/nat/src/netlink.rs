@@ -22,8 +22,44 @@ pub fn align(n: usize) -> usize {
 
 pub struct Socket(OwnedFd);
 
+thread_local! {
+    static SOCKET: std::cell::RefCell<Option<Socket>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with this thread's NETLINK_NETFILTER socket, opened on first use
+/// and kept until the thread ends.
+///
+/// Why one socket, kept open: releasing an nfnetlink socket makes nf_tables
+/// wait for the destruction of everything earlier transactions deleted — an
+/// RCU grace period, about 10 ms here. Opening a socket per operation pays
+/// that on every close after a deletion; one socket pays it once, when the
+/// process exits. Per thread, because a socket belongs to the network
+/// namespace it was created in, and threads are how this workspace enters
+/// namespaces.
+pub fn with_socket<T>(f: impl FnOnce(&Socket) -> io::Result<T>) -> io::Result<T> {
+    SOCKET.with(|cell| {
+        // Re-entered (a caller inside another's callback): use a socket of
+        // its own rather than share one mid-conversation.
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return f(&Socket::open()?);
+        };
+        if slot.is_none() {
+            *slot = Some(Socket::open()?);
+        }
+        match slot.as_ref() {
+            Some(sock) => {
+                // Replies left over from an operation that stopped at its
+                // first error must not be read as this one's.
+                sock.drain();
+                f(sock)
+            }
+            None => Err(io::Error::other("netlink socket unavailable")),
+        }
+    })
+}
+
 impl Socket {
-    pub fn open() -> io::Result<Socket> {
+    fn open() -> io::Result<Socket> {
         // SAFETY: plain socket(2); the result is checked before use.
         let fd = unsafe {
             libc::socket(
@@ -58,6 +94,25 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Discard whatever is queued, without blocking.
+    fn drain(&self) {
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+        }
     }
 
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -8,7 +8,7 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::netlink::{
-    NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, Socket, align, error_code, message, messages,
+    NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, align, error_code, message, messages, with_socket,
 };
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -342,7 +342,6 @@ impl Batch {
         if self.messages.is_empty() {
             return Ok(());
         }
-        let sock = Socket::open()?;
         let n = self.messages.len();
         // Batch delimiters carry the subsystem in nfgenmsg.res_id (big endian).
         let mut begin = message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, &[]);
@@ -354,20 +353,23 @@ impl Batch {
             all.extend_from_slice(m);
         }
         all.extend(end);
-        sock.send(&all)?;
-        let mut acked = 0;
-        let mut buf = vec![0u8; 1 << 16];
-        while acked < n {
-            let len = sock.recv(&mut buf)?;
-            for (kind, payload) in messages(&buf[..len]) {
-                if kind == NLMSG_ERROR {
-                    match error_code(payload) {
-                        0 => acked += 1,
-                        code => return Err(io::Error::from_raw_os_error(code)),
+        with_socket(|sock| {
+            sock.send(&all)?;
+            let mut acked = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while acked < n {
+                let len = sock.recv(&mut buf)?;
+                for (kind, payload) in messages(&buf[..len]) {
+                    if kind == NLMSG_ERROR {
+                        match error_code(payload) {
+                            0 => acked += 1,
+                            code => return Err(io::Error::from_raw_os_error(code)),
+                        }
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, Socket, align, attributes, message, string};
+use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, align, attributes, message, string, with_socket};
 use crate::nfbatch::Batch;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -38,6 +38,9 @@ pub struct RuleInfo {
     pub comment: Option<String>,
     /// The chain a `jump`/`goto` verdict of the rule leads to.
     pub jump: Option<String>,
+    /// How many expressions the rule has (tells a plain entry rule from
+    /// one with extra conditions).
+    pub expressions: usize,
 }
 
 fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
@@ -106,7 +109,6 @@ fn comment(mut udata: &[u8]) -> Option<String> {
 /// Rules of `family table chain` in order; empty when the table or chain
 /// does not exist.
 pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> {
-    let sock = Socket::open()?;
     let mut attrs = attr_str(NFTA_RULE_TABLE, table);
     attrs.extend(attr_str(NFTA_RULE_CHAIN, chain));
     let req = message(
@@ -118,24 +120,29 @@ pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> 
         &attrs,
     );
     let mut out = vec![];
-    let result = sock.dump(&req, |_, payload| {
-        let attrs = payload.get(4..).unwrap_or_default();
-        // A dump filtered by table and chain still checks them.
-        if find(attrs, NFTA_RULE_CHAIN).map(string).as_deref() != Some(chain) {
-            return;
-        }
-        let Some(handle) = find(attrs, NFTA_RULE_HANDLE)
-            .and_then(|h| h.get(..8))
-            .and_then(|h| h.try_into().ok())
-            .map(u64::from_be_bytes)
-        else {
-            return;
-        };
-        out.push(RuleInfo {
-            handle,
-            comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
-            jump: find(attrs, NFTA_RULE_EXPRESSIONS).and_then(jump_target),
-        });
+    let result = with_socket(|sock| {
+        sock.dump(&req, |_, payload| {
+            let attrs = payload.get(4..).unwrap_or_default();
+            // A dump filtered by table and chain still checks them.
+            if find(attrs, NFTA_RULE_CHAIN).map(string).as_deref() != Some(chain) {
+                return;
+            }
+            let Some(handle) = find(attrs, NFTA_RULE_HANDLE)
+                .and_then(|h| h.get(..8))
+                .and_then(|h| h.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                return;
+            };
+            out.push(RuleInfo {
+                handle,
+                comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
+                jump: find(attrs, NFTA_RULE_EXPRESSIONS).and_then(jump_target),
+                expressions: find(attrs, NFTA_RULE_EXPRESSIONS)
+                    .map(|e| attributes(e).count())
+                    .unwrap_or(0),
+            });
+        })
     });
     match result {
         Ok(()) => Ok(out),

@@ -258,6 +258,35 @@ fn list_plan_apply(
     Err(last.unwrap_or_else(|| Error::Missing("nft never ran".into())))
 }
 
+/// Whether the shared structure of the family's table is already exactly
+/// what an ADD without conditions writes: then the ADD only adds, and
+/// deletes nothing. (Deleting — the reference's flush-and-rewrite of the
+/// entry chains — costs an RCU grace period, ~10 ms, when the process
+/// releases its netlink socket.)
+fn structure_in_place(f: u8, snat: bool) -> bool {
+    let t = NFT_HOSTPORT_TABLE;
+    let rules = |chain| nfrules::rules(f, t, chain).unwrap_or_default();
+    let entry_ok = |chain| {
+        let r = rules(chain);
+        // fib, cmp, immediate: no extra conditions.
+        r.len() == 1
+            && r[0].jump.as_deref() == Some(NFT_HOSTPORTS_ALL_CHAIN)
+            && r[0].expressions == 3
+    };
+    let all = rules(NFT_HOSTPORTS_ALL_CHAIN);
+    let all_ok = all.len() == 2
+        && all[0].jump.as_deref() == Some(NFT_HOSTIP_HOSTPORTS_CHAIN)
+        && all[1].jump.as_deref() == Some(NFT_HOSTPORTS_CHAIN);
+    let inv = Inventory::read();
+    let has = |chain| inv.as_ref().is_some_and(|i| i.has_chain(f, t, chain));
+    all_ok
+        && entry_ok("prerouting")
+        && entry_ok("output")
+        && has(NFT_HOSTPORTS_CHAIN)
+        && has(NFT_HOSTIP_HOSTPORTS_CHAIN)
+        && (!snat || has(NFT_MASQUERADING_CHAIN))
+}
+
 /// The first-ADD transaction of [`add_script`], built as netlink messages
 /// instead of `nft` text: no process. Only for what it can express
 /// exactly as nft would (no free-form conditions, no `masqAll`'s /0
@@ -273,47 +302,49 @@ fn add_over_netlink(hp: &HostPorts<'_>) -> std::io::Result<()> {
     let mut b = Batch::new();
     for (addr, _) in hp.families() {
         let f = Family::of(&addr).nfproto();
-        b.add_table(f, t, NFT_HOSTPORT_TABLE_COMMENT);
-        b.add_chain(f, t, NFT_HOSTPORTS_CHAIN, None, false);
-        b.add_chain(f, t, NFT_HOSTIP_HOSTPORTS_CHAIN, None, false);
-        b.add_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN, None, false);
-        b.flush_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN);
-        b.add_rule(
-            f,
-            t,
-            NFT_HOSTPORTS_ALL_CHAIN,
-            jump(NFT_HOSTIP_HOSTPORTS_CHAIN),
-            None,
-        );
-        b.add_rule(
-            f,
-            t,
-            NFT_HOSTPORTS_ALL_CHAIN,
-            jump(NFT_HOSTPORTS_CHAIN),
-            None,
-        );
-        for (chain, hooknum) in [("prerouting", HOOK_PREROUTING), ("output", HOOK_OUTPUT)] {
-            b.add_chain(
+        if !structure_in_place(f, hp.snat != Snat::Off) {
+            b.add_table(f, t, NFT_HOSTPORT_TABLE_COMMENT);
+            b.add_chain(f, t, NFT_HOSTPORTS_CHAIN, None, false);
+            b.add_chain(f, t, NFT_HOSTIP_HOSTPORTS_CHAIN, None, false);
+            b.add_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN, None, false);
+            b.flush_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN);
+            b.add_rule(
                 f,
                 t,
-                chain,
-                Some(Hook {
-                    hooknum,
-                    priority: -100,
-                }),
-                false,
+                NFT_HOSTPORTS_ALL_CHAIN,
+                jump(NFT_HOSTIP_HOSTPORTS_CHAIN),
+                None,
             );
-            b.flush_chain(f, t, chain);
-            let mut entry = fib_daddr_local();
-            entry.extend(jump(NFT_HOSTPORTS_ALL_CHAIN));
-            b.add_rule(f, t, chain, entry, None);
-        }
-        if hp.snat != Snat::Off {
-            let hook = Hook {
-                hooknum: HOOK_POSTROUTING,
-                priority: 100,
-            };
-            b.add_chain(f, t, NFT_MASQUERADING_CHAIN, Some(hook), false);
+            b.add_rule(
+                f,
+                t,
+                NFT_HOSTPORTS_ALL_CHAIN,
+                jump(NFT_HOSTPORTS_CHAIN),
+                None,
+            );
+            for (chain, hooknum) in [("prerouting", HOOK_PREROUTING), ("output", HOOK_OUTPUT)] {
+                b.add_chain(
+                    f,
+                    t,
+                    chain,
+                    Some(Hook {
+                        hooknum,
+                        priority: -100,
+                    }),
+                    false,
+                );
+                b.flush_chain(f, t, chain);
+                let mut entry = fib_daddr_local();
+                entry.extend(jump(NFT_HOSTPORTS_ALL_CHAIN));
+                b.add_rule(f, t, chain, entry, None);
+            }
+            if hp.snat != Snat::Off {
+                let hook = Hook {
+                    hooknum: HOOK_POSTROUTING,
+                    priority: 100,
+                };
+                b.add_chain(f, t, NFT_MASQUERADING_CHAIN, Some(hook), false);
+            }
         }
         // Fails the whole transaction on a repeated ADD.
         b.add_chain(f, t, &owner, None, true);
