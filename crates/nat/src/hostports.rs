@@ -56,7 +56,7 @@ impl fmt::Display for Protocol {
 }
 
 /// `hostIP:hostPort/protocol → container:containerPort`. Port 0 is refused
-/// by [`HostPorts::validate`].
+/// by every backend before a rule is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
     pub host_port: u16,

@@ -2,8 +2,8 @@
 //! `portmap_nftables.go` (tables `ip cni_hostport` and `ip6 cni_hostport`):
 //!
 //! ```text
-//! chain prerouting  { type nat hook prerouting priority dstnat; }   <conditions> fib daddr type local jump hostports_all
-//! chain output      { type nat hook output priority dstnat; }       <conditions> fib daddr type local jump hostports_all
+//! chain prerouting  { type nat hook prerouting priority -100; }     <conditions> fib daddr type local jump hostports_all
+//! chain output      { type nat hook output priority -100; }         <conditions> fib daddr type local jump hostports_all
 //! chain hostports_all                                                jump hostip_hostports; jump hostports
 //! chain hostports      [ip daddr <hostIP>] tcp dport 8080 dnat to 10.0.0.2:80 comment "<cid>"
 //! chain masquerading { type nat hook postrouting priority srcnat; }
@@ -24,12 +24,11 @@
 //! container ids belong to which network, which the reference's rules
 //! (commented with the container id only) cannot.
 //!
-//! The common ADD is sent over netlink ([`add_over_netlink`], no process);
-//! the same transaction as `nft` text ([`add_script`]) serves the cases the
-//! netlink writer does not cover and the replacing ADD.
+//! The common ADD and every DEL go over netlink (`hostports_netlink`, no
+//! process); the same transaction as `nft` text ([`add_script`]) serves the
+//! cases the netlink writer does not cover and the replacing ADD.
 
 use std::fmt::Write;
-use std::net::IpAddr;
 
 use super::{Listing, apply, list};
 use crate::error::{Error, Result};
@@ -41,20 +40,19 @@ use crate::names::{
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
     nft_owner_chain_prefix,
 };
-use crate::nfrules::{self, Deletion};
 use crate::{HostPorts, IpNetwork, Snat};
 
 /// `ip` or `ip6`: the table family and the address match keyword at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub(super) enum Family {
     V4,
     V6,
 }
 
 impl Family {
-    const BOTH: [Family; 2] = [Family::V4, Family::V6];
+    pub(super) const BOTH: [Family; 2] = [Family::V4, Family::V6];
 
-    fn of(addr: &IpNetwork) -> Family {
+    pub(super) fn of(addr: &IpNetwork) -> Family {
         if addr.is_ipv4() {
             Family::V4
         } else {
@@ -69,7 +67,7 @@ impl Family {
         }
     }
 
-    fn nfproto(self) -> u8 {
+    pub(super) fn nfproto(self) -> u8 {
         match self {
             Family::V4 => NFPROTO_IPV4,
             Family::V6 => NFPROTO_IPV6,
@@ -83,7 +81,7 @@ impl Family {
 
 /// Chains whose rules carry the container id as comment (the reference's
 /// DEL searches exactly these).
-const OWNED_RULE_CHAINS: [&str; 3] = [
+pub(super) const OWNED_RULE_CHAINS: [&str; 3] = [
     NFT_HOSTPORTS_CHAIN,
     NFT_HOSTIP_HOSTPORTS_CHAIN,
     NFT_MASQUERADING_CHAIN,
@@ -258,122 +256,6 @@ fn list_plan_apply(
     Err(last.unwrap_or_else(|| Error::Missing("nft never ran".into())))
 }
 
-/// Whether the shared structure of the family's table is already exactly
-/// what an ADD without conditions writes: then the ADD only adds, and
-/// deletes nothing. (Deleting — the reference's flush-and-rewrite of the
-/// entry chains — costs an RCU grace period, ~10 ms, when the process
-/// releases its netlink socket.)
-fn structure_in_place(f: u8, snat: bool) -> bool {
-    let t = NFT_HOSTPORT_TABLE;
-    let rules = |chain| nfrules::rules(f, t, chain).unwrap_or_default();
-    let entry_ok = |chain| {
-        let r = rules(chain);
-        // fib, cmp, immediate: no extra conditions.
-        r.len() == 1
-            && r[0].jump.as_deref() == Some(NFT_HOSTPORTS_ALL_CHAIN)
-            && r[0].expressions == 3
-    };
-    let all = rules(NFT_HOSTPORTS_ALL_CHAIN);
-    let all_ok = all.len() == 2
-        && all[0].jump.as_deref() == Some(NFT_HOSTIP_HOSTPORTS_CHAIN)
-        && all[1].jump.as_deref() == Some(NFT_HOSTPORTS_CHAIN);
-    let inv = Inventory::read();
-    let has = |chain| inv.as_ref().is_some_and(|i| i.has_chain(f, t, chain));
-    all_ok
-        && entry_ok("prerouting")
-        && entry_ok("output")
-        && has(NFT_HOSTPORTS_CHAIN)
-        && has(NFT_HOSTIP_HOSTPORTS_CHAIN)
-        && (!snat || has(NFT_MASQUERADING_CHAIN))
-}
-
-/// The first-ADD transaction of [`add_script`], built as netlink messages
-/// instead of `nft` text: no process. Only for what it can express
-/// exactly as nft would (no free-form conditions, no `masqAll`'s /0
-/// match); the caller uses `nft` otherwise.
-fn add_over_netlink(hp: &HostPorts<'_>) -> std::io::Result<()> {
-    use crate::nfbatch::{
-        Batch, HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING, Hook, addr_eq, dnat, dport_eq,
-        fib_daddr_local, jump, masquerade, return_,
-    };
-    let owner = nft_owner_chain(hp.network, hp.container_id);
-    let cid = Some(hp.container_id);
-    let t = NFT_HOSTPORT_TABLE;
-    let mut b = Batch::new();
-    for (addr, _) in hp.families() {
-        let f = Family::of(&addr).nfproto();
-        if !structure_in_place(f, hp.snat != Snat::Off) {
-            b.add_table(f, t, NFT_HOSTPORT_TABLE_COMMENT);
-            b.add_chain(f, t, NFT_HOSTPORTS_CHAIN, None, false);
-            b.add_chain(f, t, NFT_HOSTIP_HOSTPORTS_CHAIN, None, false);
-            b.add_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN, None, false);
-            b.flush_chain(f, t, NFT_HOSTPORTS_ALL_CHAIN);
-            b.add_rule(
-                f,
-                t,
-                NFT_HOSTPORTS_ALL_CHAIN,
-                jump(NFT_HOSTIP_HOSTPORTS_CHAIN),
-                None,
-            );
-            b.add_rule(
-                f,
-                t,
-                NFT_HOSTPORTS_ALL_CHAIN,
-                jump(NFT_HOSTPORTS_CHAIN),
-                None,
-            );
-            for (chain, hooknum) in [("prerouting", HOOK_PREROUTING), ("output", HOOK_OUTPUT)] {
-                b.add_chain(
-                    f,
-                    t,
-                    chain,
-                    Some(Hook {
-                        hooknum,
-                        priority: -100,
-                    }),
-                    false,
-                );
-                b.flush_chain(f, t, chain);
-                let mut entry = fib_daddr_local();
-                entry.extend(jump(NFT_HOSTPORTS_ALL_CHAIN));
-                b.add_rule(f, t, chain, entry, None);
-            }
-            if hp.snat != Snat::Off {
-                let hook = Hook {
-                    hooknum: HOOK_POSTROUTING,
-                    priority: 100,
-                };
-                b.add_chain(f, t, NFT_MASQUERADING_CHAIN, Some(hook), false);
-            }
-        }
-        // Fails the whole transaction on a repeated ADD.
-        b.add_chain(f, t, &owner, None, true);
-        b.add_rule(f, t, &owner, return_(), cid);
-        for m in hp.mappings {
-            let Some(dest) = m.destination_for(addr.ip()) else {
-                continue;
-            };
-            let mut r = dest.map(|d| addr_eq(false, d)).unwrap_or_default();
-            r.extend(dport_eq(m.protocol.ipproto(), m.host_port));
-            r.extend(dnat(addr.ip(), m.container_port));
-            b.add_rule(f, t, NFT_HOSTPORTS_CHAIN, r, cid);
-        }
-        if hp.snat != Snat::Off {
-            let mut hairpin = addr_eq(true, addr.ip());
-            hairpin.extend(addr_eq(false, addr.ip()));
-            hairpin.extend(masquerade());
-            b.add_rule(f, t, NFT_MASQUERADING_CHAIN, hairpin, cid);
-            if addr.is_ipv4() {
-                let mut local = addr_eq(true, IpAddr::from([127, 0, 0, 1]));
-                local.extend(addr_eq(false, addr.ip()));
-                local.extend(masquerade());
-                b.add_rule(f, t, NFT_MASQUERADING_CHAIN, local, cid);
-            }
-        }
-    }
-    b.commit()
-}
-
 /// One transaction, no process, in the common case; `nft` with a listing
 /// for a repeated ADD (replace the container's rules) and for configs the
 /// netlink writer does not cover.
@@ -383,7 +265,7 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
     }
     let netlink_covers = !hp.masq_all && hp.conditions_v4.is_empty() && hp.conditions_v6.is_empty();
     if netlink_covers {
-        if add_over_netlink(hp).is_ok() {
+        if super::hostports_netlink::add(hp).is_ok() {
             return Ok(());
         }
     } else if apply(&add_script(hp, None)).is_ok() {
@@ -456,44 +338,9 @@ fn existing_families() -> Result<Vec<Family>> {
         .collect())
 }
 
-/// Over netlink: rules found by comment, deleted by handle, with the owner
-/// chain, one transaction per family; no process. `false` when nf_tables
-/// cannot be reached that way (the caller then uses `nft`).
-fn del_over_netlink(container_id: &str, owner: &str) -> bool {
-    let Some(inv) = Inventory::read() else {
-        return false;
-    };
-    Family::BOTH
-        .into_iter()
-        .filter(|f| inv.has_table(f.nfproto(), NFT_HOSTPORT_TABLE))
-        .all(|f| {
-            nfrules::plan_and_delete(f.nfproto(), NFT_HOSTPORT_TABLE, || {
-                let mut ops = vec![];
-                for chain in OWNED_RULE_CHAINS {
-                    for r in nfrules::rules(f.nfproto(), NFT_HOSTPORT_TABLE, chain)? {
-                        if r.comment.as_deref() == Some(container_id) {
-                            ops.push(Deletion::Rule {
-                                chain: chain.to_string(),
-                                handle: r.handle,
-                            });
-                        }
-                    }
-                }
-                let owner_exists = Inventory::read()
-                    .is_some_and(|inv| inv.has_chain(f.nfproto(), NFT_HOSTPORT_TABLE, owner));
-                if owner_exists {
-                    ops.push(Deletion::FlushChain(owner.to_string()));
-                    ops.push(Deletion::Chain(owner.to_string()));
-                }
-                Ok(ops)
-            })
-            .is_ok()
-        })
-}
-
 pub fn del(network: &str, container_id: &str) -> Result<()> {
     let owner = nft_owner_chain(network, container_id);
-    if del_over_netlink(container_id, &owner) {
+    if super::hostports_netlink::del(container_id, &owner) {
         return Ok(());
     }
     let families = existing_families()?;

@@ -4,6 +4,7 @@
 //! `nft -a list` when the change depends on what is there.
 
 mod hostports;
+mod hostports_netlink;
 mod listing;
 mod masquerade;
 
