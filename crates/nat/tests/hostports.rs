@@ -524,6 +524,19 @@ fn nftables_conditions_and_injection_attempts() {
         let before = nat::processes_spawned_on_this_thread();
         assert!(nft.add_hostports(&h).is_err());
         assert_eq!(nat::processes_spawned_on_this_thread(), before);
+
+        // As in the reference, the conditions live on the shared entry
+        // rules: the next ADD without conditions rewrites them.
+        nft.add_hostports(&hp("d", Some("10.0.0.3/24"), None, &[tcp(8081, 80)]))
+            .unwrap();
+        let t = nft_table("ip", "cni_hostport");
+        assert!(!t.contains("10.9.0.0/16"), "{t}");
+        assert_eq!(
+            t.matches("\t\tfib daddr type local jump hostports_all\n")
+                .count(),
+            2,
+            "{t}"
+        );
     });
 }
 
