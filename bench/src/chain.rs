@@ -5,15 +5,16 @@
 //! plugin invocation, and every program the plugin trees executed.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use netns::TempNetns;
 use runtime::Attachment;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::Fallible;
 use crate::lab::{Lab, MEASURED_HOST_PORT, port_mapping};
-use crate::stats::median_ms;
+use crate::stats::{median, median_ms};
 use crate::wrapper::{self, Mode};
 
 const PLUGINS: &[&str] = &["bridge", "host-local", "portmap"];
@@ -56,6 +57,7 @@ pub fn measure(lab: &Lab, reps: usize) -> Fallible<Value> {
         add_del.push(a + d);
     }
     let instrumented = instrumented_round(lab, &att)?;
+    let dumps = dump_costs();
     Ok(json!({
         "attached": lab.attached(),
         "reps": reps,
@@ -68,7 +70,10 @@ pub fn measure(lab: &Lab, reps: usize) -> Fallible<Value> {
         "add_samples_ms": samples(&add),
         "del_samples_ms": samples(&del),
         "rss_kb": instrumented["rss_kb"],
+        "program_wall_ms": instrumented["wall_ms"],
+        "program_calls": instrumented["calls"],
         "execs": instrumented["execs"],
+        "dump_ms": dumps,
     }))
 }
 
@@ -76,42 +81,169 @@ fn samples(d: &[Duration]) -> Vec<f64> {
     d.iter().map(|x| x.as_secs_f64() * 1000.0).collect()
 }
 
-/// One ADD, CHECK, DEL through the wrappers in each mode. CHECK failures are
-/// ignored here (the timed rounds report them).
+/// What reading the whole netfilter state costs at this size: what any
+/// tool that loads the ruleset before changing it pays on every call.
+fn dump_costs() -> Value {
+    let mut out = Map::new();
+    for (label, prog, args) in [
+        ("iptables-save -t nat", "iptables-save", &["-t", "nat"][..]),
+        ("nft list ruleset", "nft", &["list", "ruleset"]),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let ok = std::process::Command::new(prog)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                times.push(t.elapsed());
+            }
+        }
+        out.insert(label.into(), json!(median_ms(&times)));
+    }
+    Value::Object(out)
+}
+
+/// Programs the plugins run that the rss round wraps too.
+const HELPERS: &[&str] = &[
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ip6tables",
+    "ip6tables-save",
+    "ip6tables-restore",
+    "nft",
+];
+
+/// One program in one instrumented round: its largest peak RSS (KiB), its
+/// summed wall time (ms) and how many times it ran.
+type ProgramRound = (i64, f64, usize);
+
+/// Rounds of the rss measurement; the median per program is reported.
+const RSS_ROUNDS: usize = 3;
+
+/// A directory with every plugin and helper under its own name, for
+/// wrappers that wrap delegates and helpers too.
+fn real_dir(lab: &Lab) -> Fallible<PathBuf> {
+    let dir = lab.state_dir().join("real");
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for p in PLUGINS {
+        let target = lab.variant.plugin_dir.join(p);
+        std::os::unix::fs::symlink(&target, dir.join(p))
+            .map_err(|e| format!("symlink {}: {e}", target.display()))?;
+    }
+    for h in HELPERS {
+        if let Some(target) = std::env::split_paths(&path)
+            .map(|d| d.join(h))
+            .find(|p| p.is_file())
+        {
+            std::os::unix::fs::symlink(&target, dir.join(h))
+                .map_err(|e| format!("symlink {}: {e}", target.display()))?;
+        }
+    }
+    Ok(dir)
+}
+
+fn run_verb(
+    rt: &runtime::Runtime,
+    lab: &Lab,
+    att: &Attachment,
+    verb: &str,
+    what: &str,
+) -> Fallible<()> {
+    let r = match verb {
+        "ADD" => rt.add(&lab.network, att).map(|_| ()),
+        "CHECK" => rt.check(&lab.network, att).map(|_| ()),
+        _ => rt.del(&lab.network, att),
+    };
+    // CHECK failures are reported by the timed rounds.
+    if verb != "CHECK" {
+        r.map_err(|e| format!("{} ({what}): {verb}: {e}", lab.variant.label()))?;
+    }
+    Ok(())
+}
+
+/// Untimed rounds through the wrappers: peak RSS and wall time per program
+/// (each plugin tree, and each delegate and helper on its own), then the
+/// programs every verb executes.
 fn instrumented_round(lab: &Lab, att: &Attachment) -> Fallible<Value> {
-    let mut rss: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    let mut execs: BTreeMap<String, Value> = BTreeMap::new();
-    for mode in [Mode::Rss, Mode::Strace] {
-        let dir = lab.state_dir().join(format!("wrap-{mode:?}"));
-        let log = lab.state_dir().join(format!("log-{mode:?}"));
-        wrapper::install(&dir, &lab.variant.plugin_dir, &log, mode, PLUGINS)?;
-        let rt = lab.runtime_from(&dir);
-        for verb in ["ADD", "CHECK", "DEL"] {
-            let r = match verb {
-                "ADD" => rt.add(&lab.network, att).map(|_| ()),
-                "CHECK" => rt.check(&lab.network, att).map(|_| ()),
-                _ => rt.del(&lab.network, att),
-            };
-            if verb != "CHECK" {
-                r.map_err(|e| format!("{} ({mode:?} wrapper): {verb}: {e}", lab.variant.label()))?;
+    const VERBS: [&str; 3] = ["ADD", "CHECK", "DEL"];
+    let real = real_dir(lab)?;
+    let dir = lab.state_dir().join("wrap-rss");
+    let log = lab.state_dir().join("log-rss");
+    let mut names: Vec<&str> = PLUGINS.to_vec();
+    names.extend(HELPERS.iter().filter(|h| real.join(h).exists()));
+    wrapper::install(&dir, &real, &log, Mode::Rss, &names, true)?;
+    let rt = lab.runtime_from(&dir);
+    // verb -> program -> per-round (max peak, summed wall time, calls)
+    let mut samples: BTreeMap<&str, BTreeMap<String, Vec<ProgramRound>>> = BTreeMap::new();
+    for _ in 0..RSS_ROUNDS {
+        for verb in VERBS {
+            run_verb(&rt, lab, att, verb, "rss wrappers")?;
+            let mut round: BTreeMap<String, ProgramRound> = BTreeMap::new();
+            for (program, kb, ms) in wrapper::collect(&log)?.rss {
+                let e = round.entry(program).or_default();
+                e.0 = e.0.max(kb);
+                e.1 += ms;
+                e.2 += 1;
             }
-            let got = wrapper::collect(&log)?;
-            for (plugin, v, kb) in got.rss {
-                let e = rss.entry(v).or_default().entry(plugin).or_default();
-                *e = (*e).max(kb);
-            }
-            let mut programs: BTreeMap<String, usize> = BTreeMap::new();
-            let mut total = 0;
-            for (_, _, progs) in &got.execs {
-                for p in progs {
-                    *programs.entry(p.clone()).or_default() += 1;
-                    total += 1;
-                }
-            }
-            if mode == Mode::Strace {
-                execs.insert(verb.into(), json!({"total": total, "by_program": programs}));
+            for (program, v) in round {
+                samples
+                    .entry(verb)
+                    .or_default()
+                    .entry(program)
+                    .or_default()
+                    .push(v);
             }
         }
     }
-    Ok(json!({"rss_kb": rss, "execs": execs}))
+    let mut rss = Map::new();
+    let mut wall = Map::new();
+    let mut calls = Map::new();
+    for (verb, programs) in samples {
+        let (mut r, mut w, mut c) = (Map::new(), Map::new(), Map::new());
+        for (program, v) in programs {
+            let mut kb: Vec<f64> = v.iter().map(|x| x.0 as f64).collect();
+            let mut ms: Vec<f64> = v.iter().map(|x| x.1).collect();
+            r.insert(program.clone(), json!(median(&mut kb) as i64));
+            w.insert(program.clone(), json!(median(&mut ms)));
+            c.insert(program, json!(v.iter().map(|x| x.2).max().unwrap_or(0)));
+        }
+        rss.insert(verb.into(), Value::Object(r));
+        wall.insert(verb.into(), Value::Object(w));
+        calls.insert(verb.into(), Value::Object(c));
+    }
+
+    let dir = lab.state_dir().join("wrap-strace");
+    let log = lab.state_dir().join("log-strace");
+    wrapper::install(
+        &dir,
+        &lab.variant.plugin_dir,
+        &log,
+        Mode::Strace,
+        PLUGINS,
+        false,
+    )?;
+    let rt = lab.runtime_from(&dir);
+    let mut execs = Map::new();
+    for verb in VERBS {
+        run_verb(&rt, lab, att, verb, "strace")?;
+        let mut programs: BTreeMap<String, usize> = BTreeMap::new();
+        let mut total = 0;
+        for (_, _, progs) in wrapper::collect(&log)?.execs {
+            for p in progs {
+                *programs.entry(p).or_default() += 1;
+                total += 1;
+            }
+        }
+        execs.insert(verb.into(), json!({"total": total, "by_program": programs}));
+    }
+    Ok(json!({"rss_kb": rss, "wall_ms": wall, "calls": calls, "execs": execs}))
 }

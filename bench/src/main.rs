@@ -210,7 +210,7 @@ fn wrapped_rss(
     let got = wrapper::collect(log)?;
     got.rss
         .first()
-        .map(|r| r.2)
+        .map(|r| r.1)
         .ok_or_else(|| format!("no RSS logged for {name}"))
 }
 
@@ -241,7 +241,7 @@ fn rss_floor(o: &Options) -> Fallible<Value> {
     let log = lab.state_dir().join("floor-log");
     let wrap = lab.state_dir().join("floor-wrap");
     let names: Vec<&str> = helpers.iter().map(|h| h.0).collect();
-    wrapper::install(&wrap, &real, &log, wrapper::Mode::Rss, &names)?;
+    wrapper::install(&wrap, &real, &log, wrapper::Mode::Rss, &names, false)?;
     let mut helper_kb = Map::new();
     for (name, _, args, input) in &helpers {
         let label = format!("{name} {}", args.join(" "));
@@ -253,7 +253,7 @@ fn rss_floor(o: &Options) -> Fallible<Value> {
     let mut plugins = Map::new();
     for (name, dir) in [("ours", &o.ours), ("reference", &o.reference)] {
         let wrap = lab.state_dir().join(format!("floor-{name}"));
-        wrapper::install(&wrap, dir, &log, wrapper::Mode::Rss, ALL_PLUGINS)?;
+        wrapper::install(&wrap, dir, &log, wrapper::Mode::Rss, ALL_PLUGINS, false)?;
         let mut m = Map::new();
         for p in ALL_PLUGINS {
             m.insert(
@@ -398,6 +398,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Absolute, so wrapper symlinks into them work from anywhere.
+    let mut o = o;
+    for dir in [&mut o.ours, &mut o.reference] {
+        if let Ok(abs) = std::fs::canonicalize(&*dir) {
+            *dir = abs;
+        }
+    }
     if let Err(e) = preflight(&o) {
         eprintln!("cni-bench: {e}");
         std::process::exit(1);

@@ -63,6 +63,7 @@ pub fn markdown(results: &Value) -> String {
     chain_tables(&mut s, results, &attached);
     execs_table(&mut s, results);
     rss_table(&mut s, results);
+    program_time_table(&mut s, results, &attached);
     sizes_table(&mut s, results);
     concurrency_table(&mut s, results);
     host_local_table(&mut s, results);
@@ -265,7 +266,23 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
              chain has no CHECK figure.\n"
         );
     }
-    let _ = writeln!(s, "![latency against attached containers](latency.png)\n");
+    let _ = writeln!(
+        s,
+        "Reading the whole netfilter state at each size (median of 5, ms) — what a tool that loads the \
+         ruleset before changing it pays per call:\n\n| variant | attached | `iptables-save -t nat` | `nft list ruleset` |\n|---|---|---|---|"
+    );
+    for (variant, pts) in r["chain"].as_object().into_iter().flatten() {
+        for p in pts.as_array().into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                "| {variant} | {} | {} | {} |",
+                p["attached"],
+                ms(&p["dump_ms"]["iptables-save -t nat"]),
+                ms(&p["dump_ms"]["nft list ruleset"])
+            );
+        }
+    }
+    let _ = writeln!(s, "\n![latency against attached containers](latency.png)\n");
 }
 
 fn check_cell(p: &Value) -> String {
@@ -278,28 +295,35 @@ fn check_cell(p: &Value) -> String {
     }
 }
 
+fn programs_text(calls: &Value) -> (u64, String) {
+    let mut total = 0;
+    let mut parts = Vec::new();
+    for (k, n) in calls.as_object().into_iter().flatten() {
+        total += n.as_u64().unwrap_or(0);
+        parts.push(format!("{k} ×{n}"));
+    }
+    (total, parts.join(", "))
+}
+
 fn execs_table(s: &mut String, r: &Value) {
     let _ = writeln!(
         s,
         "## Processes executed per verb (whole chain, the plugins themselves included, 0 attached)\n\n\
-         Counted with `strace -f -e trace=execve` around each plugin the runtime execs \
-         (successful execve calls).\n\n| variant | verb | total | programs |\n|---|---|---|---|"
+         *wrappers*: every plugin, delegate and netfilter helper (iptables*, ip6tables*, nft) exec'd through a \
+         logging wrapper (no ptrace), median round. *strace*: `strace -f -e trace=execve` around each plugin, \
+         every program whatever its name (one round).\n\n\
+         | variant | verb | processes (wrappers) | programs | processes (strace) | programs (strace) |\n|---|---|---|---|---|---|"
     );
     for v in ["ours/iptables", "reference/iptables", "ours/nftables"] {
         let p = point(r, v, 0);
         for verb in ["ADD", "CHECK", "DEL"] {
+            let (total, progs) = programs_text(&p["program_calls"][verb]);
             let e = &p["execs"][verb];
-            let progs: Vec<String> = e["by_program"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, n)| format!("{k} ×{n}"))
-                .collect();
+            let (_, sprogs) = programs_text(&e["by_program"]);
             let _ = writeln!(
                 s,
-                "| {v} | {verb} | {} | {} |",
-                e["total"],
-                progs.join(", ")
+                "| {v} | {verb} | {total} | {progs} | {} | {sprogs} |",
+                e["total"]
             );
         }
     }
@@ -310,9 +334,10 @@ fn rss_table(s: &mut String, r: &Value) {
     let _ = writeln!(
         s,
         "## Peak RSS per plugin invocation, KiB (0 attached)\n\n\
-         `wait4` on the plugin: the largest peak RSS of the plugin and of every process it waited for \
-         (bridge: its host-local delegate, iptables/nft). Not a sum.\n\n\
-         | verb | plugin | ours/iptables | reference/iptables | ratio | ours/nftables |\n|---|---|---|---|---|---|"
+         `wait4` on each program: for bridge and portmap the largest peak of the plugin and of every process it \
+         waited for (its host-local delegate, iptables/nft) — not a sum; host-local and the helpers on their own. \
+         Median of 3 rounds.\n\n\
+         | verb | program | ours/iptables | reference/iptables | ratio | ours/nftables |\n|---|---|---|---|---|---|"
     );
     let (o, g, n) = (
         &point(r, "ours/iptables", 0)["rss_kb"],
@@ -320,14 +345,44 @@ fn rss_table(s: &mut String, r: &Value) {
         &point(r, "ours/nftables", 0)["rss_kb"],
     );
     for verb in ["ADD", "CHECK", "DEL"] {
-        for plugin in ["bridge", "portmap"] {
+        let mut programs: Vec<&String> = Vec::new();
+        for x in [o, g, n] {
+            for k in x[verb].as_object().into_iter().flatten().map(|(k, _)| k) {
+                if !programs.contains(&k) {
+                    programs.push(k);
+                }
+            }
+        }
+        programs.sort_by_key(|p| match p.as_str() {
+            "bridge" => 0,
+            "portmap" => 1,
+            "host-local" => 2,
+            _ => 3,
+        });
+        for program in programs {
+            let cell = |x: &Value| {
+                let v = &x[verb][program.as_str()];
+                if v.is_null() {
+                    "—".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            let tree = if matches!(program.as_str(), "bridge" | "portmap") {
+                " (tree)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
-                "| {verb} | {plugin} | {} | {} | {} | {} |",
-                o[verb][plugin],
-                g[verb][plugin],
-                ratio_text(ratio(&o[verb][plugin], &g[verb][plugin])),
-                n[verb][plugin]
+                "| {verb} | {program}{tree} | {} | {} | {} | {} |",
+                cell(o),
+                cell(g),
+                ratio_text(ratio(
+                    &o[verb][program.as_str()],
+                    &g[verb][program.as_str()]
+                )),
+                cell(n)
             );
         }
     }
@@ -350,6 +405,31 @@ fn rss_table(s: &mut String, r: &Value) {
     );
     for (k, v) in f["helpers"].as_object().into_iter().flatten() {
         let _ = writeln!(s, "| `{k}` | {v} |");
+    }
+    let _ = writeln!(s);
+}
+
+fn program_time_table(s: &mut String, r: &Value, attached: &[u64]) {
+    let _ = writeln!(
+        s,
+        "## Where the time goes: wall time per program, ms (instrumented rounds, median of 3)\n\n\
+         bridge and portmap include their children; the others are summed over their calls. The wrappers add \
+         about a millisecond per exec, so these are indicative, not the timed figures above.\n\n\
+         | variant | attached | verb | per program |\n|---|---|---|---|"
+    );
+    for v in ["ours/iptables", "reference/iptables", "ours/nftables"] {
+        for &n in attached {
+            let p = point(r, v, n);
+            for verb in ["ADD", "CHECK", "DEL"] {
+                let parts: Vec<String> = p["program_wall_ms"][verb]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, ms)| format!("{k} {:.1}", ms.as_f64().unwrap_or(0.0)))
+                    .collect();
+                let _ = writeln!(s, "| {v} | {n} | {verb} | {} |", parts.join(", "));
+            }
+        }
     }
     let _ = writeln!(s);
 }

@@ -48,13 +48,22 @@ impl Mode {
     }
 }
 
-/// A directory of wrappers for `plugins`, logging into `log_dir`.
+/// Environment variable naming the wrapper directory for nested wrappers:
+/// a plugin execs a helper by bare name (`iptables-restore`), so the
+/// wrapper cannot find its configuration from `argv[0]`.
+const DIR_ENV: &str = "CNI_BENCH_WRAPPER_DIR";
+
+/// A directory of wrappers for `plugins`, logging into `log_dir`. With
+/// `nest`, the plugins' delegates (`CNI_PATH`) and helpers (`PATH`) are
+/// wrapped too, so each program's own peak and time are logged; `real_dir`
+/// must then hold every wrapped name.
 pub fn install(
     dir: &Path,
     real_dir: &Path,
     log_dir: &Path,
     mode: Mode,
     plugins: &[&str],
+    nest: bool,
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("locate cni-bench itself: {e}"))?;
     fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -69,6 +78,7 @@ pub fn install(
         "real": real_dir.display().to_string(),
         "log": log_dir.display().to_string(),
         "mode": mode.as_str(),
+        "nest": nest,
     });
     fs::write(dir.join(CONFIG_FILE), conf.to_string())
         .map_err(|e| format!("write {}: {e}", dir.join(CONFIG_FILE).display()))
@@ -81,17 +91,25 @@ pub fn run_if_wrapper() {
         return;
     };
     let argv0 = PathBuf::from(argv0);
-    let Some(dir) = argv0.parent() else { return };
     let Some(name) = argv0.file_name().and_then(|n| n.to_str()) else {
         return;
     };
     if name == "cni-bench" {
         return;
     }
+    let dir = match argv0.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => match std::env::var_os(DIR_ENV) {
+            Some(d) => PathBuf::from(d),
+            None => return,
+        },
+    };
     let Ok(text) = fs::read_to_string(dir.join(CONFIG_FILE)) else {
         return;
     };
-    let code = match wrap(name, &text) {
+    let name = name.to_string();
+    let name = name.as_str();
+    let code = match wrap(name, &dir, &text) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cni-bench wrapper for {name}: {e}");
@@ -103,7 +121,7 @@ pub fn run_if_wrapper() {
     std::process::exit(code);
 }
 
-fn wrap(name: &str, conf_text: &str) -> Result<i32, String> {
+fn wrap(name: &str, dir: &Path, conf_text: &str) -> Result<i32, String> {
     let conf: Value = serde_json::from_str(conf_text).map_err(|e| format!("{CONFIG_FILE}: {e}"))?;
     let field = |k: &str| {
         conf[k]
@@ -128,12 +146,36 @@ fn wrap(name: &str, conf_text: &str) -> Result<i32, String> {
             Err(format!("exec strace: {err}"))
         }
         "rss" => {
-            let child = Command::new(&real)
-                .env("CNI_PATH", &real_dir)
+            let mut cmd = Command::new(&real);
+            cmd.args(std::env::args_os().skip(1));
+            if conf["nest"].as_bool() == Some(true) {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![dir.to_path_buf()];
+                dirs.extend(std::env::split_paths(&path).filter(|d| d != dir));
+                let path = std::env::join_paths(dirs).map_err(|e| format!("PATH: {e}"))?;
+                cmd.env(DIR_ENV, dir).env("PATH", path);
+                if std::env::var_os("CNI_PATH").is_some() {
+                    cmd.env("CNI_PATH", dir);
+                }
+            } else {
+                cmd.env("CNI_PATH", &real_dir);
+            }
+            // Force fork+exec instead of posix_spawn's vfork: a vforked
+            // child shares our memory, and the kernel carries that memory's
+            // peak into the child's ru_maxrss across exec. A forked child
+            // starts from our (small) anonymous memory only, which lowers
+            // the floor under every figure.
+            // SAFETY: the closure does nothing, so it is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| Ok(()));
+            }
+            let started = std::time::Instant::now();
+            let child = cmd
                 .spawn()
                 .map_err(|e| format!("spawn {}: {e}", real.display()))?;
             let (code, maxrss_kb) = wait_with_rusage(child.id())?;
-            let line = json!({"plugin": name, "verb": verb, "maxrss_kb": maxrss_kb, "exit": code});
+            let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let line = json!({"plugin": name, "verb": verb, "maxrss_kb": maxrss_kb, "wall_ms": wall_ms, "exit": code});
             let path = log_dir.join(format!("rss.{name}.{verb}.{pid}"));
             let mut f = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             writeln!(f, "{line}").map_err(|e| format!("{}: {e}", path.display()))?;
@@ -171,8 +213,8 @@ pub fn wait_with_rusage(pid: u32) -> Result<(i32, i64), String> {
 
 /// What the wrappers logged since the last call, removing the logs.
 pub struct Collected {
-    /// (plugin, verb, peak RSS KiB) per top-level plugin invocation.
-    pub rss: Vec<(String, String, i64)>,
+    /// (program, peak RSS KiB, wall ms) per wrapped invocation.
+    pub rss: Vec<(String, i64, f64)>,
     /// (plugin, verb, programs executed by its tree, the plugin included).
     pub execs: Vec<(String, String, Vec<String>)>,
 }
@@ -189,6 +231,8 @@ pub fn collect(log_dir: &Path) -> Result<Collected, String> {
         let file = entry.file_name().to_string_lossy().into_owned();
         let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let _ = fs::remove_file(&path);
+        // kind.program.verb.pid; program names have no dots, the verb may
+        // be empty (a helper exec'd without CNI_COMMAND).
         let parts: Vec<&str> = file.splitn(4, '.').collect();
         let [kind, plugin, verb, _pid] = parts[..] else {
             continue;
@@ -199,8 +243,8 @@ pub fn collect(log_dir: &Path) -> Result<Collected, String> {
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 c.rss.push((
                     plugin.into(),
-                    verb.into(),
                     v["maxrss_kb"].as_i64().unwrap_or(0),
+                    v["wall_ms"].as_f64().unwrap_or(0.0),
                 ));
             }
             "strace" => c
@@ -209,7 +253,7 @@ pub fn collect(log_dir: &Path) -> Result<Collected, String> {
             _ => {}
         }
     }
-    c.rss.sort();
+    c.rss.sort_by(|a, b| a.0.cmp(&b.0));
     c.execs.sort();
     Ok(c)
 }
