@@ -30,6 +30,7 @@ const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
 const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_CHAIN_USERDATA: u16 = 12;
 const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
@@ -136,6 +137,75 @@ fn payload(base: u32, offset: u32, len: u32) -> Expr {
 const PAYLOAD_NETWORK: u32 = 1;
 const PAYLOAD_TRANSPORT: u32 = 2;
 
+/// `meta nfproto ipv4|ipv6`: the dependency nft puts before an address
+/// match in an `inet` table.
+pub fn nfproto_eq(nfproto: u8) -> Vec<Expr> {
+    vec![
+        expr(
+            "meta",
+            &[
+                attr_u32(1, NFT_REG_1),
+                attr_u32(2, 15 /* NFT_META_NFPROTO */),
+            ],
+        ),
+        cmp_eq(&[nfproto]),
+    ]
+}
+
+fn cmp(op: u32, bytes: &[u8]) -> Expr {
+    expr(
+        "cmp",
+        &[
+            attr_u32(1, NFT_REG_1),
+            attr_u32(2, op),
+            nested(3, &data_value(bytes)),
+        ],
+    )
+}
+
+/// `ip|ip6 saddr|daddr ==|!= <network>/<prefix>`, encoded as nft encodes
+/// it: a whole-byte prefix loads only those bytes; any other prefix loads
+/// the whole address and masks it.
+pub fn prefix_match(source: bool, net: ipnetwork::IpNetwork, equal: bool) -> Vec<Expr> {
+    let ip = net.network();
+    let offset = match (ip, source) {
+        (IpAddr::V4(_), true) => 12,
+        (IpAddr::V4(_), false) => 16,
+        (IpAddr::V6(_), true) => 8,
+        (IpAddr::V6(_), false) => 24,
+    };
+    let bytes = ip_bytes(ip);
+    let prefix = net.prefix() as usize;
+    let op = if equal {
+        0
+    } else {
+        1 /* NFT_CMP_NEQ */
+    };
+    if prefix.is_multiple_of(8) {
+        let n = prefix / 8;
+        return vec![
+            payload(PAYLOAD_NETWORK, offset, n as u32),
+            cmp(op, &bytes[..n]),
+        ];
+    }
+    let mask = ip_bytes(ipnetwork::IpNetwork::new(ip, net.prefix()).map_or(ip, |n| n.mask()));
+    let zeros = vec![0u8; bytes.len()];
+    vec![
+        payload(PAYLOAD_NETWORK, offset, bytes.len() as u32),
+        expr(
+            "bitwise",
+            &[
+                attr_u32(1, NFT_REG_1),
+                attr_u32(2, NFT_REG_1),
+                attr_u32(3, bytes.len() as u32),
+                nested(4, &data_value(&mask)),
+                nested(5, &data_value(&zeros)),
+            ],
+        ),
+        cmp(op, &bytes),
+    ]
+}
+
 /// `ip|ip6 saddr|daddr == <ip>`.
 pub fn addr_eq(source: bool, ip: IpAddr) -> Vec<Expr> {
     let offset = match (ip, source) {
@@ -234,6 +304,10 @@ pub fn jump(chain: &str) -> Vec<Expr> {
     verdict(-3 /* NFT_JUMP */, Some(chain))
 }
 
+pub fn goto(chain: &str) -> Vec<Expr> {
+    verdict(-4 /* NFT_GOTO */, Some(chain))
+}
+
 pub fn return_() -> Vec<Expr> {
     verdict(-5 /* NFT_RETURN */, None)
 }
@@ -283,8 +357,23 @@ impl Batch {
         hook: Option<Hook>,
         exclusive: bool,
     ) {
+        self.add_chain_with_comment(family, table, chain, hook, exclusive, None);
+    }
+
+    pub fn add_chain_with_comment(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        hook: Option<Hook>,
+        exclusive: bool,
+        comment: Option<&str>,
+    ) {
         let mut a = attr_str(NFTA_CHAIN_TABLE, table);
         a.extend(attr_str(NFTA_CHAIN_NAME, chain));
+        if let Some(c) = comment {
+            a.extend(attr(NFTA_CHAIN_USERDATA, &comment_udata(c)));
+        }
         if let Some(h) = hook {
             let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, h.hooknum);
             hk.extend(attr(NFTA_HOOK_PRIORITY, &h.priority.to_be_bytes()));

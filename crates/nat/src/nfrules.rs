@@ -200,3 +200,20 @@ pub fn plan_and_delete(
     }
     Err(last.unwrap_or_else(|| io::Error::other("no attempt made")))
 }
+
+/// Like [`plan_and_delete`] for any transaction: `plan` reads and builds
+/// the batch; a batch that went stale (ENOENT, EBUSY) is planned again.
+pub fn plan_and_commit(plan: impl Fn() -> io::Result<Batch>) -> io::Result<()> {
+    const ATTEMPTS: usize = 4;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match plan()?.commit() {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBUSY)) => {
+                last = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no attempt made")))
+}

@@ -231,3 +231,64 @@ fn invalid_names_never_reach_a_rule() {
         assert_eq!(nat::processes_spawned_on_this_thread(), 0);
     });
 }
+
+/// The netlink writer against `nft`'s own parse of the reference's text,
+/// for prefixes on and off byte boundaries; and no process.
+#[test]
+fn nftables_setup_lists_exactly_like_nft_text_and_starts_no_process() {
+    let nets = [
+        "10.1.2.5/24",
+        "10.1.0.9/20",
+        "10.1.2.4/31",
+        "2001:db8::5/64",
+        "2001:db8::5/127",
+    ];
+    let ours = in_netns(|| {
+        let before = nat::processes_spawned_on_this_thread();
+        nat::netfilter(Backend::Nftables)
+            .setup_masquerade(&ATT, &addrs(&nets))
+            .unwrap();
+        assert_eq!(nat::processes_spawned_on_this_thread(), before);
+        nft_table("inet", "cni_plugins_masquerade")
+    });
+    let comment = nat::names::nft_masq_comment("mynet", "eth0", "abc123");
+    let mut script = String::from(
+        r#"add table inet cni_plugins_masquerade { comment "Masquerading for plugins from github.com/containernetworking/plugins" ; }
+add chain inet cni_plugins_masquerade masq_checks { comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet" ; }
+add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority srcnat ; }
+add rule inet cni_plugins_masquerade postrouting ip daddr == 224.0.0.0/4 return
+add rule inet cni_plugins_masquerade postrouting ip6 daddr == ff00::/8 return
+add rule inet cni_plugins_masquerade postrouting goto masq_checks
+"#,
+    );
+    for n in addrs(&nets) {
+        let ip = if n.is_ipv4() { "ip" } else { "ip6" };
+        script.push_str(&format!(
+            "add rule inet cni_plugins_masquerade masq_checks {ip} saddr == {} {ip} daddr != {}/{} masquerade comment \"{comment}\"\n",
+            n.ip(),
+            n.network(),
+            n.prefix()
+        ));
+    }
+    let theirs = in_netns(|| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        nft_table("inet", "cni_plugins_masquerade")
+    });
+    assert_eq!(ours, theirs);
+    assert!(
+        ours.contains("ip daddr != 10.1.0.0/20 masquerade"),
+        "{ours}"
+    );
+}

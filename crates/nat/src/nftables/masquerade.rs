@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::{Listing, list, list_modify_apply};
 use crate::error::{Error, Result};
-use crate::inventory::{Inventory, NFPROTO_INET};
+use crate::inventory::{Inventory, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::names::{
     NFT_MASQ_CHECKS_CHAIN, NFT_MASQ_CHECKS_COMMENT, NFT_MASQ_TABLE, NFT_MASQ_TABLE_COMMENT,
     nft_masq_comment, nft_masq_instance_hash, nft_masq_network_hash,
@@ -39,9 +39,86 @@ fn owned_by<'a>(listing: Option<&'a Listing>, prefix: &'a str) -> impl Iterator<
         .map(|r| r.handle)
 }
 
+/// The same transaction as [`setup`]'s `nft` script, as netlink messages:
+/// no process. The `postrouting` chain is rewritten only when it is not
+/// already the reference's three rules, so a steady-state setup deletes
+/// nothing but this attachment's stale rules.
+fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std::io::Result<()> {
+    use crate::nfbatch::{
+        Batch, HOOK_POSTROUTING, Hook, addr_eq, goto, masquerade, nfproto_eq, prefix_match, return_,
+    };
+    let t = NFT_MASQ_TABLE;
+    let f = NFPROTO_INET;
+    nfrules::plan_and_commit(|| {
+        let mut b = Batch::new();
+        let post = nfrules::rules(f, t, "postrouting")?;
+        let in_place = post.len() == 3 && post[2].jump.as_deref() == Some(NFT_MASQ_CHECKS_CHAIN);
+        if !in_place {
+            b.add_table(f, t, NFT_MASQ_TABLE_COMMENT);
+            b.add_chain_with_comment(
+                f,
+                t,
+                NFT_MASQ_CHECKS_CHAIN,
+                None,
+                false,
+                Some(NFT_MASQ_CHECKS_COMMENT),
+            );
+            b.add_chain(
+                f,
+                t,
+                "postrouting",
+                Some(Hook {
+                    hooknum: HOOK_POSTROUTING,
+                    priority: 100,
+                }),
+                false,
+            );
+            b.flush_chain(f, t, "postrouting");
+            for multicast in ["224.0.0.0/4", "ff00::/8"] {
+                let net: IpNetwork = multicast.parse().map_err(std::io::Error::other)?;
+                let mut r = nfproto_eq(nfproto_of(&net));
+                r.extend(prefix_match(false, net, true));
+                r.extend(return_());
+                b.add_rule(f, t, "postrouting", r, None);
+            }
+            b.add_rule(f, t, "postrouting", goto(NFT_MASQ_CHECKS_CHAIN), None);
+        }
+        for r in nfrules::rules(f, t, NFT_MASQ_CHECKS_CHAIN)? {
+            if r.comment
+                .as_deref()
+                .is_some_and(|c| c.starts_with(instance))
+            {
+                b.delete_rule(f, t, NFT_MASQ_CHECKS_CHAIN, r.handle);
+            }
+        }
+        for a in addrs {
+            let mut r = nfproto_eq(nfproto_of(a));
+            r.extend(addr_eq(true, a.ip()));
+            r.extend(prefix_match(false, *a, false));
+            r.extend(masquerade());
+            b.add_rule(f, t, NFT_MASQ_CHECKS_CHAIN, r, Some(comment));
+        }
+        Ok(b)
+    })
+}
+
+fn nfproto_of(a: &IpNetwork) -> u8 {
+    if a.is_ipv4() {
+        NFPROTO_IPV4
+    } else {
+        NFPROTO_IPV6
+    }
+}
+
 pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
     let instance = nft_masq_instance_hash(att.network, att.ifname, att.container_id);
     let comment = nft_masq_comment(att.network, att.ifname, att.container_id);
+    // A /0 "subnet" has no byte-wise encoding worth special-casing.
+    if addrs.iter().all(|a| a.prefix() > 0)
+        && setup_over_netlink(addrs, &instance, &comment).is_ok()
+    {
+        return Ok(());
+    }
     let t = NFT_MASQ_TABLE;
     list_modify_apply(&CHAIN, |listing| {
         let mut s = String::new();
