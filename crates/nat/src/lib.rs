@@ -11,8 +11,10 @@
 //!
 //! - iptables: one `iptables-restore --noflush` per address family;
 //! - nftables: one nf_tables transaction sent over netlink (no `nft`
-//!   process) for host-port ADDs, or one `nft -f -` where the netlink writer
-//!   does not cover the rules (free-form conditions, masquerade setup);
+//!   process) for host-port ADDs and masquerade setup, built to list
+//!   byte-for-byte like `nft`'s own parse of the reference's text; `nft -f -`
+//!   only where the netlink writer does not cover the rules (free-form
+//!   conditions, `masqAll`, repeated ADDs), and for CHECK and GC listings;
 //! - teardown (both backends, and iptables-nft's tables): rules are found
 //!   over nf_tables netlink — by comment, or by the chain they jump to — and
 //!   deleted by handle in one transaction, with no process at all; the

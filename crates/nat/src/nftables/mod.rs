@@ -1,6 +1,6 @@
 //! nftables backend. Every change is one nf_tables transaction: sent over
-//! netlink where `nfbatch`/`nfrules` cover it (host-port ADD, every
-//! teardown), otherwise as an `nft -f -` script, preceded by one
+//! netlink where `nfbatch`/`nfrules` cover it (host-port ADD, masquerade
+//! setup, every teardown), otherwise as an `nft -f -` script, preceded by one
 //! `nft -a list` when the change depends on what is there.
 
 mod hostports;
