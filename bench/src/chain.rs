@@ -19,62 +19,93 @@ use crate::wrapper::{self, Mode};
 
 const PLUGINS: &[&str] = &["bridge", "host-local", "portmap"];
 
-/// Timings and costs of one (variant, attached) point.
-pub fn measure(lab: &Lab, reps: usize) -> Fallible<Value> {
-    let ns = TempNetns::new("cni-bench-ctr").map_err(|e| e.to_string())?;
-    let mut att = Attachment::new("measured", &ns.path().display().to_string(), "eth0");
-    att.capability_args
-        .insert("portMappings".into(), port_mapping(MEASURED_HOST_PORT));
-
-    let (mut add, mut del, mut check, mut add_del) = (vec![], vec![], vec![], vec![]);
-    let mut check_error = None;
+/// Timings and costs of one (variant, attached) point per lab. The labs'
+/// rounds are interleaved (round 1 of each, round 2 of each, ...), so load
+/// from elsewhere on the machine falls on every implementation alike.
+pub fn measure(labs: &[&Lab], reps: usize) -> Fallible<Vec<Value>> {
+    struct Series {
+        /// Kept alive (the measured container) until the series is done.
+        _ns: TempNetns,
+        att: Attachment,
+        add: Vec<Duration>,
+        del: Vec<Duration>,
+        check: Vec<Duration>,
+        add_del: Vec<Duration>,
+        check_error: Option<String>,
+    }
+    let mut series = Vec::new();
+    for _ in labs {
+        let ns = TempNetns::new("cni-bench-ctr").map_err(|e| e.to_string())?;
+        let mut att = Attachment::new("measured", &ns.path().display().to_string(), "eth0");
+        att.capability_args
+            .insert("portMappings".into(), port_mapping(MEASURED_HOST_PORT));
+        series.push(Series {
+            _ns: ns,
+            att,
+            add: vec![],
+            del: vec![],
+            check: vec![],
+            add_del: vec![],
+            check_error: None,
+        });
+    }
     // Round 0 is a warm-up (page cache, first netfilter table creation).
     for round in 0..=reps {
-        let t = Instant::now();
-        lab.runtime
-            .add(&lab.network, &att)
-            .map_err(|e| format!("{}: ADD: {e}", lab.variant.label()))?;
-        let a = t.elapsed();
-        let t = Instant::now();
-        let checked = lab.runtime.check(&lab.network, &att);
-        let c = t.elapsed();
-        let t = Instant::now();
-        lab.runtime
-            .del(&lab.network, &att)
-            .map_err(|e| format!("{}: DEL: {e}", lab.variant.label()))?;
-        let d = t.elapsed();
-        if round == 0 {
-            continue;
-        }
-        match checked {
-            Ok(_) => check.push(c),
-            Err(e) => {
-                check_error.get_or_insert_with(|| e.to_string());
+        crate::check_interrupted()?;
+        for (lab, s) in labs.iter().zip(series.iter_mut()) {
+            lab.enter()?;
+            let att = &s.att;
+            let t = Instant::now();
+            lab.runtime
+                .add(&lab.network, att)
+                .map_err(|e| format!("{}: ADD: {e}", lab.variant.label()))?;
+            let a = t.elapsed();
+            let t = Instant::now();
+            let checked = lab.runtime.check(&lab.network, att);
+            let c = t.elapsed();
+            let t = Instant::now();
+            lab.runtime
+                .del(&lab.network, att)
+                .map_err(|e| format!("{}: DEL: {e}", lab.variant.label()))?;
+            let d = t.elapsed();
+            if round == 0 {
+                continue;
             }
+            match checked {
+                Ok(_) => s.check.push(c),
+                Err(e) => {
+                    s.check_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+            s.add.push(a);
+            s.del.push(d);
+            s.add_del.push(a + d);
         }
-        add.push(a);
-        del.push(d);
-        add_del.push(a + d);
     }
-    let instrumented = instrumented_round(lab, &att)?;
-    let dumps = dump_costs();
-    Ok(json!({
-        "attached": lab.attached(),
-        "reps": reps,
-        "add_ms": median_ms(&add),
-        "del_ms": median_ms(&del),
-        "check_ms": if check.is_empty() { Value::Null } else { json!(median_ms(&check)) },
-        "check_failures": reps - check.len(),
-        "check_error": check_error,
-        "add_del_ms": median_ms(&add_del),
-        "add_samples_ms": samples(&add),
-        "del_samples_ms": samples(&del),
-        "rss_kb": instrumented["rss_kb"],
-        "program_wall_ms": instrumented["wall_ms"],
-        "program_calls": instrumented["calls"],
-        "execs": instrumented["execs"],
-        "dump_ms": dumps,
-    }))
+    let mut out = Vec::new();
+    for (lab, s) in labs.iter().zip(&series) {
+        lab.enter()?;
+        let instrumented = instrumented_round(lab, &s.att)?;
+        let dumps = dump_costs();
+        out.push(json!({
+            "attached": lab.attached(),
+            "reps": reps,
+            "add_ms": median_ms(&s.add),
+            "del_ms": median_ms(&s.del),
+            "check_ms": if s.check.is_empty() { Value::Null } else { json!(median_ms(&s.check)) },
+            "check_failures": reps - s.check.len(),
+            "check_error": s.check_error,
+            "add_del_ms": median_ms(&s.add_del),
+            "add_samples_ms": samples(&s.add),
+            "del_samples_ms": samples(&s.del),
+            "rss_kb": instrumented["rss_kb"],
+            "program_wall_ms": instrumented["wall_ms"],
+            "program_calls": instrumented["calls"],
+            "execs": instrumented["execs"],
+            "dump_ms": dumps,
+        }));
+    }
+    Ok(out)
 }
 
 fn samples(d: &[Duration]) -> Vec<f64> {

@@ -5,6 +5,10 @@
 //! containers attached so far. Dropping the lab returns the thread to the
 //! namespace it came from and removes every namespace it created; the host
 //! namespace takes the bridge, the veths and all netfilter rules with it.
+//!
+//! Several labs may be alive at once (to interleave the implementations'
+//! rounds, so a busy machine slows both alike): [`Lab::enter`] moves the
+//! thread into a lab before each operation.
 
 use std::path::{Path, PathBuf};
 
@@ -40,8 +44,19 @@ pub struct Lab {
     pub network: NetworkConfigList,
     state: tempfile::TempDir,
     background: Vec<(TempNetns, Attachment)>,
-    home: NetNs,
+    host_ns: NetNs,
     host: TempNetns,
+}
+
+/// The namespace the bench started in, captured before any lab moved the
+/// thread.
+static HOME: std::sync::OnceLock<NetNs> = std::sync::OnceLock::new();
+
+/// Return the thread to the namespace the bench started in.
+pub fn go_home() {
+    if let Some(home) = HOME.get() {
+        let _ = nix::sched::setns(home, nix::sched::CloneFlags::CLONE_NEWNET);
+    }
 }
 
 /// The chain under test: bridge (gateway, masquerade) with host-local, then
@@ -80,7 +95,10 @@ pub fn port_mapping(host_port: u16) -> Value {
 
 impl Lab {
     pub fn new(variant: Variant) -> Fallible<Lab> {
-        let home = NetNs::current().map_err(|e| format!("open own namespace: {e}"))?;
+        if HOME.get().is_none() {
+            let home = NetNs::current().map_err(|e| format!("open own namespace: {e}"))?;
+            let _ = HOME.set(home);
+        }
         let host = TempNetns::new("cni-bench-host").map_err(|e| e.to_string())?;
         let host_ns = host.open().map_err(|e| e.to_string())?;
         let state = tempfile::Builder::new()
@@ -92,21 +110,25 @@ impl Lab {
             .map_err(|e| e.to_string())?;
         let runtime = Runtime::new(vec![variant.plugin_dir.clone()])
             .with_cache(ResultCache::new(state.path().join("cache")));
-        // From here on, this thread and everything it spawns (threads,
-        // plugins) is in the lab's host namespace.
-        nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("enter {}: {e}", host.path().display()))?;
         let lab = Lab {
             variant,
             runtime,
             network,
             state,
             background: Vec::new(),
-            home,
+            host_ns,
             host,
         };
+        lab.enter()?;
         lab.ip(&["link", "set", "lo", "up"])?;
         Ok(lab)
+    }
+
+    /// From here on, this thread and everything it spawns (threads,
+    /// plugins) is in the lab's host namespace.
+    pub fn enter(&self) -> Fallible<()> {
+        nix::sched::setns(&self.host_ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("enter {}: {e}", self.host.path().display()))
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -146,6 +168,7 @@ impl Lab {
     /// Attach background containers (a namespace, a veth, an address and a
     /// hostPort each) until `count` are attached.
     pub fn attach_until(&mut self, count: usize) -> Fallible<()> {
+        self.enter()?;
         while self.background.len() < count {
             crate::check_interrupted()?;
             let i = self.background.len();
@@ -170,7 +193,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Back home first: the host namespace is about to lose its name.
-        let _ = nix::sched::setns(&self.home, nix::sched::CloneFlags::CLONE_NEWNET);
+        go_home();
         for (ns, _) in self.background.drain(..) {
             drop(ns);
         }

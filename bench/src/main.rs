@@ -299,38 +299,64 @@ fn key(v: &Variant) -> String {
 
 fn run(o: &Options) -> Fallible<Value> {
     let started = Instant::now();
+    let load_before = shell("cat", &["/proc/loadavg"]);
     let floor = rss_floor(o)?;
     let mut chain = Map::new();
     let mut conc = Map::new();
-    for v in variants(o) {
-        let mut points = Vec::new();
-        let mut lab = Lab::new(v.clone())?;
+    let all = variants(o);
+    // The reference has no nftables backend: iptables compares two labs
+    // with interleaved rounds, nftables measures ours alone.
+    let groups: Vec<Vec<Variant>> = vec![
+        all.iter()
+            .filter(|v| v.backend == "iptables")
+            .cloned()
+            .collect(),
+        all.iter()
+            .filter(|v| v.backend == "nftables")
+            .cloned()
+            .collect(),
+    ];
+    for group in groups {
+        let mut labs = Vec::new();
+        for v in &group {
+            labs.push(Lab::new(v.clone())?);
+        }
+        let mut points: Vec<Vec<Value>> = vec![Vec::new(); labs.len()];
         for &n in &o.attached {
-            let t = Instant::now();
-            lab.attach_until(n)?;
-            let attach_s = t.elapsed().as_secs_f64();
+            let mut attach_s = Vec::new();
+            for lab in &mut labs {
+                let t = Instant::now();
+                lab.attach_until(n)?;
+                attach_s.push(t.elapsed().as_secs_f64());
+            }
             check_interrupted()?;
-            let mut p = chain::measure(&lab, reps(o, n))?;
-            p["attach_seconds"] = json!(attach_s);
-            eprintln!(
-                "[{:>4.0}s] {}: {n} attached: ADD {:.1} ms, DEL {:.1} ms, ADD+DEL {:.1} ms{}",
-                started.elapsed().as_secs_f64(),
-                v.label(),
-                p["add_ms"].as_f64().unwrap_or(0.0),
-                p["del_ms"].as_f64().unwrap_or(0.0),
-                p["add_del_ms"].as_f64().unwrap_or(0.0),
-                if p["check_error"].is_null() {
-                    ""
-                } else {
-                    " (CHECK fails)"
-                },
-            );
-            points.push(p);
+            let refs: Vec<&Lab> = labs.iter().collect();
+            let measured = chain::measure(&refs, reps(o, n))?;
+            for (i, mut p) in measured.into_iter().enumerate() {
+                p["attach_seconds"] = json!(attach_s[i]);
+                eprintln!(
+                    "[{:>4.0}s] {}: {n} attached: ADD {:.1} ms, DEL {:.1} ms, ADD+DEL {:.1} ms{}",
+                    started.elapsed().as_secs_f64(),
+                    labs[i].variant.label(),
+                    p["add_ms"].as_f64().unwrap_or(0.0),
+                    p["del_ms"].as_f64().unwrap_or(0.0),
+                    p["add_del_ms"].as_f64().unwrap_or(0.0),
+                    if p["check_error"].is_null() {
+                        ""
+                    } else {
+                        " (CHECK fails)"
+                    },
+                );
+                points[i].push(p);
+            }
             check_interrupted()?;
         }
-        drop(lab);
-        chain.insert(key(&v), Value::Array(points));
-
+        drop(labs);
+        for (v, pts) in group.iter().zip(points) {
+            chain.insert(key(v), Value::Array(pts));
+        }
+    }
+    for v in &all {
         let lab = Lab::new(v.clone())?;
         let c = concurrency::measure(&lab, o.concurrent)?;
         eprintln!(
@@ -342,7 +368,7 @@ fn run(o: &Options) -> Fallible<Value> {
             c["add_failures"],
             c["duplicate_addresses"]
         );
-        conc.insert(key(&v), c);
+        conc.insert(key(v), c);
         drop(lab);
         check_interrupted()?;
     }
@@ -369,6 +395,7 @@ fn run(o: &Options) -> Fallible<Value> {
 
     Ok(json!({
         "machine": machine(o),
+        "load_average": {"start": load_before, "end": shell("cat", &["/proc/loadavg"])},
         "attached": o.attached,
         "chain": chain,
         "concurrency": conc,
@@ -380,7 +407,7 @@ fn run(o: &Options) -> Fallible<Value> {
             "Each variant runs in its own throwaway host namespace (which the bench thread enters, so the runtime execs every plugin there) with its own temporary result cache and host-local dataDir.",
             "Both implementations are driven by the same `runtime::Runtime` with the same conflist (cniVersion 1.0.0); the reference ignores the backend keys it does not know.",
             "Attached containers are real: a namespace each, attached through the same chain (veth, address, one hostPort each), so bridge ports, reservations and netfilter rules grow with N.",
-            "Latency: median over the repetitions after one warm-up round; the measured container is added, checked and deleted in each round.",
+            "Latency: median over the repetitions after one warm-up round; the measured container is added, checked and deleted in each round. On iptables, ours and the reference have a lab each and their rounds alternate, so other load on the machine falls on both alike.",
             "Processes: one extra round with every plugin exec'd as `strace -f -e trace=execve` (CNI_PATH pointing at the real plugins, so delegates are traced too).",
             "Peak RSS: one extra round with every plugin exec'd by a wrapper that `wait4`s it (ru_maxrss: max over the plugin and the descendants it reaped).",
             "Concurrency: N threads released by one barrier, each `Runtime::add` on its own namespace; then N concurrent DELs; leaks counted afterwards (reservation files, host veths, netfilter lines naming a container address or id).",

@@ -53,6 +53,13 @@ pub fn markdown(results: &Value) -> String {
         m["reference"].as_str().unwrap_or("?"),
         m["ours_dir"].as_str().unwrap_or("?"),
     );
+    let _ = writeln!(
+        s,
+        "Load average (`/proc/loadavg`) at the start: `{}`; at the end: `{}` — the machine is shared, \
+         so absolute figures carry that noise; ratios come from interleaved rounds.\n",
+        results["load_average"]["start"].as_str().unwrap_or("?"),
+        results["load_average"]["end"].as_str().unwrap_or("?"),
+    );
     let attached: Vec<u64> = results["attached"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
