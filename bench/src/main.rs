@@ -106,9 +106,9 @@ fn parse_args() -> Fallible<Options> {
 fn reps(o: &Options, attached: usize) -> usize {
     match (o.quick, attached) {
         (true, _) => 3,
-        (false, 0) => 30,
-        (false, n) if n <= 100 => 20,
-        _ => 12,
+        (false, 0) => 40,
+        (false, n) if n <= 100 => 25,
+        _ => 15,
     }
 }
 
