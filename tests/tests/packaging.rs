@@ -591,3 +591,108 @@ fn without_empty_netfilter_tables(snapshot: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Every conflist the packages ship as an example works as documented:
+/// run with cnictl (the project's own binaries) against a throwaway
+/// container, with a hostPort where the list has portmap, and gone again
+/// after DEL.
+#[test]
+fn every_shipped_example_conflist_attaches_and_detaches() {
+    if !integration::can_run() {
+        return;
+    }
+    for (name, path) in example_conflists() {
+        let mut conf: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let state = integration::temp_dir("cnit-example");
+        let conf_dir = state.path().join("net.d");
+        std::fs::create_dir(&conf_dir).unwrap();
+        let mut subnets = Vec::new();
+        let mut has_portmap = false;
+        for plugin in conf["plugins"].as_array_mut().unwrap() {
+            has_portmap |= plugin["type"] == "portmap";
+            if plugin["ipam"]["type"] == "host-local" {
+                plugin["ipam"]["dataDir"] = json!(state.path().join("ipam"));
+                for set in plugin["ipam"]["ranges"].as_array().unwrap() {
+                    subnets.push(set[0]["subnet"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        std::fs::write(conf_dir.join(&name), conf.to_string()).unwrap();
+        let net = conf["name"].as_str().unwrap().to_string();
+
+        let host = integration::Netns::new("cnit-exhost");
+        let ctr = integration::Netns::bare("cnit-exctr");
+        let cnictl = |verb: &str| {
+            let mut cmd = host.command(integration::plugin("cnictl"));
+            cmd.arg("--conf-dir")
+                .arg(&conf_dir)
+                .arg("--cni-path")
+                .arg(integration::bin_dir())
+                .arg("--cache-dir")
+                .arg(state.path().join("cache"))
+                .args([
+                    "--cap-args",
+                    r#"{"portMappings":[{"hostPort":18080,"containerPort":80,"protocol":"tcp"}]}"#,
+                    verb,
+                    &net,
+                    &ctr.path_str(),
+                ]);
+            run_ok(&mut cmd)
+        };
+        cnictl("add");
+        if subnets.is_empty() {
+            // The loopback list: `lo` is up, nothing else.
+            let lo = ctr.ip_json(&["link", "show", "lo"]);
+            assert!(
+                lo[0]["flags"].as_array().unwrap().contains(&json!("UP")),
+                "{name}: {lo}"
+            );
+        }
+        if !subnets.is_empty() {
+            let addrs = ctr.addresses("eth0");
+            for subnet in &subnets {
+                assert!(
+                    addrs.iter().any(|a| in_subnet(a, subnet)),
+                    "{name}: no address from {subnet} on eth0: {addrs:?}"
+                );
+            }
+        }
+        if has_portmap {
+            assert!(
+                host.netfilter().contains("18080"),
+                "{name}: no hostPort rule:\n{}",
+                host.netfilter()
+            );
+        }
+        cnictl("del");
+        assert!(!ctr.has_link("eth0"), "{name}: eth0 left");
+        assert!(
+            !host.netfilter().contains("18080"),
+            "{name}: hostPort rule left"
+        );
+        let reservations: Vec<String> =
+            integration::dir_entries(&state.path().join("ipam").join(&net))
+                .into_iter()
+                .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+                .collect();
+        assert!(reservations.is_empty(), "{name}: {reservations:?}");
+    }
+}
+
+/// Whether `addr` ("ADDR/LEN") lies in `subnet` ("NET/LEN").
+fn in_subnet(addr: &str, subnet: &str) -> bool {
+    use std::net::IpAddr;
+    let ip = |s: &str| s.split('/').next().unwrap().parse::<IpAddr>().unwrap();
+    let len: u32 = subnet.split('/').nth(1).unwrap().parse().unwrap();
+    match (ip(addr), ip(subnet)) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
