@@ -30,6 +30,12 @@
 #                        the node's pod CIDR (also pod-to-pod across
 #                        nodes); "false" leaves outbound NAT to the
 #                        cluster (e.g. ip-masq-agent) [true]
+#   NODE_ROUTES          "host-gw": route every other node's pod CIDR via
+#                        that node's InternalIP (nodes on one L2 network;
+#                        needs CAP_NET_ADMIN, hostNetwork, RBAC list nodes);
+#                        "none": the network provides those routes [none]
+#   ROUTE_SYNC_SECONDS   host-gw re-sync period while sleeping [30]
+#   ROUTE_PROTO          routing protocol number marking host-gw routes [201]
 #   SLEEP_AFTER_INSTALL  "true" keeps running until SIGTERM (DaemonSet) [false]
 set -eu
 
@@ -45,6 +51,9 @@ PODCIDR_WAIT_SECONDS=${PODCIDR_WAIT_SECONDS:-120}
 K8S_API=${K8S_API:-https://${KUBERNETES_SERVICE_HOST:-kubernetes.default.svc}:${KUBERNETES_SERVICE_PORT:-443}}
 SA_DIR=${SA_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}
 SLEEP_AFTER_INSTALL=${SLEEP_AFTER_INSTALL:-false}
+NODE_ROUTES=${NODE_ROUTES:-none}
+ROUTE_SYNC_SECONDS=${ROUTE_SYNC_SECONDS:-30}
+ROUTE_PROTO=${ROUTE_PROTO:-201}
 IP_MASQ=${IP_MASQ:-true}
 
 log() { echo "install-cni: $*"; }
@@ -104,19 +113,28 @@ install_binaries() {
     done
 }
 
+# Prints the JSON the API server returns for a GET of path $1, with the
+# pod's service-account token.
+api_get() {
+    [ -r "$SA_DIR/token" ] || {
+        echo "install-cni: error: no service account token at $SA_DIR/token" >&2
+        return 1
+    }
+    token=$(cat "$SA_DIR/token")
+    set -- --silent --show-error --fail --max-time 10 \
+        -H "Authorization: Bearer $token" -H "Accept: application/json" "$K8S_API$1"
+    [ -r "$SA_DIR/ca.crt" ] && set -- --cacert "$SA_DIR/ca.crt" "$@"
+    curl "$@"
+}
+
 # Prints the node's pod CIDRs, comma-separated, from the Node object.
 node_pod_cidrs() {
     [ -n "$NODE_NAME" ] || die "neither POD_CIDRS nor NODE_NAME is set"
-    [ -r "$SA_DIR/token" ] || die "no service account token at $SA_DIR/token"
     need curl
-    token=$(cat "$SA_DIR/token")
-    set -- --silent --show-error --fail --max-time 10 \
-        -H "Authorization: Bearer $token" -H "Accept: application/json"
-    [ -r "$SA_DIR/ca.crt" ] && set -- "$@" --cacert "$SA_DIR/ca.crt"
-    url="$K8S_API/api/v1/nodes/$NODE_NAME"
+    path="/api/v1/nodes/$NODE_NAME"
     waited=0
     while :; do
-        node=$(curl "$@" "$url") || die "read node $NODE_NAME from $url failed"
+        node=$(api_get "$path") || die "read node $NODE_NAME from $K8S_API$path failed"
         cidrs=$(printf '%s' "$node" |
             jq -r '(.spec.podCIDRs // [.spec.podCIDR]) | map(select(. != null and . != "")) | join(",")') ||
             die "node $NODE_NAME: the API answer is not a Node object"
@@ -145,10 +163,17 @@ validate_cidrs() {
     IFS=$old_ifs
     [ $# -gt 0 ] || die "empty pod CIDR list"
     for c in "$@"; do
-        printf '%s\n' "$c" |
-            grep -Eq '^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9a-fA-F:]+:[0-9a-fA-F:]*/[0-9]{1,3}$' ||
-            die "not a CIDR: \"$c\""
+        is_cidr "$c" || die "not a CIDR: \"$c\""
     done
+}
+
+is_cidr() {
+    printf '%s\n' "$1" |
+        grep -Eq '^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9a-fA-F:]+:[0-9a-fA-F:]*/[0-9]{1,3}$'
+}
+
+is_ip() {
+    printf '%s\n' "$1" | grep -Eq '^([0-9]{1,3}\.){3}[0-9]{1,3}$|^[0-9a-fA-F:]+:[0-9a-fA-F:]*$'
 }
 
 # Writes the conflist for these CIDRs: one host-local range set per CIDR
@@ -201,7 +226,66 @@ warn_if_shadowed() {
     fi
 }
 
+# Prints "CIDR GATEWAY" for each pod CIDR of every other node, the gateway
+# being that node's InternalIP of the same family.
+peer_routes() {
+    nodes=$(api_get /api/v1/nodes) || return 1
+    printf '%s' "$nodes" | jq -r --arg self "$NODE_NAME" '
+        .items[] | select(.metadata.name != $self)
+        | [.status.addresses[]? | select(.type == "InternalIP") | .address] as $ips
+        | (.spec.podCIDRs // [.spec.podCIDR])[]?
+        | select(. != null and . != "") as $cidr
+        | ($ips | map(select(test(":") == ($cidr | test(":")))) | first) as $gw
+        | select($gw != null)
+        | "\($cidr) \($gw)"'
+}
+
+# host-gw: make this node's routes to the other nodes' pod CIDRs match the
+# Node objects. Our routes carry `proto $ROUTE_PROTO`, so stale ones can be
+# found and removed without touching anybody else's. A route that cannot be
+# added (the node is not on a shared network) is reported and skipped.
+sync_routes() {
+    routes=$(peer_routes) || {
+        log "warning: listing nodes failed; routes left as they are" >&2
+        return 0
+    }
+    wanted=" "
+    while read -r cidr gw; do
+        [ -n "$cidr" ] || continue
+        if ! is_cidr "$cidr" || ! is_ip "$gw"; then
+            log "warning: ignoring route \"$cidr via $gw\"" >&2
+            continue
+        fi
+        case ",$POD_CIDRS," in *",$cidr,"*) continue ;; esac
+        wanted="$wanted$cidr "
+        current=$(ip route show exact "$cidr" proto "$ROUTE_PROTO" 2>/dev/null)
+        case "$current " in *" via $gw "*) continue ;; esac
+        if ip route replace "$cidr" via "$gw" proto "$ROUTE_PROTO"; then
+            log "route $cidr via $gw"
+        else
+            log "warning: cannot route $cidr via $gw" >&2
+        fi
+    done <<ROUTES
+$routes
+ROUTES
+    for family in -4 -6; do
+        for dst in $(ip "$family" route show proto "$ROUTE_PROTO" | cut -d' ' -f1); do
+            case $wanted in *" $dst "*) continue ;; esac
+            ip "$family" route del "$dst" proto "$ROUTE_PROTO" && log "removed stale route $dst"
+        done
+    done
+}
+
 need jq
+case $NODE_ROUTES in
+none) ;;
+host-gw)
+    need ip
+    need curl
+    [ -n "$NODE_NAME" ] || die "NODE_ROUTES=host-gw needs NODE_NAME"
+    ;;
+*) die "NODE_ROUTES must be none or host-gw, not \"$NODE_ROUTES\"" ;;
+esac
 # The CIDRs first: a node without one gets nothing half-installed.
 if [ -z "$POD_CIDRS" ]; then
     POD_CIDRS=$(node_pod_cidrs)
@@ -210,6 +294,7 @@ validate_cidrs "$POD_CIDRS"
 install_binaries
 write_conflist "$POD_CIDRS"
 warn_if_shadowed
+[ "$NODE_ROUTES" = host-gw ] && sync_routes
 log "done"
 
 if [ "$SLEEP_AFTER_INSTALL" = true ]; then
@@ -218,9 +303,12 @@ if [ "$SLEEP_AFTER_INSTALL" = true ]; then
     # ends it too, or it would outlive us holding our stdout and stderr.
     sleeper=""
     trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
+    period=3600
+    [ "$NODE_ROUTES" = host-gw ] && period=$ROUTE_SYNC_SECONDS
     while :; do
-        sleep 3600 &
+        sleep "$period" &
         sleeper=$!
         wait "$sleeper" || true
+        [ "$NODE_ROUTES" = host-gw ] && sync_routes
     done
 fi

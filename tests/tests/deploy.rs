@@ -7,6 +7,7 @@
 //! The image itself cannot be built here (no container engine with a
 //! registry), so these tests are what keeps its three parts consistent.
 
+use integration::Netns;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -73,7 +74,16 @@ impl Node {
     /// The installer's command with only PATH and the node's directories
     /// in its environment, plus `env`.
     fn command(&self, env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new("sh");
+        self.command_in(None, env)
+    }
+
+    /// The same, with the installer running inside `ns` (for host-gw
+    /// routes, which it writes into its own network namespace).
+    fn command_in(&self, ns: Option<&Netns>, env: &[(&str, &str)]) -> Command {
+        let mut cmd = match ns {
+            Some(ns) => ns.command("sh"),
+            None => Command::new("sh"),
+        };
         cmd.arg(script())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -286,8 +296,9 @@ fn a_binary_that_does_not_run_on_the_node_fails_the_install() {
     assert!(integration::dir_entries(&node.net).is_empty());
 }
 
-/// The DaemonSet drops every capability: root's plain file permissions on
-/// the host directories must be enough.
+/// The DaemonSet drops every capability but NET_ADMIN (for host-gw
+/// routes): root's plain file permissions on the host directories must be
+/// enough for the install itself.
 #[test]
 fn installs_without_any_capability() {
     if !integration::can_run() {
@@ -328,7 +339,8 @@ fn installs_without_any_capability() {
 }
 
 /// A stand-in for the API server: answers every request with `status` and
-/// `body`, recording the request line and the Authorization header.
+/// `body` (or, with `start_routes`, the body for the request's path, 404
+/// for others), recording the request line and the Authorization header.
 struct FakeApiServer {
     url: String,
     requests: Arc<Mutex<Vec<(String, String)>>>,
@@ -337,10 +349,37 @@ struct FakeApiServer {
 impl FakeApiServer {
     fn start(status: &'static str, body: Value) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, move |_| (status, body.to_string()))
+    }
+
+    /// Serves `routes` (path → body) from inside `ns`, where the installer
+    /// under test runs.
+    fn start_routes(ns: &Netns, routes: Vec<(&'static str, Value)>) -> Self {
+        let handle = netns::NetNs::open(ns.path()).unwrap();
+        let listener = handle
+            .run(|| TcpListener::bind("127.0.0.1:0"))
+            .unwrap()
+            .unwrap();
+        let routes: BTreeMap<String, String> = routes
+            .into_iter()
+            .map(|(p, v)| (p.to_string(), v.to_string()))
+            .collect();
+        Self::serve(listener, move |request_line| {
+            let path = request_line.split_whitespace().nth(1).unwrap_or("");
+            match routes.get(path) {
+                Some(body) => ("200 OK", body.clone()),
+                None => ("404 Not Found", "{}".to_string()),
+            }
+        })
+    }
+
+    fn serve(
+        listener: TcpListener,
+        respond: impl Fn(&str) -> (&'static str, String) + Send + 'static,
+    ) -> Self {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&requests);
-        let body = body.to_string();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
@@ -357,6 +396,7 @@ impl FakeApiServer {
                         auth = v.trim().to_string();
                     }
                 }
+                let (status, body) = respond(&request_line);
                 seen.lock()
                     .unwrap()
                     .push((request_line.trim().to_string(), auth));
@@ -810,13 +850,13 @@ fn manifest_objects_have_the_expected_kinds_versions_and_names() {
         assert_eq!(meta.namespace, None, "{} is cluster-scoped", meta.name);
     }
 
-    // The service account may read Node objects (for spec.podCIDRs), and
-    // nothing else.
+    // The service account may read Node objects (its own for
+    // spec.podCIDRs, all of them for host-gw routes), and nothing else.
     assert_eq!(role.rules.len(), 1);
     let rule = &role.rules[0];
     assert_eq!(rule.api_groups, vec![""]);
     assert_eq!(rule.resources, vec!["nodes"]);
-    assert_eq!(rule.verbs, vec!["get"]);
+    assert_eq!(rule.verbs, vec!["get", "list"]);
     assert_eq!(binding.role_ref.api_group, "rbac.authorization.k8s.io");
     assert_eq!(binding.role_ref.kind, "ClusterRole");
     assert_eq!(binding.role_ref.name, role.metadata.name);
@@ -965,12 +1005,26 @@ fn daemonset_runs_on_every_node_with_the_host_directories_the_script_writes() {
         }
     }
 
-    // Least privilege: no capability, and the install still works without
-    // any (see installs_without_any_capability).
+    // Least privilege: NET_ADMIN only, and only for host-gw routes (the
+    // install itself works without any capability: see
+    // installs_without_any_capability).
     let sc = c.security_context.as_ref().expect("securityContext");
     let caps = sc.capabilities.as_ref().expect("capabilities");
     assert_eq!(caps.drop, vec!["ALL"]);
-    assert!(caps.add.is_empty());
+    let routes = env.get("NODE_ROUTES").and_then(|e| e.value.as_deref());
+    assert!(
+        matches!(routes, Some("host-gw" | "none")),
+        "NODE_ROUTES={routes:?}"
+    );
+    if routes == Some("host-gw") {
+        assert_eq!(caps.add, vec!["NET_ADMIN"]);
+        assert!(
+            pod.host_network,
+            "host-gw routes go into the node's namespace"
+        );
+    } else {
+        assert!(caps.add.is_empty());
+    }
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.run_as_user, Some(0));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -1041,4 +1095,168 @@ fn containerfile_matches_the_script_defaults() {
             .as_array()
             .is_some_and(|p| { p.iter().any(|pl| pl["ipam"]["type"] == "host-local") })
     );
+}
+
+/// A NodeList as the API server returns it; `nodes` are (name, podCIDRs,
+/// InternalIPs).
+fn node_list(nodes: &[(&str, &[&str], &[&str])]) -> Value {
+    let items: Vec<Value> = nodes
+        .iter()
+        .map(|(name, cidrs, ips)| {
+            let mut spec = json!({});
+            if let Some(first) = cidrs.first() {
+                spec = json!({ "podCIDR": first, "podCIDRs": cidrs });
+            }
+            let addresses: Vec<Value> = std::iter::once(json!({ "type": "Hostname", "address": name }))
+                .chain(ips.iter().map(|ip| json!({ "type": "InternalIP", "address": ip })))
+                .collect();
+            json!({ "metadata": { "name": name }, "spec": spec, "status": { "addresses": addresses } })
+        })
+        .collect();
+    json!({ "apiVersion": "v1", "kind": "NodeList", "items": items })
+}
+
+/// Routes with the installer's protocol number, `DST via GW` per line.
+fn host_gw_routes(ns: &Netns) -> Vec<String> {
+    let mut v = Vec::new();
+    for family in ["-4", "-6"] {
+        for r in ns
+            .ip_json(&[family, "route", "show", "proto", "201"])
+            .as_array()
+            .unwrap()
+        {
+            v.push(format!(
+                "{} via {}",
+                r["dst"].as_str().unwrap(),
+                r["gateway"].as_str().unwrap()
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// NODE_ROUTES=host-gw: one route per other node's pod CIDR via its
+/// InternalIP of the same family — what tests/tests/multinode.rs sets by
+/// hand — and a later sync follows the node list, leaving other routes
+/// alone.
+#[test]
+fn host_gw_routes_follow_the_node_list() {
+    if !integration::can_run() || !have_curl() {
+        return;
+    }
+    let host = Netns::new("cnit-hostgw");
+    host.run_ok(
+        "ip",
+        &[
+            "link", "add", "wire0", "type", "veth", "peer", "name", "wire1",
+        ],
+    );
+    host.run_ok("ip", &["addr", "add", "10.201.0.1/24", "dev", "wire0"]);
+    host.run_ok(
+        "ip",
+        &["addr", "add", "fd00:201::1/64", "dev", "wire0", "nodad"],
+    );
+    for l in ["wire0", "wire1"] {
+        host.run_ok("ip", &["link", "set", l, "up"]);
+    }
+    // Somebody else's route: never touched.
+    host.run_ok("ip", &["route", "add", "10.99.0.0/24", "via", "10.201.0.9"]);
+
+    let node = Node::new(&["loopback"]);
+    let tmp = integration::temp_dir("cnit-sa");
+    let sa = service_account(tmp.path());
+    let self_node = json!({ "kind": "Node", "metadata": { "name": "node-a" }, "spec": { "podCIDRs": ["10.201.1.0/24"] } });
+    let sync = |nodes: Value| {
+        let api = FakeApiServer::start_routes(
+            &host,
+            vec![
+                ("/api/v1/nodes/node-a", self_node.clone()),
+                ("/api/v1/nodes", nodes),
+            ],
+        );
+        let out = node
+            .command_in(
+                Some(&host),
+                &[
+                    ("NODE_NAME", "node-a"),
+                    ("NODE_ROUTES", "host-gw"),
+                    ("K8S_API", &api.url),
+                    ("SA_DIR", sa.to_str().unwrap()),
+                ],
+            )
+            .output()
+            .unwrap();
+        let requests: Vec<String> = api
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.0.clone())
+            .collect();
+        assert!(
+            requests.contains(&"GET /api/v1/nodes HTTP/1.1".to_string()),
+            "{requests:?}"
+        );
+        (
+            ok(out.clone()),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (log, warnings) = sync(node_list(&[
+        ("node-a", &["10.201.1.0/24"], &["10.201.0.1"]),
+        (
+            "node-b",
+            &["10.201.2.0/24", "fd00:201:2::/64"],
+            &["10.201.0.2", "fd00:201::2"],
+        ),
+        ("node-c", &["10.201.3.0/24"], &["10.201.0.3"]),
+        ("node-d", &[], &["10.201.0.4"]),
+        ("node-e", &["10.201.5.0/24"], &[]),
+        ("node-f", &["10.201.6.0/24"], &["192.0.2.77"]),
+    ]));
+    assert_eq!(
+        host_gw_routes(&host),
+        vec![
+            "10.201.2.0/24 via 10.201.0.2",
+            "10.201.3.0/24 via 10.201.0.3",
+            "fd00:201:2::/64 via fd00:201::2",
+        ],
+        "{log}"
+    );
+    // A node that is not on this network is reported, not fatal.
+    assert!(
+        warnings.contains("cannot route 10.201.6.0/24 via 192.0.2.77"),
+        "{warnings}"
+    );
+    assert_eq!(
+        host_local_ipam(&node.conflist())["ranges"],
+        json!([[{ "subnet": "10.201.1.0/24" }]])
+    );
+
+    // node-b left the cluster, node-c got a new address.
+    let (log, _) = sync(node_list(&[
+        ("node-a", &["10.201.1.0/24"], &["10.201.0.1"]),
+        ("node-c", &["10.201.3.0/24"], &["10.201.0.33"]),
+    ]));
+    assert_eq!(
+        host_gw_routes(&host),
+        vec!["10.201.3.0/24 via 10.201.0.33"],
+        "{log}"
+    );
+    assert!(log.contains("removed stale route 10.201.2.0/24"), "{log}");
+    assert!(log.contains("removed stale route fd00:201:2::/64"), "{log}");
+    assert!(
+        host.run_ok("ip", &["route", "show", "10.99.0.0/24"])
+            .contains("via 10.201.0.9"),
+        "another route was touched"
+    );
+
+    // Nothing changed: nothing logged.
+    let (log, _) = sync(node_list(&[
+        ("node-a", &["10.201.1.0/24"], &["10.201.0.1"]),
+        ("node-c", &["10.201.3.0/24"], &["10.201.0.33"]),
+    ]));
+    assert!(!log.contains("route"), "{log}");
 }
