@@ -273,6 +273,46 @@ fn rss_floor(o: &Options) -> Fallible<Value> {
     Ok(json!({"version_command": plugins, "helpers": helper_kb}))
 }
 
+/// What the kernel and the process model cost before any plugin logic:
+/// exec'ing a trivial program, creating a veth pair with one end in another
+/// namespace, and deleting it (unregistering a device waits for RCU grace
+/// periods). Both implementations pay the veth costs on every ADD and DEL.
+fn kernel_floor(o: &Options) -> Fallible<Value> {
+    let lab = Lab::new(variants(o).remove(0))?;
+    let (mut exec, mut add, mut del) = (Vec::new(), Vec::new(), Vec::new());
+    let run = |args: &[&str]| -> Fallible<std::time::Duration> {
+        let t = Instant::now();
+        lab.ip(args)?;
+        Ok(t.elapsed())
+    };
+    for i in 0..15 {
+        let ns = netns::TempNetns::new("cni-bench-floor").map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let _ = std::process::Command::new("true").status();
+        exec.push(t.elapsed());
+        let name = format!("vfloor{i}");
+        add.push(run(&[
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?);
+        del.push(run(&["link", "del", &name])?);
+    }
+    drop(lab);
+    Ok(json!({
+        "exec_true_ms": stats::median_ms(&exec),
+        "ip_veth_add_ms": stats::median_ms(&add),
+        "ip_veth_del_ms": stats::median_ms(&del),
+    }))
+}
+
 fn variants(o: &Options) -> Vec<Variant> {
     vec![
         Variant {
@@ -301,6 +341,7 @@ fn run(o: &Options) -> Fallible<Value> {
     let started = Instant::now();
     let load_before = shell("cat", &["/proc/loadavg"]);
     let floor = rss_floor(o)?;
+    let kernel = kernel_floor(o)?;
     let mut chain = Map::new();
     let mut conc = Map::new();
     let all = variants(o);
@@ -402,6 +443,7 @@ fn run(o: &Options) -> Fallible<Value> {
         "host_local": hl,
         "sizes": sizes(o)?,
         "rss_floor_kb": floor,
+        "kernel_floor_ms": kernel,
         "duration_seconds": started.elapsed().as_secs_f64(),
         "method": [
             "Each variant runs in its own throwaway host namespace (which the bench thread enters, so the runtime execs every plugin there) with its own temporary result cache and host-local dataDir.",

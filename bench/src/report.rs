@@ -289,6 +289,15 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
             );
         }
     }
+    let k = &r["kernel_floor_ms"];
+    let _ = writeln!(
+        s,
+        "\nFloors under every verb (median of 15, ms): exec'ing `true` {}; `ip link add` of a veth pair \
+         with one end in another namespace {}; `ip link del` of it {} (each `ip` figure includes one exec).",
+        ms(&k["exec_true_ms"]),
+        ms(&k["ip_veth_add_ms"]),
+        ms(&k["ip_veth_del_ms"])
+    );
     let _ = writeln!(s, "\n![latency against attached containers](latency.png)\n");
 }
 
