@@ -842,6 +842,41 @@ fn add_without_mappings_passes_the_result_through_and_changes_nothing() {
     assert_eq!(host.snapshot(), before);
 }
 
+/// containerd's CRI plugin sends `portMappings` with Go's field names and an
+/// empty `HostIP`; the Go portmap accepts that (Go decodes JSON keys
+/// case-insensitively), so must we — on ADD and on DEL.
+#[test]
+fn port_mappings_spelled_the_way_containerd_sends_them_work() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let ctr = Netns::bare("cnit-ctr");
+    let prev = fake_prev(&ctr, "10.88.0.7/24");
+    let net = Net::new(Some("iptables"), json!({}));
+    let before = host.snapshot();
+    let maps = json!([{"HostPort": 8083, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}]);
+    let conf = net.portmap_config(Some(&maps), Some(&prev));
+    net.portmap(plugin("portmap"), "ADD", "ctrd", &ctr, &conf)
+        .run(&host)
+        .expect_ok();
+    let rules = rules_of(&host, "ctrd", "10.88.0.7");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("--dport 8083") && r.contains("10.88.0.7:80")),
+        "{rules:#?}"
+    );
+    let del = net.portmap_config(Some(&maps), None);
+    net.portmap(plugin("portmap"), "DEL", "ctrd", &ctr, &del)
+        .run(&host)
+        .expect_ok();
+    assert!(rules_of(&host, "ctrd", "10.88.0.7").is_empty());
+    let after = host.snapshot();
+    // Shared chains stay by design; nothing of this container does.
+    assert!(!after.contains("ctrd") && before.lines().all(|l| after.contains(l)));
+}
+
 #[test]
 fn status_is_50_when_no_backend_is_usable() {
     if !can_run() {

@@ -23,15 +23,31 @@ pub struct IpamConfig {
 /// One `portMappings` entry (capability `portMappings`). Ports are kept wide
 /// so that out-of-range values reach the plugin's validation and get a
 /// message naming them instead of a decode error.
+///
+/// containerd's CRI plugin sends these with Go's field names
+/// (`{"HostPort":8080,"ContainerPort":80,"Protocol":"tcp","HostIP":""}`),
+/// which the reference accepts because Go decodes keys case-insensitively:
+/// the aliases accept that spelling too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
-    #[serde(rename = "hostPort")]
+    #[serde(rename = "hostPort", alias = "HostPort", alias = "hostport")]
     pub host_port: i64,
-    #[serde(rename = "containerPort")]
+    #[serde(
+        rename = "containerPort",
+        alias = "ContainerPort",
+        alias = "containerport"
+    )]
     pub container_port: i64,
-    #[serde(default)]
+    #[serde(default, alias = "Protocol")]
     pub protocol: String,
-    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostIP",
+        alias = "HostIP",
+        alias = "hostIp",
+        alias = "hostip",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_ip: Option<String>,
 }
 
@@ -255,6 +271,21 @@ mod tests {
             "{}",
             e.msg
         );
+    }
+
+    #[test]
+    fn port_mappings_in_containerds_go_spelling_are_accepted() {
+        let c = NetConf::from_slice(
+            br#"{"name":"n","runtimeConfig":{"portMappings":[
+            {"HostPort":8083,"ContainerPort":80,"Protocol":"tcp","HostIP":""}]}}"#,
+        )
+        .unwrap();
+        let m = &c.port_mappings()[0];
+        assert_eq!(
+            (m.host_port, m.container_port, m.protocol.as_str()),
+            (8083, 80, "tcp")
+        );
+        assert_eq!(m.host_ip.as_deref(), Some(""));
     }
 
     #[test]
