@@ -644,6 +644,36 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
         c.env.push(("CNI_IFNAME", "e -j ACCEPT".into()));
         cases.push(c);
     }
+    // environments a runtime might get wrong
+    for p in ["bridge", "loopback"] {
+        let mut c = case(
+            "netns path does not exist",
+            p,
+            serde_json::to_vec(&good(p, data)).unwrap(),
+            &[8],
+            &["/nonexistent/netns", "netns", "CNI_NETNS"],
+        );
+        c.env.push(("CNI_NETNS", "/nonexistent/netns".into()));
+        cases.push(c);
+        let mut c = case(
+            "netns path is not a namespace",
+            p,
+            serde_json::to_vec(&good(p, data)).unwrap(),
+            &[8],
+            &["/etc/hostname", "netns", "namespace"],
+        );
+        c.env.push(("CNI_NETNS", "/etc/hostname".into()));
+        cases.push(c);
+    }
+    let mut c = case(
+        "IPAM plugin not in CNI_PATH",
+        "bridge",
+        serde_json::to_vec(&good("bridge", data)).unwrap(),
+        &[5, 7, 999],
+        &["host-local"],
+    );
+    c.env.push(("CNI_PATH", "/nonexistent".into()));
+    cases.push(c);
     // bridge
     for (what, path, value, codes, mentions) in [
         (
