@@ -94,7 +94,14 @@ fn release_build() -> PathBuf {
             let mut cmd = Command::new(cargo());
             cmd.current_dir(repo())
                 .args(["build", "--release", "--bins"]);
-            for p in ["bridge", "host-local", "loopback", "portmap", "runtime"] {
+            for p in [
+                "bridge",
+                "host-local",
+                "loopback",
+                "portmap",
+                "runtime",
+                "demo",
+            ] {
                 cmd.args(["-p", p]);
             }
             run_ok(&mut cmd);
@@ -511,6 +518,7 @@ fn deb_installs_works_from_opt_cni_bin_and_purges_cleanly() {
         );
 
         attach_and_detach_with_the_installed_package();
+        demo_runs_against_the_installed_plugins();
     }
     assert!(
         dpkg_status(PACKAGE).is_empty() || dpkg_status(PACKAGE).contains("not-installed"),
@@ -522,6 +530,20 @@ fn deb_installs_works_from_opt_cni_bin_and_purges_cleanly() {
         before,
         "the purge did not restore the machine"
     );
+}
+
+/// The demo (the main job) against the packaged plugins in /opt/cni/bin:
+/// it must get through every step and report that nothing was left.
+fn demo_runs_against_the_installed_plugins() {
+    let demo = release_build().join("cni-demo");
+    let out = run(Command::new(&demo).args(["--cni-path", BIN_DIR]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("==> done"),
+        "cni-demo against {BIN_DIR} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("hello from container a"), "{text}");
 }
 
 /// The installed cnictl runs the installed example conflist (bridge +
