@@ -15,6 +15,11 @@ help:
 	@echo "make install         install into \$$DESTDIR\$$PREFIX (default /opt/cni/bin)"
 	@echo "make install-config  the default conflist into /etc/cni/net.d (never overwrites)"
 	@echo "make lint            cargo fmt --check and clippy -D warnings"
+	@echo "make deb             .deb package (cargo-deb; installed if missing)"
+	@echo "make rpm             .rpm package (cargo-generate-rpm; installed if missing)"
+	@echo "make bench           benchmarks against the Go reference plugins (needs root)"
+	@echo "make test-stress     heavier reliability runs (needs root)"
+	@echo "make fuzz-smoke      a short run of every fuzz target (nightly + cargo-fuzz)"
 
 need-root:
 	@if [ "$$(id -u)" != 0 ]; then \
