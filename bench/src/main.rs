@@ -357,17 +357,30 @@ fn run(o: &Options) -> Fallible<Value> {
             .cloned()
             .collect(),
     ];
+    let mut controls = Map::new();
     for group in groups {
+        // Each of ours gets a control lab that stays at 0 attached and is
+        // measured in the same interleaved rounds, so "N attached vs 0" is
+        // a comparison made at the same moment, not minutes apart on a
+        // machine whose load changes.
         let mut labs = Vec::new();
+        let mut is_control = Vec::new();
         for v in &group {
             labs.push(Lab::new(v.clone())?);
+            is_control.push(false);
+        }
+        for v in group.iter().filter(|v| v.implementation == "ours") {
+            labs.push(Lab::new(v.clone())?);
+            is_control.push(true);
         }
         let mut points: Vec<Vec<Value>> = vec![Vec::new(); labs.len()];
         for &n in &o.attached {
             let mut attach_s = Vec::new();
-            for lab in &mut labs {
+            for (lab, &control) in labs.iter_mut().zip(&is_control) {
                 let t = Instant::now();
-                lab.attach_until(n)?;
+                if !control {
+                    lab.attach_until(n)?;
+                }
                 attach_s.push(t.elapsed().as_secs_f64());
             }
             check_interrupted()?;
@@ -375,6 +388,11 @@ fn run(o: &Options) -> Fallible<Value> {
             let measured = chain::measure(&refs, reps(o, n))?;
             for (i, mut p) in measured.into_iter().enumerate() {
                 p["attach_seconds"] = json!(attach_s[i]);
+                if is_control[i] {
+                    p["measured_with"] = json!(n);
+                    points[i].push(p);
+                    continue;
+                }
                 eprintln!(
                     "[{:>4.0}s] {}: {n} attached: ADD {:.1} ms, DEL {:.1} ms, ADD+DEL {:.1} ms{}",
                     started.elapsed().as_secs_f64(),
@@ -392,9 +410,14 @@ fn run(o: &Options) -> Fallible<Value> {
             }
             check_interrupted()?;
         }
+        let variants: Vec<Variant> = labs.iter().map(|l| l.variant.clone()).collect();
         drop(labs);
-        for (v, pts) in group.iter().zip(points) {
-            chain.insert(key(v), Value::Array(pts));
+        for ((v, pts), control) in variants.iter().zip(points).zip(is_control) {
+            if control {
+                controls.insert(key(v), Value::Array(pts));
+            } else {
+                chain.insert(key(v), Value::Array(pts));
+            }
         }
     }
     for v in &all {
@@ -439,6 +462,7 @@ fn run(o: &Options) -> Fallible<Value> {
         "load_average": {"start": load_before, "end": shell("cat", &["/proc/loadavg"])},
         "attached": o.attached,
         "chain": chain,
+        "control_at_0": controls,
         "concurrency": conc,
         "host_local": hl,
         "sizes": sizes(o)?,
@@ -450,6 +474,7 @@ fn run(o: &Options) -> Fallible<Value> {
             "Both implementations are driven by the same `runtime::Runtime` with the same conflist (cniVersion 1.0.0); the reference ignores the backend keys it does not know.",
             "Attached containers are real: a namespace each, attached through the same chain (veth, address, one hostPort each), so bridge ports, reservations and netfilter rules grow with N.",
             "Latency: median over the repetitions after one warm-up round; the measured container is added, checked and deleted in each round. On iptables, ours and the reference have a lab each and their rounds alternate, so other load on the machine falls on both alike.",
+            "Scaling: each of ours also has a control lab that stays at 0 attached and is measured in the same alternating rounds as every N; the goal \"N attached ≤ 1.2× 0 attached\" compares N with that control, measured at the same moment.",
             "Processes: one extra round with every plugin exec'd as `strace -f -e trace=execve` (CNI_PATH pointing at the real plugins, so delegates are traced too).",
             "Peak RSS: one extra round with every plugin exec'd by a wrapper that `wait4`s it (ru_maxrss: max over the plugin and the descendants it reaped).",
             "Concurrency: N threads released by one barrier, each `Runtime::add` on its own namespace; then N concurrent DELs; leaks counted afterwards (reservation files, host veths, netfilter lines naming a container address or id).",

@@ -105,14 +105,21 @@ fn goals(s: &mut String, r: &Value, max_attached: u64) {
         q.filter(|q| *q > 0.1)
             .map_or(String::new(), |q| format!(": {:.1}× the target", q / 0.1)),
     );
-    // 2. Our 500-attached <= 1.2x our 0-attached, per backend.
+    // 2. Our 500-attached <= 1.2x our 0-attached, per backend, against the
+    // control lab measured in the same rounds.
     for b in ["ours/iptables", "ours/nftables"] {
-        let z = &point(r, b, 0)["add_del_ms"];
         let f = &point(r, b, max_attached)["add_del_ms"];
+        let z = r["control_at_0"][b]
+            .as_array()
+            .and_then(|c| {
+                c.iter()
+                    .find(|p| p["measured_with"].as_u64() == Some(max_attached))
+            })
+            .map_or(&Value::Null, |p| &p["add_del_ms"]);
         let q = ratio(f, z);
         let _ = writeln!(
             s,
-            "| ours at {max_attached} attached ≤ 1.2× ours at 0 ({b}, ADD+DEL) | {} ms vs {} ms = {} | {}{} |",
+            "| ours at {max_attached} attached ≤ 1.2× ours at 0 ({b}, ADD+DEL; 0 = control lab in the same rounds) | {} ms vs {} ms = {} | {}{} |",
             ms(f),
             ms(z),
             ratio_text(q),
@@ -246,6 +253,26 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
         }
         let _ = writeln!(s);
     }
+    let _ = writeln!(
+        s,
+        "### Control: ours at 0 attached, measured in the same rounds as each N\n\n\
+         | variant | rounds of N = | ADD | DEL | ADD+DEL | N attached ADD+DEL / control |\n|---|---|---|---|---|---|"
+    );
+    for (variant, pts) in r["control_at_0"].as_object().into_iter().flatten() {
+        for p in pts.as_array().into_iter().flatten() {
+            let n = p["measured_with"].as_u64().unwrap_or(0);
+            let q = ratio(&point(r, variant, n)["add_del_ms"], &p["add_del_ms"]);
+            let _ = writeln!(
+                s,
+                "| {variant} | {n} | {} | {} | {} | {} |",
+                ms(&p["add_ms"]),
+                ms(&p["del_ms"]),
+                ms(&p["add_del_ms"]),
+                ratio_text(q)
+            );
+        }
+    }
+    let _ = writeln!(s);
     let mut errors = Vec::new();
     for (variant, pts) in r["chain"].as_object().into_iter().flatten() {
         for p in pts.as_array().into_iter().flatten() {
