@@ -17,6 +17,14 @@ pub enum Error {
     /// The reference's wording, kept because users grep for it.
     #[error("{0:?} already exists but is not a bridge")]
     NotABridge(String),
+    /// An ioctl or libc call (see [`crate::flags`]).
+    #[error("{op} {object}: {source}")]
+    Ioctl {
+        op: &'static str,
+        object: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("open netlink socket in {ns}: {source}")]
     Socket {
         ns: String,
@@ -45,6 +53,7 @@ impl Error {
         match self {
             Error::Netlink { source, .. }
             | Error::Socket { source, .. }
+            | Error::Ioctl { source, .. }
             | Error::Sysctl { source, .. } => source.raw_os_error(),
             _ => None,
         }

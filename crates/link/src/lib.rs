@@ -17,6 +17,7 @@ mod address;
 mod bridge;
 mod connection;
 mod error;
+pub mod flags;
 mod links;
 mod mac;
 mod route;

@@ -5,7 +5,8 @@
 //! can never take the host's `lo` down.
 
 use cni::{CniResult, Error, Interface, IpConfig, Plugin, Request, Result, code};
-use link::Netlink;
+use ipnetwork::IpNetwork;
+use link::flags;
 use netns::NetNs;
 
 struct Loopback;
@@ -30,12 +31,11 @@ fn require_netns(path: &str) -> Result<NetNs> {
     })
 }
 
-fn netlink(ns: &NetNs) -> Result<Netlink> {
-    Netlink::in_netns(ns).map_err(|e| Error::internal(e.to_string()))
-}
-
-fn lo_index(nl: &Netlink) -> Result<link::Link> {
-    nl.require_link(LO)
+/// Run `f` on a thread inside the container's namespace. `lo` needs no
+/// netlink: the flag ioctls and getifaddrs keep this binary small.
+fn inside<T: Send>(ns: &NetNs, f: impl FnOnce() -> link::Result<T> + Send) -> Result<T> {
+    ns.run(f)
+        .map_err(|e| Error::new(code::INVALID_NETNS, e.to_string()))?
         .map_err(|e| Error::internal(e.to_string()))
 }
 
@@ -46,17 +46,14 @@ impl Plugin for Loopback {
     fn add(&self, req: &Request) -> Result<CniResult> {
         let prev = req.prev_result()?;
         let ns = require_netns(&req.netns)?;
-        let nl = netlink(&ns)?;
-        let lo = lo_index(&nl)?;
-        nl.set_up(lo.index)
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let addrs = nl
-            .addresses(Some(lo.index))
-            .map_err(|e| Error::internal(e.to_string()))?;
-        if let Some(bad) = addrs.iter().find(|a| !a.network.ip().is_loopback()) {
+        let addrs: Vec<IpNetwork> = inside(&ns, || {
+            flags::set_up(LO, true)?;
+            flags::addresses_of(LO)
+        })?;
+        if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
             return Err(Error::internal(format!(
                 "loopback interface found with non-loopback address {:?}",
-                bad.network.ip().to_string()
+                bad.ip().to_string()
             )));
         }
         if let Some(prev) = prev {
@@ -64,14 +61,11 @@ impl Plugin for Loopback {
             return Ok(prev);
         }
         let first = |v4: bool| {
-            addrs
-                .iter()
-                .find(|a| a.network.is_ipv4() == v4)
-                .map(|a| IpConfig {
-                    address: a.network,
-                    gateway: None,
-                    interface: Some(0),
-                })
+            addrs.iter().find(|a| a.is_ipv4() == v4).map(|a| IpConfig {
+                address: *a,
+                gateway: None,
+                interface: Some(0),
+            })
         };
         Ok(CniResult {
             interfaces: vec![Interface {
@@ -92,19 +86,16 @@ impl Plugin for Loopback {
         let Some(ns) = open_netns(&req.netns)? else {
             return Ok(());
         };
-        let nl = netlink(&ns)?;
-        let lo = lo_index(&nl)?;
-        nl.set_down(lo.index)
-            .map_err(|e| Error::internal(e.to_string()))
+        inside(&ns, || flags::set_up(LO, false))
     }
 
     fn check(&self, req: &Request) -> Result<()> {
         let ns = require_netns(&req.netns)?;
-        let nl = netlink(&ns)?;
-        if !lo_index(&nl)?.up {
-            return Err(Error::internal("loopback interface is down"));
+        match inside(&ns, || flags::is_up(LO))? {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::internal("loopback interface is down")),
+            None => Err(Error::internal("loopback interface not found")),
         }
-        Ok(())
     }
 }
 
