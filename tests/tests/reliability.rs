@@ -350,7 +350,7 @@ fn run_and_kill(
     let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     let out = child.wait_with_output().unwrap();
-    // Reap stragglers of the group are gone too: killpg hit all of them.
+    // killpg reached the whole group: the delegate and helpers too.
     if out.status.success() {
         serde_json::from_slice(&out.stdout).ok()
     } else {
@@ -379,10 +379,27 @@ fn crash_during_add(backend: &str, rounds: usize) {
     let host = Netns::new("cnit-rel-host");
     let ctr = Netns::bare("cnit-rel-ctr");
     let chain = Chain::new(backend);
-    // Time one undisturbed ADD of each plugin, so kill points cover it.
+    // The first ADD creates the bridge and the shared chains: not timed.
+    let prev = chain.add("first", 8080, &ctr, &host).unwrap();
+    chain.del("first", 8080, Some(&prev), &ctr, &host).unwrap();
+    // Time one undisturbed ADD of each plugin, so kill points cover it
+    // (a little beyond the end too: a kill that comes too late is a case).
     let t = Instant::now();
-    let prev = chain.add("warmup", 8080, &ctr, &host).unwrap();
-    let full = t.elapsed();
+    let out = chain.call("ADD", &chain.bridge, "bridge", "warmup", &ctr, &host);
+    let bridge_time = t.elapsed();
+    let prev = out.expect_ok();
+    let t = Instant::now();
+    chain
+        .call(
+            "ADD",
+            &chain.portmap_conf(&prev, 8080),
+            "portmap",
+            "warmup",
+            &ctr,
+            &host,
+        )
+        .expect_ok();
+    let portmap_time = t.elapsed();
     chain.del("warmup", 8080, Some(&prev), &ctr, &host).unwrap();
     let baseline = stable_snapshot(&host);
     let ctr_baseline = stable_snapshot(&ctr);
@@ -392,16 +409,24 @@ fn crash_during_add(backend: &str, rounds: usize) {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         | 1;
-    eprintln!("crash_during_add({backend}): seed {seed}, full ADD {full:?}");
+    eprintln!(
+        "crash_during_add({backend}): seed {seed}, bridge ADD {bridge_time:?}, portmap ADD {portmap_time:?}"
+    );
     let mut rng = Rng(seed);
-    let span = u64::try_from(full.as_micros()).unwrap().max(1000) * 3 / 2;
+    let window = |d: Duration| u64::try_from(d.as_micros()).unwrap().max(1000) * 6 / 5;
+    let (bridge_span, portmap_span) = (window(bridge_time), window(portmap_time));
     let mut finished = 0;
     for round in 0..rounds {
         let id = format!("crash{round}");
-        let delay = Duration::from_micros(rng.next() % span);
         // Alternate: kill bridge (with its host-local delegate), or let
         // bridge finish and kill portmap.
         let killed_portmap = round % 2 == 1;
+        let span = if killed_portmap {
+            portmap_span
+        } else {
+            bridge_span
+        };
+        let delay = Duration::from_micros(rng.next() % span);
         let mut prev = None;
         if killed_portmap {
             prev = chain.add(&id, 8080, &ctr, &host).ok();
@@ -449,7 +474,10 @@ fn crash_during_add(backend: &str, rounds: usize) {
             &format!("round {round}: container (seed {seed}, {delay:?})"),
         );
     }
-    eprintln!("{rounds} rounds, {finished} bridge ADDs finished before the kill");
+    eprintln!(
+        "{rounds} rounds, {finished} of {} bridge ADDs finished before the kill",
+        rounds.div_ceil(2)
+    );
     // And the network still works.
     let prev = chain.add("after", 8080, &ctr, &host).unwrap();
     assert!(
