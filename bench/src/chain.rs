@@ -1,8 +1,9 @@
 //! The chain benchmark: ADD, CHECK, DEL of one more container on a network
 //! that already has N attached, timed around the runtime call (so it is what
 //! a container runtime waits for: every plugin exec, delegate and helper).
-//! Then, untimed, one instrumented round per measuring mode: peak RSS per
-//! plugin invocation, and every program the plugin trees executed.
+//! Then, untimed, instrumented rounds: peak RSS, wall time and exec count
+//! of every plugin, delegate and helper (logging wrappers, three rounds),
+//! and every program the plugin trees executed (`strace -f`, one round).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -13,8 +13,10 @@
 
 mod chain;
 mod concurrency;
+mod floors;
 mod host_local;
 mod lab;
+mod machine;
 mod report;
 mod stats;
 mod wrapper;
@@ -29,7 +31,7 @@ use lab::{Lab, Variant};
 
 pub type Fallible<T> = Result<T, String>;
 
-const ALL_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+pub const ALL_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -133,186 +135,6 @@ fn preflight(o: &Options) -> Fallible<()> {
     Ok(())
 }
 
-fn shell(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn machine(o: &Options) -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let reference = shell("dpkg-query", &["-W", "containernetworking-plugins"]);
-    json!({
-        "date": shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        "cpu": cpu,
-        "nproc": shell("nproc", &[]).parse::<u64>().unwrap_or(0),
-        "kernel": shell("uname", &["-sr"]),
-        "reference": format!("{} ({})", o.reference.display(), if reference.is_empty() { "unknown package".into() } else { reference.replace('\t', " ") }),
-        "ours_dir": o.ours.display().to_string(),
-    })
-}
-
-fn sizes(o: &Options) -> Fallible<Value> {
-    let mut ours = Map::new();
-    let mut reference = Map::new();
-    let (mut ot, mut rt) = (0u64, 0u64);
-    for p in ALL_PLUGINS {
-        let size = |dir: &Path| {
-            std::fs::metadata(dir.join(p))
-                .map(|m| m.len())
-                .map_err(|e| format!("{}: {e}", dir.join(p).display()))
-        };
-        let (a, b) = (size(&o.ours)?, size(&o.reference)?);
-        ot += a;
-        rt += b;
-        ours.insert((*p).into(), json!(a));
-        reference.insert((*p).into(), json!(b));
-    }
-    let file = |dir: &Path| shell("file", &["-b", &dir.join("bridge").display().to_string()]);
-    Ok(json!({
-        "ours": ours, "reference": reference, "ours_total": ot, "reference_total": rt,
-        "note": format!("`file bridge`: ours: {}; reference: {}", file(&o.ours), file(&o.reference)),
-    }))
-}
-
-/// Peak RSS (KiB) of `name` run through an rss wrapper in `wrap_dir`, as
-/// the chain rounds measure plugins, so the figures share one floor.
-fn wrapped_rss(
-    wrap_dir: &Path,
-    log: &Path,
-    name: &str,
-    args: &[&str],
-    input: &str,
-) -> Fallible<i64> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(wrap_dir.join(name))
-        .args(args)
-        .env("CNI_COMMAND", "VERSION")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("spawn {name}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let _ = child.wait();
-    let got = wrapper::collect(log)?;
-    got.rss
-        .first()
-        .map(|r| r.1)
-        .ok_or_else(|| format!("no RSS logged for {name}"))
-}
-
-/// The floors under the per-invocation figures, measured through the same
-/// wrapper: `true` (the wrapper's own share: a spawned child's peak starts
-/// at its parent's size at the fork), each plugin answering VERSION
-/// (start-up, no children), and each netfilter helper doing a trivial job
-/// in an empty namespace.
-fn rss_floor(o: &Options) -> Fallible<Value> {
-    let lab = Lab::new(variants(o).remove(0))?;
-    let real = lab.state_dir().join("floor-real");
-    std::fs::create_dir_all(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-    let helpers: [(&str, &str, &[&str], &str); 4] = [
-        ("true", "/bin/true", &[], ""),
-        ("iptables", "/usr/sbin/iptables", &["-t", "nat", "-S"], ""),
-        (
-            "iptables-restore",
-            "/usr/sbin/iptables-restore",
-            &["--noflush"],
-            "*nat\nCOMMIT\n",
-        ),
-        ("nft", "/usr/sbin/nft", &["list", "ruleset"], ""),
-    ];
-    for (name, target, _, _) in &helpers {
-        std::os::unix::fs::symlink(target, real.join(name))
-            .map_err(|e| format!("symlink {target}: {e}"))?;
-    }
-    let log = lab.state_dir().join("floor-log");
-    let wrap = lab.state_dir().join("floor-wrap");
-    let names: Vec<&str> = helpers.iter().map(|h| h.0).collect();
-    wrapper::install(&wrap, &real, &log, wrapper::Mode::Rss, &names, false)?;
-    let mut helper_kb = Map::new();
-    for (name, _, args, input) in &helpers {
-        let label = format!("{name} {}", args.join(" "));
-        helper_kb.insert(
-            label.trim().to_string(),
-            json!(wrapped_rss(&wrap, &log, name, args, input)?),
-        );
-    }
-    let mut plugins = Map::new();
-    for (name, dir) in [("ours", &o.ours), ("reference", &o.reference)] {
-        let wrap = lab.state_dir().join(format!("floor-{name}"));
-        wrapper::install(&wrap, dir, &log, wrapper::Mode::Rss, ALL_PLUGINS, false)?;
-        let mut m = Map::new();
-        for p in ALL_PLUGINS {
-            m.insert(
-                (*p).into(),
-                json!(wrapped_rss(
-                    &wrap,
-                    &log,
-                    p,
-                    &[],
-                    "{\"cniVersion\":\"1.0.0\"}"
-                )?),
-            );
-        }
-        plugins.insert(name.into(), Value::Object(m));
-    }
-    drop(lab);
-    Ok(json!({"version_command": plugins, "helpers": helper_kb}))
-}
-
-/// What the kernel and the process model cost before any plugin logic:
-/// exec'ing a trivial program, creating a veth pair with one end in another
-/// namespace, and deleting it (unregistering a device waits for RCU grace
-/// periods). Both implementations pay the veth costs on every ADD and DEL.
-fn kernel_floor(o: &Options) -> Fallible<Value> {
-    let lab = Lab::new(variants(o).remove(0))?;
-    let (mut exec, mut add, mut del) = (Vec::new(), Vec::new(), Vec::new());
-    let run = |args: &[&str]| -> Fallible<std::time::Duration> {
-        let t = Instant::now();
-        lab.ip(args)?;
-        Ok(t.elapsed())
-    };
-    for i in 0..15 {
-        let ns = netns::TempNetns::new("cni-bench-floor").map_err(|e| e.to_string())?;
-        let t = Instant::now();
-        let _ = std::process::Command::new("true").status();
-        exec.push(t.elapsed());
-        let name = format!("vfloor{i}");
-        add.push(run(&[
-            "link",
-            "add",
-            &name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?);
-        del.push(run(&["link", "del", &name])?);
-    }
-    drop(lab);
-    Ok(json!({
-        "exec_true_ms": stats::median_ms(&exec),
-        "ip_veth_add_ms": stats::median_ms(&add),
-        "ip_veth_del_ms": stats::median_ms(&del),
-    }))
-}
-
 fn variants(o: &Options) -> Vec<Variant> {
     vec![
         Variant {
@@ -339,9 +161,9 @@ fn key(v: &Variant) -> String {
 
 fn run(o: &Options) -> Fallible<Value> {
     let started = Instant::now();
-    let load_before = shell("cat", &["/proc/loadavg"]);
-    let floor = rss_floor(o)?;
-    let kernel = kernel_floor(o)?;
+    let load_before = machine::load_average();
+    let floor = floors::rss(&o.ours, &o.reference)?;
+    let kernel = floors::kernel(&o.ours)?;
     let mut chain = Map::new();
     let mut conc = Map::new();
     let all = variants(o);
@@ -458,14 +280,14 @@ fn run(o: &Options) -> Fallible<Value> {
     }
 
     Ok(json!({
-        "machine": machine(o),
-        "load_average": {"start": load_before, "end": shell("cat", &["/proc/loadavg"])},
+        "machine": machine::describe(&o.ours, &o.reference),
+        "load_average": {"start": load_before, "end": machine::load_average()},
         "attached": o.attached,
         "chain": chain,
         "control_at_0": controls,
         "concurrency": conc,
         "host_local": hl,
-        "sizes": sizes(o)?,
+        "sizes": machine::sizes(&o.ours, &o.reference)?,
         "rss_floor_kb": floor,
         "kernel_floor_ms": kernel,
         "duration_seconds": started.elapsed().as_secs_f64(),
