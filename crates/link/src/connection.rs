@@ -108,6 +108,16 @@ fn open_socket(
         // the runtime must be entered on the thread that creates it.
         let _entered = rt_handle.enter();
         let (mut conn, handle, notifications) = rtnetlink::new_connection()?;
+        // Without strict checking the kernel ignores the ifindex filter of
+        // address and route dumps and sends every entry of the namespace:
+        // on a host with hundreds of container veths (each with its IPv6
+        // link-local address) that made looking at the bridge's addresses
+        // cost O(containers). Kernels before 4.20 lack the option; the
+        // callers filter again, so failing to set it only costs time.
+        let _ = conn
+            .socket_mut()
+            .socket_mut()
+            .set_netlink_get_strict_chk(true);
         if groups != 0 {
             conn.socket_mut()
                 .socket_mut()

@@ -196,10 +196,14 @@ impl Netlink {
 
     /// Unicast routes of one family in every table (`ipv6` selects the family).
     pub fn routes(&self, ipv6: bool) -> Result<Vec<Route>> {
-        let msg = if ipv6 {
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        // A bare header: with strict checking on (see the connection), every
+        // non-zero field of a dump request is a filter, and the builder's
+        // defaults (main table, boot protocol, unicast) would hide routes.
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = if ipv6 {
+            AddressFamily::Inet6
         } else {
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+            AddressFamily::Inet
         };
         let req = self.handle().route().get(msg);
         let msgs: Vec<RouteMessage> = self
@@ -223,11 +227,17 @@ impl Netlink {
     /// Output interface the kernel would use to reach `dst` (`ip route get`),
     /// or `None` when it is unreachable.
     pub fn route_get(&self, dst: IpAddr) -> Result<Option<u32>> {
-        let prefix = if dst.is_ipv4() { 32 } else { 128 };
-        let msg = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(dst, prefix)
-            .map_err(|e| Error::Invalid(format!("route get {dst}: {e}")))?
-            .build();
+        // Only family, destination length and destination: under strict
+        // checking the kernel refuses a get request whose table, protocol,
+        // scope or type are set (the builder's defaults).
+        let mut msg = RouteMessage::default();
+        let (family, prefix, address) = match dst {
+            IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+            IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+        };
+        msg.header.address_family = family;
+        msg.header.destination_prefix_length = prefix;
+        msg.attributes.push(RouteAttribute::Destination(address));
         let req = self.handle().route().get(msg);
         match self.block_on(req.execute().try_next()) {
             Ok(Some(m)) => Ok(Route::from_message(&m).and_then(|r| r.oif)),
