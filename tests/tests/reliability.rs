@@ -522,6 +522,8 @@ struct Case {
     mentions: &'static [&'static str],
     /// A known, reported bug (/work/notes/bugs.md): reported, not failed.
     known_bug: bool,
+    /// The verb sent (ADD unless the case is about CHECK's prevResult).
+    verb: &'static str,
 }
 
 fn good(plugin: &str, data: &std::path::Path) -> Value {
@@ -574,6 +576,7 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
         codes,
         mentions,
         known_bug: false,
+        verb: "ADD",
     };
     for p in integration::PLUGINS {
         let full = serde_json::to_vec(&good(p, data)).unwrap();
@@ -980,6 +983,90 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
             mentions,
         ));
     }
+    // results: CHECK decodes the prevResult a runtime cached
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "bad0"}, {"name": "veth0"}, {"name": "eth0", "sandbox": "/x"}],
+        "ips": [{"address": "10.66.0.2/24", "gateway": "10.66.0.1", "interface": 2}]});
+    for (what, path, value, codes, mentions) in [
+        (
+            "CHECK without prevResult",
+            "prevResult",
+            Value::Null,
+            &[7u64][..],
+            &["prevResult"][..],
+        ),
+        (
+            "CHECK prevResult not an object",
+            "prevResult",
+            json!("x"),
+            &[6, 7],
+            &["prevResult", "result"],
+        ),
+        (
+            "CHECK prevResult ips wrong type",
+            "prevResult.ips",
+            json!({"a": 1}),
+            &[6, 7],
+            &["ips", "prevResult"],
+        ),
+        (
+            "CHECK prevResult address invalid",
+            "prevResult.ips.0.address",
+            json!("10.66.0.2/99"),
+            &[6, 7],
+            &["address", "10.66.0.2/99"],
+        ),
+        (
+            "CHECK prevResult gateway invalid",
+            "prevResult.ips.0.gateway",
+            json!("10.66.0"),
+            &[6, 7],
+            &["gateway", "10.66.0"],
+        ),
+        (
+            "CHECK prevResult interface out of range",
+            "prevResult.ips.0.interface",
+            json!(7),
+            &[6, 7],
+            &["interface", "7"],
+        ),
+        (
+            "CHECK prevResult huge interface index",
+            "prevResult.ips.0.interface",
+            json!(u64::MAX),
+            &[6, 7],
+            &["interface"],
+        ),
+    ] {
+        let mut conf = good("bridge", data);
+        conf["prevResult"] = prev.clone();
+        let mut v = conf;
+        let mut cur = &mut v;
+        let keys: Vec<&str> = path.split('.').collect();
+        for k in &keys[..keys.len() - 1] {
+            cur = match k.parse::<usize>() {
+                Ok(i) => &mut cur[i],
+                Err(_) => &mut cur[*k],
+            };
+        }
+        let last = keys[keys.len() - 1];
+        match (last.parse::<usize>(), value.is_null()) {
+            (Ok(i), _) => cur[i] = value,
+            (Err(_), true) => {
+                cur.as_object_mut().map(|o| o.remove(last));
+            }
+            (Err(_), false) => cur[last] = value,
+        }
+        let mut c = case(
+            what,
+            "bridge",
+            serde_json::to_vec(&v).unwrap(),
+            codes,
+            mentions,
+        );
+        c.verb = "CHECK";
+        cases.push(c);
+    }
     cases
 }
 
@@ -995,6 +1082,19 @@ fn malformed_input_corpus_is_rejected_cleanly() {
     let mut known = Vec::new();
     let cases = corpus(data.path());
     for c in &cases {
+        // A CHECK case needs a real attachment: the good configuration's
+        // ADD first (and its DEL afterwards), so CHECK gets as far as the
+        // prevResult it is given.
+        let attached = (c.verb == "CHECK").then(|| {
+            let conf = good(c.plugin, data.path());
+            Invocation::new(plugin(c.plugin), "ADD")
+                .container_id("badc")
+                .netns(&ctr)
+                .config(&conf)
+                .run(&host)
+                .expect_ok();
+            conf
+        });
         // Each case against the state the previous one left, so one
         // failure does not cascade into every later case.
         let host_before = stable_snapshot(&host);
@@ -1011,13 +1111,15 @@ fn malformed_input_corpus_is_rejected_cleanly() {
             }
             inv
         };
-        let out = invocation("ADD").run(&host);
+        let out = invocation(c.verb).run(&host);
         if out.stderr.contains("panicked") {
             problems.push(format!("PANIC: {}", out.stderr));
         } else if out.success() {
             problems.push(format!("accepted: {}", out.stdout));
             // Undo, so later cases start from a clean system.
-            let _ = invocation("DEL").run(&host);
+            if c.verb == "ADD" {
+                let _ = invocation("DEL").run(&host);
+            }
         } else {
             let err = out.json();
             let code = err["code"].as_u64().unwrap_or(0);
@@ -1047,6 +1149,14 @@ fn malformed_input_corpus_is_rejected_cleanly() {
             if tree(data.path()) != files_before {
                 problems.push(format!("dataDir changed: {:?}", tree(data.path())));
             }
+        }
+        if let Some(conf) = attached {
+            Invocation::new(plugin(c.plugin), "DEL")
+                .container_id("badc")
+                .netns(&ctr)
+                .config(&conf)
+                .run(&host)
+                .expect_ok();
         }
         let label = format!("{} / {}", c.plugin, c.what);
         match (problems.is_empty(), c.known_bug) {
