@@ -98,8 +98,20 @@ pub fn validate_network_name(name: &str) -> Result<()> {
             Error::invalid_config("invalid characters found in network name").with_details(name),
         );
     }
+    // It names a directory under host-local's dataDir (NAME_MAX): refuse it
+    // here, before any plugin creates something it could never clean up.
+    if name.len() > MAX_NETWORK_NAME {
+        return Err(Error::invalid_config(format!(
+            "network name is too long: {} bytes, at most {MAX_NETWORK_NAME}",
+            name.len()
+        ))
+        .with_details(name));
+    }
     Ok(())
 }
+
+/// Longest network name: a file name component (`NAME_MAX`).
+pub const MAX_NETWORK_NAME: usize = 255;
 
 /// Validate `CNI_IFNAME` as the kernel and the reference do.
 pub fn validate_ifname(name: &str) -> Result<()> {

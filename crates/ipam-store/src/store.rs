@@ -83,12 +83,13 @@ impl Store {
     pub fn lock(&self) -> Result<LockedStore<'_>> {
         let path = self.dir.join(LOCK_FILE);
         // No truncate: the reference's lock file is empty and must stay so.
+        // 0600 like every other state file (only root runs plugins).
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io("open lock file", &path, e))?;
         file.lock().map_err(|e| Error::io("flock", &path, e))?;

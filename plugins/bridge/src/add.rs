@@ -19,6 +19,14 @@ fn internal(ctx: impl std::fmt::Display) -> impl FnOnce(link::Error) -> Error {
     move |e| Error::internal(format!("{ctx}: {e}"))
 }
 
+fn release_ipam_on_failure<'a>(undo: &mut Rollback<'a>, req: &'a Request, s: &'a Settings) {
+    if let Some(ipam) = s.ipam.as_deref() {
+        undo.push("IPAM reservation", move || {
+            req.delegate(ipam, Command::Del).map_err(|e| e.to_string())
+        });
+    }
+}
+
 pub fn add(req: &Request, s: &Settings) -> Result<CniResult> {
     std::thread::scope(|scope| add_in(scope, req, s))
 }
@@ -28,8 +36,36 @@ fn add_in<'s>(
     req: &'s Request,
     s: &'s Settings,
 ) -> Result<CniResult> {
+    // Everything that can be found wrong without changing anything is
+    // checked first — the namespace, the IPAM binary — so a bad ADD leaves
+    // not even the bridge behind.
+    let ns = NetNs::open(&req.netns).map_err(|e| {
+        Error::new(
+            cni::code::INVALID_NETNS,
+            format!("failed to open netns {:?}: {e}", req.netns),
+        )
+    })?;
+    if let Some(ipam) = s.ipam.as_deref() {
+        cni::delegate::find_in_path(ipam, &req.path)?;
+    }
     let host = Netlink::current().map_err(internal("failed to open netlink"))?;
+    let cont =
+        Netlink::in_netns(&ns).map_err(internal("failed to open netlink in the container"))?;
     let mut undo = Rollback::default();
+
+    // The first ADD on a node creates the bridge: IPAM runs first, so a
+    // configuration it refuses leaves no bridge behind. Every later ADD
+    // finds the bridge and lets IPAM (its own process) work while we make
+    // the veth.
+    let bridge_exists = host
+        .link_by_name(&s.bridge)
+        .map_err(internal(format!("failed to lookup {:?}", s.bridge)))?
+        .is_some();
+    let mut ipam_result = None;
+    if !bridge_exists && let Some(ipam) = s.ipam.as_deref() {
+        ipam_result = Some(req.delegate_add(ipam)?);
+        release_ipam_on_failure(&mut undo, req, s);
+    }
 
     let mut bridge = host
         .ensure_bridge(&BridgeOptions {
@@ -43,31 +79,18 @@ fn add_in<'s>(
     // containers it serves; best effort, as in the reference.
     let _ = sysctl::ensure_if_present(&sysctl::iface_key("ipv6", &s.bridge, "accept_ra"), "0");
 
-    let ns = NetNs::open(&req.netns).map_err(|e| {
-        Error::new(
-            cni::code::INVALID_NETNS,
-            format!("failed to open netns {:?}: {e}", req.netns),
-        )
-    })?;
-    let cont =
-        Netlink::in_netns(&ns).map_err(internal("failed to open netlink in the container"))?;
-
-    // IPAM runs in its own process; let it work while we make the veth.
-    let ipam_job = s
-        .ipam
-        .as_deref()
-        .map(|ipam| scope.spawn(move || req.delegate_add(ipam)));
-
+    let ipam_job = match (&ipam_result, s.ipam.as_deref()) {
+        (None, Some(ipam)) => Some(scope.spawn(move || req.delegate_add(ipam))),
+        _ => None,
+    };
     // --- veth pair, host end on the bridge ---
     let host_veth = create_veth(&host, &cont, &ns, req, s, &bridge);
-    let ipam_result = ipam_job.map(|job| {
+    let ipam_late = ipam_job.map(|job| {
         job.join()
             .unwrap_or_else(|_| Err(Error::internal("the IPAM thread panicked")))
     });
-    if let (Some(ipam), Some(Ok(_))) = (s.ipam.as_deref(), &ipam_result) {
-        undo.push("IPAM reservation", move || {
-            req.delegate(ipam, Command::Del).map_err(|e| e.to_string())
-        });
+    if let Some(Ok(_)) = &ipam_late {
+        release_ipam_on_failure(&mut undo, req, s);
     }
     let host_veth = host_veth?;
     let host_index = host_veth.index;
@@ -79,7 +102,9 @@ fn add_in<'s>(
                 .map_err(|e| e.to_string())
         }
     });
-    let ipam_result = ipam_result.transpose()?;
+    if let Some(late) = ipam_late {
+        ipam_result = Some(late?);
+    }
     let container_link = cont
         .require_link(&req.ifname)
         .map_err(internal(format!("failed to lookup {:?}", req.ifname)))?;

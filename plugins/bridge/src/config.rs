@@ -232,18 +232,34 @@ fn collect_trunk(items: &[Trunk]) -> Result<Vec<u16>> {
 /// `IgnoreUnknown` is set, as in the reference.
 fn requested_mac(req: &Request) -> Result<Option<MacAddr>> {
     req.args.check_known(&["MAC"])?;
-    let text = req
-        .config
-        .requested_mac()
-        .or_else(|| req.args.get("MAC"))
-        .filter(|m| !m.is_empty());
-    match text {
-        None => Ok(None),
-        Some(t) => t
-            .parse::<MacAddr>()
-            .map(Some)
-            .map_err(|e| Error::invalid_config(e.to_string())),
+    let conf = &req.config;
+    let from_runtime = conf.runtime_config.as_ref().and_then(|r| r.mac.as_deref());
+    let from_args = conf
+        .args
+        .as_ref()
+        .and_then(|a| a.cni.as_ref())
+        .and_then(|c| c.mac.as_deref());
+    let (text, field) = match (from_runtime, from_args, req.args.get("MAC")) {
+        (Some(m), _, _) if !m.is_empty() => (m, "runtimeConfig.mac"),
+        (_, Some(m), _) if !m.is_empty() => (m, "args.cni.mac"),
+        (_, _, Some(m)) if !m.is_empty() => (m, "CNI_ARGS MAC"),
+        _ => return Ok(None),
+    };
+    let bad = |why: &str| Error::invalid_config(format!("invalid MAC {text:?} ({field}): {why}"));
+    // The reference's message for an unparsable MAC, and where it came from.
+    let mac = text
+        .parse::<MacAddr>()
+        .map_err(|e| Error::invalid_config(e.to_string()).with_details(format!("from {field}")))?;
+    // The kernel refuses these only when the veth is created, after IPAM
+    // has run; refuse them before anything is touched.
+    let octets = mac.octets();
+    if octets[0] & 1 == 1 {
+        return Err(bad("not a unicast address"));
     }
+    if octets == [0; 6] {
+        return Err(bad("the all-zero address"));
+    }
+    Ok(Some(mac))
 }
 
 #[cfg(test)]
