@@ -44,7 +44,12 @@ pub fn describe(ours: &Path, reference: &Path) -> Value {
             reference.display(),
             if package.is_empty() { "unknown package".into() } else { package.replace('\t', " ") }
         ),
-        "ours_dir": ours.display().to_string(),
+        // Relative to where the bench ran (normally the repository), so the
+        // committed report names no machine's paths.
+        "ours_dir": std::env::current_dir()
+            .ok()
+            .and_then(|cwd| ours.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| ours.display().to_string()),
     })
 }
 
