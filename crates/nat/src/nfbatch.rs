@@ -33,18 +33,18 @@ const NFTA_CHAIN_TYPE: u16 = 7;
 const NFTA_CHAIN_USERDATA: u16 = 12;
 const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
+pub(crate) const NFTA_RULE_TABLE: u16 = 1;
+pub(crate) const NFTA_RULE_CHAIN: u16 = 2;
+pub(crate) const NFTA_RULE_HANDLE: u16 = 3;
+pub(crate) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(crate) const NFTA_RULE_USERDATA: u16 = 7;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
+pub(crate) const NFTA_EXPR_NAME: u16 = 1;
+pub(crate) const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
+pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
+pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
 /// libnftnl userdata type of a table's or rule's comment.
 const UDATA_COMMENT: u8 = 0;
 
@@ -140,15 +140,14 @@ const PAYLOAD_TRANSPORT: u32 = 2;
 /// `meta nfproto ipv4|ipv6`: the dependency nft puts before an address
 /// match in an `inet` table.
 pub fn nfproto_eq(nfproto: u8) -> Vec<Expr> {
+    meta_eq(15 /* NFT_META_NFPROTO */, &[nfproto])
+}
+
+/// `meta <key> == <value>`: load the meta key into register 1, compare.
+fn meta_eq(key: u32, value: &[u8]) -> Vec<Expr> {
     vec![
-        expr(
-            "meta",
-            &[
-                attr_u32(1, NFT_REG_1),
-                attr_u32(2, 15 /* NFT_META_NFPROTO */),
-            ],
-        ),
-        cmp_eq(&[nfproto]),
+        expr("meta", &[attr_u32(1, NFT_REG_1), attr_u32(2, key)]),
+        cmp_eq(value),
     ]
 }
 
@@ -224,18 +223,12 @@ pub fn addr_eq(source: bool, ip: IpAddr) -> Vec<Expr> {
 /// `<tcp|udp|sctp> dport <port>`: `meta l4proto` then the port, as nft
 /// builds it.
 pub fn dport_eq(ipproto: u8, port: u16) -> Vec<Expr> {
-    vec![
-        expr(
-            "meta",
-            &[
-                attr_u32(1, NFT_REG_1),
-                attr_u32(2, 16 /* NFT_META_L4PROTO */),
-            ],
-        ),
-        cmp_eq(&[ipproto]),
+    let mut v = meta_eq(16 /* NFT_META_L4PROTO */, &[ipproto]);
+    v.extend([
         payload(PAYLOAD_TRANSPORT, 2, 2),
         cmp_eq(&port.to_be_bytes()),
-    ]
+    ]);
+    v
 }
 
 /// `dnat to <ip>:<port>`.
