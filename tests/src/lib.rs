@@ -436,6 +436,24 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Every path under `dir` (files and directories), relative, sorted: a
+/// whole state directory at a glance, for "nothing changed" assertions.
+pub fn dir_tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Strip fields that legitimately differ between two runs (MACs, sandbox
 /// paths, random veth names) so results of two implementations compare.
 pub fn normalize_result(mut v: Value) -> Value {

@@ -1095,7 +1095,7 @@ fn malformed_input_corpus_is_rejected_cleanly() {
         // failure does not cascade into every later case.
         let host_before = stable_snapshot(&host);
         let ctr_before = stable_snapshot(&ctr);
-        let files_before = tree(data.path());
+        let files_before = integration::dir_tree(data.path());
         let mut problems = Vec::new();
         let invocation = |verb: &str| {
             let mut inv = Invocation::new(plugin(c.plugin), verb)
@@ -1142,8 +1142,11 @@ fn malformed_input_corpus_is_rejected_cleanly() {
                 // Leave a clean system for the next case.
                 let _ = invocation("DEL").run(&host);
             }
-            if tree(data.path()) != files_before {
-                problems.push(format!("dataDir changed: {:?}", tree(data.path())));
+            if integration::dir_tree(data.path()) != files_before {
+                problems.push(format!(
+                    "dataDir changed: {:?}",
+                    integration::dir_tree(data.path())
+                ));
             }
         }
         if let Some(conf) = attached {
@@ -1169,21 +1172,4 @@ fn malformed_input_corpus_is_rejected_cleanly() {
     }
     eprintln!("{} cases, {} failures", cases.len(), failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// Every path under `dir`, relative, sorted.
-fn tree(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
-            if p.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }

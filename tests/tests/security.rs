@@ -35,23 +35,6 @@ fn portmap_conf(name: &str, prev: &Value, backend: &str, host_ip: Option<&str>) 
     })
 }
 
-/// Every path under `dir`, relative.
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
-            if p.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn names_and_ids_never_escape_the_data_dir() {
     if !can_run() {
@@ -105,16 +88,18 @@ fn names_and_ids_never_escape_the_data_dir() {
             out.expect_err(4);
         }
     }
-    let outside: Vec<String> = tree(outer.path())
+    let outside: Vec<String> = integration::dir_tree(outer.path())
         .into_iter()
         .filter(|p| !p.starts_with("data"))
         .collect();
     assert_eq!(outside, Vec::<String>::new(), "created outside dataDir");
     assert!(!Path::new("/tmp/escape").exists());
     assert!(
-        !tree(&data).iter().any(|p| p.contains("escape")),
+        !integration::dir_tree(&data)
+            .iter()
+            .any(|p| p.contains("escape")),
         "{:?}",
-        tree(&data)
+        integration::dir_tree(&data)
     );
 }
 
@@ -254,7 +239,7 @@ fn state_files_are_private() {
     cnictl("add");
     let mut files = 0;
     for root in [&data, &cache] {
-        for rel in tree(root) {
+        for rel in integration::dir_tree(root) {
             let p = root.join(&rel);
             let meta = std::fs::symlink_metadata(&p).unwrap();
             if meta.is_file() {
@@ -273,8 +258,8 @@ fn state_files_are_private() {
     assert!(
         files >= 3,
         "expected reservation, lock and cache files: {:?} {:?}",
-        tree(&data),
-        tree(&cache)
+        integration::dir_tree(&data),
+        integration::dir_tree(&cache)
     );
     cnictl("del");
 }
