@@ -734,6 +734,36 @@ fn del_after_the_namespace_is_gone_leaves_no_rule_reservation_or_port() {
 }
 
 #[test]
+fn del_with_prev_result_removes_the_host_port_at_once_when_the_namespace_is_gone() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(0);
+    let host = &t.host;
+    let net = Net::new(&["10.18.1.0/24"], json!({"isGateway": true}));
+    let ctr = Netns::bare("cnit-ctr");
+    let path = ctr.path_str();
+    let result = net.add(host, &ctr, "ctr1");
+    assert_eq!(veths(host).len(), 1);
+    // Someone (a process still inside, an open handle) keeps the namespace
+    // alive after its name is gone: its veth lives on, as it does while the
+    // kernel is still destroying a namespace when the runtime's DEL comes.
+    let pinned = netns::NetNs::open(&path).unwrap();
+    drop(ctr);
+    let mut conf = net.conf.clone();
+    conf["prevResult"] = result;
+    Invocation::new(plugin("bridge"), "DEL")
+        .container_id("ctr1")
+        .netns_path(&path)
+        .config(&conf)
+        .run(host)
+        .expect_ok();
+    assert!(veths(host).is_empty(), "ports left: {:?}", veths(host));
+    assert!(net.reservations().is_empty());
+    drop(pinned);
+}
+
+#[test]
 fn check_fails_when_state_is_missing_and_works_for_l2() {
     if !can_run() {
         return;

@@ -1,8 +1,10 @@
 //! DEL: remove the container interface, release the addresses, remove the
 //! netfilter rules. Best effort: every step runs even if an earlier one
-//! failed, and the first error is reported. An empty or vanished
-//! `CNI_NETNS` skips only the interface step (the kernel removed the veth
-//! with the namespace); rules are found by network + container id.
+//! failed, and the first error is reported. With an empty or vanished
+//! `CNI_NETNS` the host end of the veth is removed instead, when
+//! `prevResult` names it (the kernel would remove it too, but only once it
+//! has finished destroying the namespace, some time after DEL returned);
+//! rules are found by network + container id.
 
 use cni::{Command, Error, Request, Result};
 use link::Netlink;
@@ -21,7 +23,7 @@ pub fn del(req: &Request, s: &Settings) -> Result<()> {
             .as_ref()
             .map(|ipam| scope.spawn(move || req.delegate(ipam, Command::Del)));
         let rules = scope.spawn(move || teardown_rules(req, s));
-        let mut out = vec![delete_container_interface(req)];
+        let mut out = vec![delete_container_interface(req, s)];
         for handle in ipam.into_iter().chain([rules]) {
             out.push(
                 handle
@@ -59,13 +61,13 @@ fn teardown_rules(req: &Request, s: &Settings) -> Result<()> {
     result
 }
 
-fn delete_container_interface(req: &Request) -> Result<()> {
+fn delete_container_interface(req: &Request, s: &Settings) -> Result<()> {
     if req.netns.is_empty() {
-        return Ok(());
+        return delete_host_port(req, s);
     }
     let ns = match NetNs::open(&req.netns) {
         Ok(ns) => ns,
-        Err(netns::Error::NotFound(_)) => return Ok(()),
+        Err(netns::Error::NotFound(_)) => return delete_host_port(req, s),
         Err(e) => {
             return Err(Error::new(
                 cni::code::INVALID_NETNS,
@@ -81,6 +83,48 @@ fn delete_container_interface(req: &Request) -> Result<()> {
     {
         cont.delete_link(l.index)
             .map_err(|e| Error::internal(format!("failed to delete {:?}: {e}", req.ifname)))?;
+    }
+    Ok(())
+}
+
+/// The container's namespace is gone (or unnamed): delete the host end of
+/// its veth as `prevResult` recorded it — only a veth that is still a port
+/// of our bridge and still has the recorded MAC, so a reused name can never
+/// take another container's port.
+fn delete_host_port(req: &Request, s: &Settings) -> Result<()> {
+    let Ok(Some(prev)) = req.prev_result() else {
+        return Ok(());
+    };
+    let recorded: Vec<_> = prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.as_deref().is_none_or(str::is_empty) && i.name != s.bridge)
+        .filter_map(|i| Some((i.name.as_str(), i.mac.as_deref()?)))
+        .collect();
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let host = Netlink::current().map_err(|e| Error::internal(e.to_string()))?;
+    let Some(bridge) = host
+        .link_by_name(&s.bridge)
+        .map_err(|e| Error::internal(format!("failed to lookup {:?}: {e}", s.bridge)))?
+    else {
+        return Ok(());
+    };
+    for (name, mac) in recorded {
+        let Some(port) = host
+            .link_by_name(name)
+            .map_err(|e| Error::internal(format!("failed to lookup {name:?}: {e}")))?
+        else {
+            continue;
+        };
+        let same_mac = port
+            .mac
+            .is_some_and(|m| m.to_string().eq_ignore_ascii_case(mac));
+        if port.is_veth() && port.controller == Some(bridge.index) && same_mac {
+            host.delete_link(port.index)
+                .map_err(|e| Error::internal(format!("failed to delete {name:?}: {e}")))?;
+        }
     }
     Ok(())
 }
