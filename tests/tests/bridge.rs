@@ -1066,6 +1066,50 @@ fn macspoofchk_drops_frames_from_another_mac_and_del_removes_its_chains() {
     assert_nothing_left(&net, host, "ctrspoof1");
 }
 
+#[test]
+fn gc_removes_macspoofchk_chains_of_unlisted_attachments_on_its_own_bridge_only() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(3);
+    let (host, c1, c2, c3) = (
+        &t.host,
+        &t.containers[0],
+        &t.containers[1],
+        &t.containers[2],
+    );
+    let net = Net::new(
+        &["10.25.0.0/24"],
+        json!({"isGateway": true, "macspoofchk": true}),
+    );
+    // A second network on another bridge: its chains are not ours to collect.
+    let mut other = Net::new(
+        &["10.26.0.0/24"],
+        json!({"isGateway": true, "macspoofchk": true}),
+    );
+    other.conf["name"] = json!("othernet");
+    other.conf["bridge"] = json!("br1");
+    net.add(host, c1, "keep1");
+    net.add(host, c2, "stale2");
+    other.add(host, c3, "other3");
+    let mut gc = net.conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep1", "ifname": "eth0"}]);
+    Invocation::new(plugin("bridge"), "GC")
+        .unset("CNI_IFNAME")
+        .config(&gc)
+        .run(host)
+        .expect_ok();
+    let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
+    assert!(nft.contains("cni-br-iface-keep1-eth0"), "{nft}");
+    assert!(!nft.contains("stale2"), "{nft}");
+    assert!(nft.contains("cni-br-iface-other3-eth0"), "{nft}");
+    net.del(host, c1, "keep1");
+    net.del(host, c2, "stale2");
+    other.del(host, c3, "other3");
+    let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
+    assert!(!nft.contains("cni-br-iface"), "{nft}");
+}
+
 /// A fake IPAM plugin (a shell script) that logs each verb it is run for
 /// and answers ADD with `add_result`.
 fn fake_ipam(dir: &Path, add_result: &Value) -> std::path::PathBuf {

@@ -63,11 +63,34 @@ impl Plugin for Bridge {
             if let Err(e) = masquerade::gc(&req.config.name, &keep) {
                 first_error.get_or_insert(e);
             }
+            if s.macspoofchk
+                && let Err(e) = spoofcheck::gc(&keep, host_port_bridge, &s.bridge)
+            {
+                first_error.get_or_insert(cni::Error::internal(format!(
+                    "failed to garbage-collect macspoofchk rules: {e}"
+                )));
+            }
         }
         match first_error {
             None => Ok(()),
             Some(e) => Err(e),
         }
+    }
+}
+
+/// The bridge a host port belongs to: `Ok(None)` when the port is gone or
+/// is no bridge port.
+fn host_port_bridge(port: &str) -> std::result::Result<Option<String>, String> {
+    let host = link::Netlink::current().map_err(|e| e.to_string())?;
+    let Some(l) = host.link_by_name(port).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    match l.controller {
+        None => Ok(None),
+        Some(index) => Ok(host
+            .link_by_index(index)
+            .map_err(|e| e.to_string())?
+            .map(|b| b.name)),
     }
 }
 

@@ -19,12 +19,17 @@ struct Names {
     comment: String,
 }
 
+const COMMENT_PREFIX: &str = "macspoofchk-";
+
 fn names(container_id: &str, ifname: &str) -> Names {
-    let id = format!("{container_id}-{ifname}");
+    names_of(&format!("{container_id}-{ifname}"))
+}
+
+fn names_of(id: &str) -> Names {
     Names {
         iface_chain: format!("cni-br-iface-{id}"),
         mac_chain: format!("cni-br-iface-{id}-mac"),
-        comment: format!("macspoofchk-{id}"),
+        comment: format!("{COMMENT_PREFIX}{id}"),
     }
 }
 
@@ -53,25 +58,92 @@ pub fn setup(container_id: &str, ifname: &str, host_ifname: &str, mac: &str) -> 
 
 /// Remove the attachment's rules and chains; nothing to remove is success.
 pub fn teardown(container_id: &str, ifname: &str) -> Result<(), String> {
-    let n = names(container_id, ifname);
     let Some(listing) = nft_list_table()? else {
         return Ok(());
     };
+    remove(&listing, &[names(container_id, ifname)])
+}
+
+/// GC: remove the rules of attachments not in `keep` whose host port is a
+/// port of `bridge` — or no longer exists (then they protect nothing and
+/// belong to no one). The chain names carry no network name, so a port on
+/// another bridge means another network's attachment: left alone.
+pub fn gc(
+    keep: &[(String, String)],
+    port_bridge: impl Fn(&str) -> Result<Option<String>, String>,
+    bridge: &str,
+) -> Result<(), String> {
+    let Some(listing) = nft_list_table()? else {
+        return Ok(());
+    };
+    let kept: std::collections::HashSet<String> = keep
+        .iter()
+        .map(|(id, ifname)| names(id, ifname).comment)
+        .collect();
+    let mut stale = Vec::new();
+    for rule in base_rules(&listing) {
+        let Some(comment) = rule["comment"].as_str() else {
+            continue;
+        };
+        let Some(id) = comment.strip_prefix(COMMENT_PREFIX) else {
+            continue;
+        };
+        if kept.contains(comment) {
+            continue;
+        }
+        let ours = match host_port_of(rule) {
+            Some(port) => port_bridge(port)?.is_none_or(|b| b == bridge),
+            None => false,
+        };
+        if ours {
+            stale.push(names_of(id));
+        }
+    }
+    remove(&listing, &stale)
+}
+
+fn base_rules(listing: &Value) -> impl Iterator<Item = &Value> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("rule"))
+        .filter(|r| r["chain"] == BASE_CHAIN)
+}
+
+/// The `iifname "<port>"` of a base-chain rule.
+fn host_port_of(rule: &Value) -> Option<&str> {
+    rule["expr"].as_array()?.iter().find_map(|e| {
+        let m = e.get("match")?;
+        (m["left"]["meta"]["key"] == "iifname")
+            .then(|| m["right"].as_str())
+            .flatten()
+    })
+}
+
+/// One transaction removing the base-chain rules and chains of `attachments`.
+fn remove(listing: &Value, attachments: &[Names]) -> Result<(), String> {
+    if attachments.is_empty() {
+        return Ok(());
+    }
     let mut script = String::new();
-    let mut chains = Vec::new();
-    for item in listing["nftables"].as_array().into_iter().flatten() {
-        if let Some(rule) = item.get("rule")
-            && rule["chain"] == BASE_CHAIN
-            && rule["comment"] == n.comment.as_str()
+    for rule in base_rules(listing) {
+        if attachments
+            .iter()
+            .any(|n| rule["comment"] == n.comment.as_str())
             && let Some(handle) = rule["handle"].as_u64()
         {
             script.push_str(&format!(
                 "delete rule bridge {TABLE} {BASE_CHAIN} handle {handle}\n"
             ));
         }
-        if let Some(chain) = item.get("chain")
-            && let Some(name) = chain["name"].as_str()
-            && (name == n.iface_chain || name == n.mac_chain)
+    }
+    let mut chains = Vec::new();
+    for item in listing["nftables"].as_array().into_iter().flatten() {
+        if let Some(name) = item.get("chain").and_then(|c| c["name"].as_str())
+            && attachments
+                .iter()
+                .any(|n| name == n.iface_chain || name == n.mac_chain)
         {
             chains.push(name.to_string());
         }
