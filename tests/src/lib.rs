@@ -180,6 +180,32 @@ impl Netns {
         out
     }
 
+    /// A veth pair from this namespace to `other`: `local` = (interface,
+    /// address/prefix) here, `remote` the same there; both ends up.
+    pub fn wire_to(&self, local: (&str, &str), other: &Netns, remote: (&str, &str)) {
+        let (lif, laddr) = local;
+        let (rif, raddr) = remote;
+        self.run_ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                lif,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                rif,
+                "netns",
+                other.name(),
+            ],
+        );
+        for (ns, ifname, addr) in [(self, lif, laddr), (other, rif, raddr)] {
+            ns.run_ok("ip", &["addr", "add", addr, "dev", ifname]);
+            ns.run_ok("ip", &["link", "set", ifname, "up"]);
+        }
+    }
+
     /// Whether `ping` to `addr` from inside this namespace gets a reply.
     pub fn ping(&self, addr: &str) -> bool {
         self.exec("ping", &["-c", "1", "-W", "2", addr])

@@ -349,25 +349,7 @@ fn dual_stack_with_default_routes_for_both_families() {
 /// the container subnet: only masqueraded traffic gets answers.
 fn with_outside(host: &Netns) -> Netns {
     let outside = Netns::new("cnit-out");
-    host.run_ok(
-        "ip",
-        &[
-            "link",
-            "add",
-            "up0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "out0",
-            "netns",
-            outside.name(),
-        ],
-    );
-    host.run_ok("ip", &["addr", "add", "10.99.0.1/24", "dev", "up0"]);
-    host.run_ok("ip", &["link", "set", "up0", "up"]);
-    outside.run_ok("ip", &["addr", "add", "10.99.0.2/24", "dev", "out0"]);
-    outside.run_ok("ip", &["link", "set", "out0", "up"]);
+    host.wire_to(("up0", "10.99.0.1/24"), &outside, ("out0", "10.99.0.2/24"));
     outside
 }
 

@@ -123,29 +123,12 @@ fn ip_of(result: &Value) -> String {
 /// the container subnet, for the "forwarded traffic" case).
 fn outside_of(host: &Netns) -> Netns {
     let outside = Netns::new("cnit-out");
-    host.run_ok(
-        "ip",
-        &[
-            "link",
-            "add",
-            "up0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "out0",
-            "netns",
-            outside.name(),
-        ],
-    );
-    host.run_ok(
-        "ip",
-        &["addr", "add", &format!("{HOST_OUT}/24"), "dev", "up0"],
+    host.wire_to(
+        ("up0", &format!("{HOST_OUT}/24")),
+        &outside,
+        ("out0", "10.99.0.2/24"),
     );
     host.run_ok("ip", &["addr", "add", "10.99.0.3/24", "dev", "up0"]);
-    host.run_ok("ip", &["link", "set", "up0", "up"]);
-    outside.run_ok("ip", &["addr", "add", "10.99.0.2/24", "dev", "out0"]);
-    outside.run_ok("ip", &["link", "set", "out0", "up"]);
     outside.run_ok("ip", &["route", "add", "10.88.0.0/24", "via", HOST_OUT]);
     host.run_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
     outside
