@@ -21,6 +21,9 @@ const NFT_MSG_GETRULE: u16 = 7;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
+/// `nf_tables_compat.h`: an xtables match carried in a `match` expression.
+const NFTA_MATCH_NAME: u16 = 1;
+const NFTA_MATCH_INFO: u16 = 3;
 /// libnftnl's rule userdata type for the comment.
 const UDATA_RULE_COMMENT: u8 = 0;
 
@@ -31,6 +34,9 @@ pub struct RuleInfo {
     pub comment: Option<String>,
     /// The chain a `jump`/`goto` verdict of the rule leads to.
     pub jump: Option<String>,
+    /// The text of an xtables `-m comment` match (how iptables-nft keeps
+    /// `--comment`; nft's own comments are in [`RuleInfo::comment`]).
+    pub xt_comment: Option<String>,
     /// How many expressions the rule has (tells a plain entry rule from
     /// one with extra conditions).
     pub expressions: usize,
@@ -86,6 +92,24 @@ fn jump_target(exprs: &[u8]) -> Option<String> {
     None
 }
 
+/// The text of the first xtables `comment` match among the expressions
+/// (its info is the kernel's `struct xt_comment_info`: a NUL-terminated
+/// `char[256]`).
+fn xt_comment(exprs: &[u8]) -> Option<String> {
+    attributes(exprs).find_map(|(kind, _, elem)| {
+        if kind != NFTA_LIST_ELEM
+            || find(elem, NFTA_EXPR_NAME).map(string).as_deref() != Some("match")
+        {
+            return None;
+        }
+        let data = find(elem, NFTA_EXPR_DATA)?;
+        if find(data, NFTA_MATCH_NAME).map(string).as_deref() != Some("comment") {
+            return None;
+        }
+        find(data, NFTA_MATCH_INFO).map(string)
+    })
+}
+
 /// The comment in libnftnl's userdata TLVs (type, length, value).
 fn comment(mut udata: &[u8]) -> Option<String> {
     while udata.len() >= 2 {
@@ -127,13 +151,13 @@ pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> 
             else {
                 return;
             };
+            let exprs = find(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default();
             out.push(RuleInfo {
                 handle,
                 comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
-                jump: find(attrs, NFTA_RULE_EXPRESSIONS).and_then(jump_target),
-                expressions: find(attrs, NFTA_RULE_EXPRESSIONS)
-                    .map(|e| attributes(e).count())
-                    .unwrap_or(0),
+                jump: jump_target(exprs),
+                xt_comment: xt_comment(exprs),
+                expressions: attributes(exprs).count(),
             });
         })
     });
@@ -209,4 +233,52 @@ pub fn plan_and_commit(plan: impl Fn() -> io::Result<Batch>) -> io::Result<()> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no attempt made")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elem(name: &str, data: Vec<u8>) -> Vec<u8> {
+        let mut e = attr_str(NFTA_EXPR_NAME, name);
+        e.extend(attr(NFTA_EXPR_DATA, &data));
+        attr(NFTA_LIST_ELEM, &e)
+    }
+
+    /// `-m comment --comment "c" -j CHAIN` as iptables-nft stores it.
+    fn commented_jump(text: &str, chain: &str) -> Vec<u8> {
+        let mut info = text.as_bytes().to_vec();
+        info.resize(256, 0);
+        let mut m = attr_str(NFTA_MATCH_NAME, "comment");
+        m.extend(attr(2, &0u32.to_be_bytes()));
+        m.extend(attr(NFTA_MATCH_INFO, &info));
+        let mut verdict = attr(NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+        verdict.extend(attr_str(NFTA_VERDICT_CHAIN, chain));
+        let imm = attr(NFTA_IMMEDIATE_DATA, &attr(NFTA_DATA_VERDICT, &verdict));
+        [
+            elem("match", m),
+            elem("counter", vec![]),
+            elem("immediate", imm),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn reads_xtables_comment_and_jump() {
+        let exprs = commented_jump("CNI portfwd requiring masquerade", "CNI-HOSTPORT-MASQ");
+        assert_eq!(
+            xt_comment(&exprs).as_deref(),
+            Some("CNI portfwd requiring masquerade")
+        );
+        assert_eq!(jump_target(&exprs).as_deref(), Some("CNI-HOSTPORT-MASQ"));
+        assert_eq!(attributes(&exprs).count(), 3);
+    }
+
+    #[test]
+    fn other_matches_are_not_comments() {
+        let mut m = attr_str(NFTA_MATCH_NAME, "addrtype");
+        m.extend(attr(NFTA_MATCH_INFO, &[0; 16]));
+        assert_eq!(xt_comment(&elem("match", m)), None);
+        assert_eq!(xt_comment(&elem("counter", vec![])), None);
+    }
 }

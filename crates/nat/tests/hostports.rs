@@ -148,6 +148,77 @@ fn iptables_add_costs_one_process_once_shared_chains_exist() {
     });
 }
 
+/// The ADD batch skips its `-C` of the POSTROUTING entry only when that
+/// exact rule is read over netlink: a removed rule, or a look-alike with an
+/// extra condition, still gets the entry rule (back) at the top.
+#[test]
+fn iptables_add_restores_a_missing_postrouting_masquerade_entry() {
+    in_netns(|| {
+        let ipt = nat::netfilter(Backend::Iptables);
+        let entry = "-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ";
+        let entries = || {
+            nat_rules(false)
+                .into_iter()
+                .filter(|l| l.starts_with("-A POSTROUTING"))
+                .collect::<Vec<_>>()
+        };
+        ipt.add_hostports(&hp("a", Some("10.0.0.2/24"), None, &[tcp(8080, 80)]))
+            .unwrap();
+        assert_eq!(entries(), vec![entry.to_string()]);
+
+        // Present: the second ADD needs one process and adds no duplicate.
+        let n0 = nat::processes_spawned_on_this_thread();
+        ipt.add_hostports(&hp("b", Some("10.0.0.3/24"), None, &[tcp(8081, 80)]))
+            .unwrap();
+        assert_eq!(nat::processes_spawned_on_this_thread() - n0, 1);
+        assert_eq!(entries(), vec![entry.to_string()]);
+
+        // Replaced by hand with one that only matches some sources.
+        let look_alike = [
+            "-t",
+            "nat",
+            "-I",
+            "POSTROUTING",
+            "1",
+            "-s",
+            "10.9.0.0/16",
+            "-m",
+            "comment",
+            "--comment",
+            "CNI portfwd requiring masquerade",
+            "-j",
+            "CNI-HOSTPORT-MASQ",
+        ];
+        sh("iptables", &look_alike);
+        let delete = entry.replacen("-A", "-D", 1);
+        let mut args = vec!["-t", "nat"];
+        args.extend(shell_words(&delete));
+        sh("iptables", &args);
+        assert_eq!(entries().len(), 1);
+        ipt.add_hostports(&hp("c", Some("10.0.0.4/24"), None, &[tcp(8082, 80)]))
+            .unwrap();
+        let now = entries();
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert_eq!(now[0], entry, "{now:?}");
+        for cid in ["a", "b", "c"] {
+            nat::del_hostports("mynet", cid).unwrap();
+        }
+    });
+}
+
+/// `-D POSTROUTING -m comment --comment "a b" -j X` split as a shell would.
+fn shell_words(line: &str) -> Vec<&str> {
+    let mut out = vec![];
+    for (i, part) in line.split('"').enumerate() {
+        if i % 2 == 1 {
+            out.push(part);
+        } else {
+            out.extend(part.split_whitespace());
+        }
+    }
+    out
+}
+
 #[test]
 fn iptables_ipv6_masq_all_external_chain_and_conditions() {
     in_netns(|| {

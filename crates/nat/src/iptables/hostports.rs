@@ -45,6 +45,9 @@ struct SharedRule {
     args: Vec<String>,
     saved: String,
     first: bool,
+    /// `(comment, target)` when the rule is a plain commented jump whose
+    /// presence can be read over netlink instead of checked with `-C`.
+    commented_jump: Option<(&'static str, &'static str)>,
 }
 
 fn mark(bit: u8) -> String {
@@ -65,6 +68,7 @@ fn dnat_jump(chain: &'static str) -> SharedRule {
         ],
         saved: format!("-m addrtype --dst-type LOCAL -j {HOSTPORT_DNAT_CHAIN}"),
         first: false,
+        commented_jump: None,
     }
 }
 
@@ -91,6 +95,7 @@ fn shared(snat: &Snat) -> Vec<(&'static str, Vec<SharedRule>)> {
                     "-m comment --comment \"{SETMARK_COMMENT}\" -j MARK --set-xmark {m}"
                 ),
                 first: false,
+                commented_jump: None,
             }],
         ));
         out.push((
@@ -101,6 +106,7 @@ fn shared(snat: &Snat) -> Vec<(&'static str, Vec<SharedRule>)> {
                     args: args!["-m", "mark", "--mark", &m, "-j", "MASQUERADE"],
                     saved: format!("-m mark --mark {m} -j MASQUERADE"),
                     first: false,
+                    commented_jump: None,
                 },
                 // First in POSTROUTING, so bridge/ptp masquerade rules do not
                 // take the packet before the mark is looked at.
@@ -118,6 +124,7 @@ fn shared(snat: &Snat) -> Vec<(&'static str, Vec<SharedRule>)> {
                         "-m comment --comment \"{MASQ_ENTRY_COMMENT}\" -j {HOSTPORT_MASQ_CHAIN}"
                     ),
                     first: true,
+                    commented_jump: Some((MASQ_ENTRY_COMMENT, HOSTPORT_MASQ_CHAIN)),
                 },
             ],
         ));
@@ -303,7 +310,16 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
         let mut fast = Batch::default();
         for (_, rules) in shared(&hp.snat) {
             for r in rules {
-                fast.check(r.chain, &r.args);
+                // POSTROUTING holds a masquerade jump per bridged container:
+                // `-C` there costs a fetch of all of them, the netlink read
+                // only this chain. A rule found missing keeps its `-C`, so
+                // the batch fails and the repair below runs as before.
+                let present = r.commented_jump.and_then(|(comment, target)| {
+                    family.has_commented_jump(r.chain, comment, target)
+                });
+                if present != Some(true) {
+                    fast.check(r.chain, &r.args);
+                }
             }
         }
         // Input line 1 is `*nat`; the checks are lines 2..=last_check.

@@ -83,6 +83,24 @@ impl Family {
         )
     }
 
+    /// Whether `chain` holds the plain rule `-m comment --comment <comment>
+    /// -j <target>`, read over netlink (no process, and only that chain,
+    /// where `iptables -C` has the whole table fetched and decoded).
+    /// `None` when this cannot be known: an iptables-legacy `nat` table is
+    /// loaded, or nf_tables could not be read.
+    pub fn has_commented_jump(self, chain: &str, comment: &str, target: &str) -> Option<bool> {
+        if self.legacy_nat_loaded() {
+            return None;
+        }
+        let rules = nfrules::rules(self.nfproto(), "nat", chain).ok()?;
+        // The comment match, iptables-nft's counter, the jump: nothing else.
+        Some(rules.iter().any(|r| {
+            r.jump.as_deref() == Some(target)
+                && r.xt_comment.as_deref() == Some(comment)
+                && r.expressions <= 3
+        }))
+    }
+
     /// Remove each `(parent, chain)`: the rules of `parent` jumping to
     /// `chain`, then `chain` itself — directly in nf_tables, no process.
     /// Only when all iptables state is there (no legacy `nat` table);
