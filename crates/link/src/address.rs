@@ -105,6 +105,10 @@ impl Netlink {
     fn address_messages(&self, index: Option<u32>) -> Result<Vec<AddressMessage>> {
         let mut req = self.handle().address().get();
         if let Some(i) = index {
+            // The filter rtnetlink offers is applied to the replies only;
+            // the index in the request header is what lets the kernel
+            // (with strict checking) send just this link's addresses.
+            req.message_mut().header.index = i;
             req = req.set_link_index_filter(i);
         }
         let object = index.map_or_else(|| "all links".to_string(), |i| format!("index {i}"));

@@ -11,8 +11,8 @@ use std::io;
 
 use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, align, attributes, message, string, with_socket};
 use crate::nfbatch::{
-    Batch, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_RULE_CHAIN,
-    NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA,
+    Batch, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
+    NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA,
     NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
 };
 
@@ -21,9 +21,11 @@ const NFT_MSG_GETRULE: u16 = 7;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
-/// `nf_tables_compat.h`: an xtables match carried in a `match` expression.
-const NFTA_MATCH_NAME: u16 = 1;
-const NFTA_MATCH_INFO: u16 = 3;
+/// `nf_tables_compat.h`: an xtables match or target carried in a `match`
+/// or `target` expression (both use the same attribute numbers).
+const NFTA_COMPAT_NAME: u16 = 1;
+const NFTA_COMPAT_REV: u16 = 2;
+const NFTA_COMPAT_INFO: u16 = 3;
 /// libnftnl's rule userdata type for the comment.
 const UDATA_RULE_COMMENT: u8 = 0;
 
@@ -40,6 +42,71 @@ pub struct RuleInfo {
     /// How many expressions the rule has (tells a plain entry rule from
     /// one with extra conditions).
     pub expressions: usize,
+    /// The expressions themselves, in order.
+    pub exprs: Vec<Expr>,
+}
+
+/// One expression of a rule: its name (`meta`, `cmp`, `match`, …) and its
+/// attributes, undecoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expr {
+    pub name: String,
+    data: Vec<u8>,
+}
+
+/// An xtables extension inside a `match` or `target` expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compat<'a> {
+    pub name: &'a [u8],
+    pub rev: u32,
+    /// The extension's own struct, as the kernel module defines it.
+    pub info: &'a [u8],
+}
+
+impl Expr {
+    /// Attribute `kind` of the expression's data.
+    pub fn attr(&self, kind: u16) -> Option<&[u8]> {
+        find(&self.data, kind)
+    }
+
+    /// A big-endian 32-bit attribute (registers, operators, keys).
+    pub fn be32(&self, kind: u16) -> Option<u32> {
+        Some(u32::from_be_bytes(
+            self.attr(kind)?.get(..4)?.try_into().ok()?,
+        ))
+    }
+
+    /// The bytes of a data attribute (`NFTA_DATA_VALUE` nested in `kind`).
+    pub fn value(&self, kind: u16) -> Option<&[u8]> {
+        find(self.attr(kind)?, NFTA_DATA_VALUE)
+    }
+
+    /// The extension of a `match` or `target` expression.
+    pub fn compat(&self) -> Option<Compat<'_>> {
+        if self.name != "match" && self.name != "target" {
+            return None;
+        }
+        let name = self.attr(NFTA_COMPAT_NAME)?;
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        Some(Compat {
+            name: &name[..end],
+            rev: self.be32(NFTA_COMPAT_REV)?,
+            info: self.attr(NFTA_COMPAT_INFO)?,
+        })
+    }
+}
+
+/// The expressions of a rule, in order.
+fn expressions(exprs: &[u8]) -> Vec<Expr> {
+    attributes(exprs)
+        .filter(|(kind, _, _)| *kind == NFTA_LIST_ELEM)
+        .filter_map(|(_, _, elem)| {
+            Some(Expr {
+                name: string(find(elem, NFTA_EXPR_NAME)?),
+                data: find(elem, NFTA_EXPR_DATA).unwrap_or_default().to_vec(),
+            })
+        })
+        .collect()
 }
 
 fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
@@ -95,18 +162,12 @@ fn jump_target(exprs: &[u8]) -> Option<String> {
 /// The text of the first xtables `comment` match among the expressions
 /// (its info is the kernel's `struct xt_comment_info`: a NUL-terminated
 /// `char[256]`).
-fn xt_comment(exprs: &[u8]) -> Option<String> {
-    attributes(exprs).find_map(|(kind, _, elem)| {
-        if kind != NFTA_LIST_ELEM
-            || find(elem, NFTA_EXPR_NAME).map(string).as_deref() != Some("match")
-        {
-            return None;
-        }
-        let data = find(elem, NFTA_EXPR_DATA)?;
-        if find(data, NFTA_MATCH_NAME).map(string).as_deref() != Some("comment") {
-            return None;
-        }
-        find(data, NFTA_MATCH_INFO).map(string)
+fn xt_comment(exprs: &[Expr]) -> Option<String> {
+    exprs.iter().find_map(|e| {
+        let c = e
+            .compat()
+            .filter(|c| e.name == "match" && c.name == b"comment")?;
+        Some(string(c.info))
     })
 }
 
@@ -151,13 +212,15 @@ pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> 
             else {
                 return;
             };
-            let exprs = find(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default();
+            let raw = find(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default();
+            let exprs = expressions(raw);
             out.push(RuleInfo {
                 handle,
                 comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
-                jump: jump_target(exprs),
-                xt_comment: xt_comment(exprs),
-                expressions: attributes(exprs).count(),
+                jump: jump_target(raw),
+                xt_comment: xt_comment(&exprs),
+                expressions: exprs.len(),
+                exprs,
             });
         })
     });
@@ -249,9 +312,9 @@ mod tests {
     fn commented_jump(text: &str, chain: &str) -> Vec<u8> {
         let mut info = text.as_bytes().to_vec();
         info.resize(256, 0);
-        let mut m = attr_str(NFTA_MATCH_NAME, "comment");
-        m.extend(attr(2, &0u32.to_be_bytes()));
-        m.extend(attr(NFTA_MATCH_INFO, &info));
+        let mut m = attr_str(NFTA_COMPAT_NAME, "comment");
+        m.extend(attr(NFTA_COMPAT_REV, &0u32.to_be_bytes()));
+        m.extend(attr(NFTA_COMPAT_INFO, &info));
         let mut verdict = attr(NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
         verdict.extend(attr_str(NFTA_VERDICT_CHAIN, chain));
         let imm = attr(NFTA_IMMEDIATE_DATA, &attr(NFTA_DATA_VERDICT, &verdict));
@@ -265,20 +328,26 @@ mod tests {
 
     #[test]
     fn reads_xtables_comment_and_jump() {
-        let exprs = commented_jump("CNI portfwd requiring masquerade", "CNI-HOSTPORT-MASQ");
+        let raw = commented_jump("CNI portfwd requiring masquerade", "CNI-HOSTPORT-MASQ");
+        let exprs = expressions(&raw);
         assert_eq!(
             xt_comment(&exprs).as_deref(),
             Some("CNI portfwd requiring masquerade")
         );
-        assert_eq!(jump_target(&exprs).as_deref(), Some("CNI-HOSTPORT-MASQ"));
-        assert_eq!(attributes(&exprs).count(), 3);
+        assert_eq!(jump_target(&raw).as_deref(), Some("CNI-HOSTPORT-MASQ"));
+        let names: Vec<&str> = exprs.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["match", "counter", "immediate"]);
+        let c = exprs[0].compat().unwrap();
+        assert_eq!((c.name, c.rev, c.info.len()), (&b"comment"[..], 0, 256));
+        assert_eq!(exprs[1].compat(), None);
     }
 
     #[test]
     fn other_matches_are_not_comments() {
-        let mut m = attr_str(NFTA_MATCH_NAME, "addrtype");
-        m.extend(attr(NFTA_MATCH_INFO, &[0; 16]));
-        assert_eq!(xt_comment(&elem("match", m)), None);
-        assert_eq!(xt_comment(&elem("counter", vec![])), None);
+        let mut m = attr_str(NFTA_COMPAT_NAME, "addrtype");
+        m.extend(attr(NFTA_COMPAT_REV, &1u32.to_be_bytes()));
+        m.extend(attr(NFTA_COMPAT_INFO, &[0; 8]));
+        assert_eq!(xt_comment(&expressions(&elem("match", m))), None);
+        assert_eq!(xt_comment(&expressions(&elem("counter", vec![]))), None);
     }
 }

@@ -33,6 +33,7 @@ use crate::names::{
     HOSTPORT_DNAT_CHAIN, HOSTPORT_MASQ_CHAIN, HOSTPORT_SETMARK_CHAIN, MASQ_ENTRY_COMMENT,
     OLD_HOSTPORT_SNAT_CHAIN, SETMARK_COMMENT, dnat_chain, dnat_comment, old_snat_chain,
 };
+use crate::nfrules::{Expr, RuleInfo};
 use crate::{HostPorts, IpNetwork, Snat};
 
 /// The multiport match takes at most 15 ports.
@@ -45,9 +46,105 @@ struct SharedRule {
     args: Vec<String>,
     saved: String,
     first: bool,
-    /// `(comment, target)` when the rule is a plain commented jump whose
-    /// presence can be read over netlink instead of checked with `-C`.
-    commented_jump: Option<(&'static str, &'static str)>,
+    /// What the rule looks like in nf_tables, to find it over netlink
+    /// instead of checking it with `-C`.
+    shape: Shape,
+}
+
+/// The shared rules as iptables-nft stores them (counters aside). A rule
+/// that looks different in the kernel — another iptables version's
+/// encoding, an extra condition — is not recognised, and the ADD batch
+/// checks it with `-C` as before: never a false "present".
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// `-m comment --comment C -j MARK --set-xmark V/V`
+    CommentSetMark { comment: &'static str, mark: u32 },
+    /// `-m mark --mark V/V -j MASQUERADE`
+    MarkMasquerade { mark: u32 },
+    /// `-m comment --comment C -j CHAIN`
+    CommentJump {
+        comment: &'static str,
+        target: &'static str,
+    },
+    /// `-m addrtype --dst-type LOCAL -j CHAIN`
+    LocalJump { target: &'static str },
+}
+
+// nf_tables expression attributes (linux/netfilter/nf_tables.h).
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFT_META_MARK: u32 = 3;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFT_CMP_EQ: u32 = 0;
+/// `XT_ADDRTYPE_LOCAL`: 1 << RTN_LOCAL.
+const XT_ADDRTYPE_LOCAL: u16 = 1 << 2;
+
+impl Shape {
+    fn matches(self, rule: &RuleInfo) -> bool {
+        let e: Vec<&Expr> = rule.exprs.iter().filter(|e| e.name != "counter").collect();
+        let compat = |i: usize, kind: &str, name: &[u8]| {
+            e.get(i)
+                .filter(|x| x.name == kind)
+                .and_then(|x| x.compat())
+                .filter(|c| c.name == name)
+        };
+        let comment_is = |text: &str| {
+            compat(0, "match", b"comment").is_some_and(|c| crate::netlink::string(c.info) == text)
+        };
+        let jumps_to = |i: usize, target: &str| {
+            e.get(i).is_some_and(|x| x.name == "immediate") && rule.jump.as_deref() == Some(target)
+        };
+        match self {
+            Shape::CommentSetMark { comment, mark } => {
+                // struct xt_mark_tginfo2 { __u32 mark, mask; }, host order.
+                let info = [mark.to_ne_bytes(), mark.to_ne_bytes()].concat();
+                e.len() == 2
+                    && comment_is(comment)
+                    && compat(1, "target", b"MARK")
+                        .is_some_and(|c| c.rev == 2 && c.info.get(..8) == Some(&info[..]))
+            }
+            Shape::MarkMasquerade { mark } => {
+                let v = mark.to_ne_bytes();
+                let reg = |x: &Expr, kind| x.be32(kind) == Some(1);
+                e.len() == 4
+                    && e[0].name == "meta"
+                    && e[0].be32(NFTA_META_KEY) == Some(NFT_META_MARK)
+                    && reg(e[0], NFTA_META_DREG)
+                    && e[1].name == "bitwise"
+                    && reg(e[1], NFTA_BITWISE_SREG)
+                    && reg(e[1], NFTA_BITWISE_DREG)
+                    && e[1].value(NFTA_BITWISE_MASK) == Some(&v[..])
+                    && e[1].value(NFTA_BITWISE_XOR) == Some(&[0; 4][..])
+                    && e[2].name == "cmp"
+                    && reg(e[2], NFTA_CMP_SREG)
+                    && e[2].be32(NFTA_CMP_OP) == Some(NFT_CMP_EQ)
+                    && e[2].value(NFTA_CMP_DATA) == Some(&v[..])
+                    // No --to-ports, no --random: the range after the
+                    // IPv4 range count is all zero.
+                    && compat(3, "target", b"MASQUERADE")
+                        .is_some_and(|c| c.info.iter().skip(4).all(|b| *b == 0))
+            }
+            Shape::CommentJump { comment, target } => {
+                e.len() == 2 && comment_is(comment) && jumps_to(1, target)
+            }
+            Shape::LocalJump { target } => {
+                // struct xt_addrtype_info_v1 { __u16 source, dest; __u32 flags; }
+                let mut info = 0u16.to_ne_bytes().to_vec();
+                info.extend(XT_ADDRTYPE_LOCAL.to_ne_bytes());
+                info.extend(0u32.to_ne_bytes());
+                e.len() == 2
+                    && compat(0, "match", b"addrtype")
+                        .is_some_and(|c| c.rev == 1 && c.info.get(..8) == Some(&info[..]))
+                    && jumps_to(1, target)
+            }
+        }
+    }
 }
 
 fn mark(bit: u8) -> String {
@@ -68,7 +165,9 @@ fn dnat_jump(chain: &'static str) -> SharedRule {
         ],
         saved: format!("-m addrtype --dst-type LOCAL -j {HOSTPORT_DNAT_CHAIN}"),
         first: false,
-        commented_jump: None,
+        shape: Shape::LocalJump {
+            target: HOSTPORT_DNAT_CHAIN,
+        },
     }
 }
 
@@ -95,7 +194,10 @@ fn shared(snat: &Snat) -> Vec<(&'static str, Vec<SharedRule>)> {
                     "-m comment --comment \"{SETMARK_COMMENT}\" -j MARK --set-xmark {m}"
                 ),
                 first: false,
-                commented_jump: None,
+                shape: Shape::CommentSetMark {
+                    comment: SETMARK_COMMENT,
+                    mark: 1 << bit,
+                },
             }],
         ));
         out.push((
@@ -106,7 +208,7 @@ fn shared(snat: &Snat) -> Vec<(&'static str, Vec<SharedRule>)> {
                     args: args!["-m", "mark", "--mark", &m, "-j", "MASQUERADE"],
                     saved: format!("-m mark --mark {m} -j MASQUERADE"),
                     first: false,
-                    commented_jump: None,
+                    shape: Shape::MarkMasquerade { mark: 1 << bit },
                 },
                 // First in POSTROUTING, so bridge/ptp masquerade rules do not
                 // take the packet before the mark is looked at.
@@ -124,7 +226,10 @@ fn shared(snat: &Snat) -> Vec<(&'static str, Vec<SharedRule>)> {
                         "-m comment --comment \"{MASQ_ENTRY_COMMENT}\" -j {HOSTPORT_MASQ_CHAIN}"
                     ),
                     first: true,
-                    commented_jump: Some((MASQ_ENTRY_COMMENT, HOSTPORT_MASQ_CHAIN)),
+                    shape: Shape::CommentJump {
+                        comment: MASQ_ENTRY_COMMENT,
+                        target: HOSTPORT_MASQ_CHAIN,
+                    },
                 },
             ],
         ));
@@ -310,13 +415,12 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
         let mut fast = Batch::default();
         for (_, rules) in shared(&hp.snat) {
             for r in rules {
-                // POSTROUTING holds a masquerade jump per bridged container:
-                // `-C` there costs a fetch of all of them, the netlink read
-                // only this chain. A rule found missing keeps its `-C`, so
-                // the batch fails and the repair below runs as before.
-                let present = r.commented_jump.and_then(|(comment, target)| {
-                    family.has_commented_jump(r.chain, comment, target)
-                });
+                // Any `-C` makes iptables-restore fetch the rules of the
+                // base chains (POSTROUTING holds a masquerade jump per
+                // bridged container) and of the chains it names; netlink
+                // reads one chain. A rule not found keeps its `-C`, so the
+                // batch fails and the repair below runs as before.
+                let present = family.has_rule(r.chain, |rule| r.shape.matches(rule));
                 if present != Some(true) {
                     fast.check(r.chain, &r.args);
                 }
@@ -475,4 +579,74 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
         ));
     }
     errors.into_result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PortMapping, Protocol};
+
+    fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        let ns = netns::TempNetns::new("natunit").expect("create a netns");
+        let handle = ns.open().expect("open the netns");
+        handle.run(f).expect("test body ran in the netns")
+    }
+
+    fn present(family: Family, snat: &Snat) -> Vec<(String, Option<bool>)> {
+        shared(snat)
+            .into_iter()
+            .flat_map(|(_, rules)| rules)
+            .map(|r| {
+                let found = family.has_rule(r.chain, |rule| r.shape.matches(rule));
+                (format!("{} {}", r.chain, r.saved), found)
+            })
+            .collect()
+    }
+
+    /// The shapes recognise exactly what this machine's iptables writes, in
+    /// both families, and nothing with another mark or after a removal.
+    #[test]
+    fn shared_rules_are_recognised_over_netlink() {
+        in_netns(|| {
+            let maps = [PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+                host_ip: None,
+            }];
+            let hp = HostPorts {
+                network: "n",
+                container_id: "c",
+                ipv4: Some("10.0.0.2/24".parse().expect("address")),
+                ipv6: Some("2001:db8::2/64".parse().expect("address")),
+                mappings: &maps,
+                snat: Snat::MarkBit(13),
+                masq_all: false,
+                conditions_v4: &[],
+                conditions_v6: &[],
+            };
+            add(&hp).expect("ADD");
+            for family in Family::BOTH {
+                for (rule, found) in present(family, &Snat::MarkBit(13)) {
+                    assert_eq!(found, Some(true), "{family:?}: {rule}");
+                }
+                // Another mark bit: the mark rules are not these.
+                let other: Vec<_> = present(family, &Snat::MarkBit(5))
+                    .into_iter()
+                    .filter(|(_, f)| *f == Some(true))
+                    .map(|(r, _)| r)
+                    .collect();
+                assert!(other.iter().all(|r| !r.contains("0x20/0x20")), "{other:?}");
+                assert_eq!(other.len(), 3, "{other:?}");
+            }
+            let out = std::process::Command::new("iptables")
+                .args(["-t", "nat", "-F", HOSTPORT_SETMARK_CHAIN])
+                .output()
+                .expect("run iptables");
+            assert!(out.status.success());
+            let after = present(Family::V4, &Snat::MarkBit(13));
+            assert_eq!(after[0].1, Some(false), "{after:?}");
+            assert!(after[1..].iter().all(|(_, f)| *f == Some(true)), "{after:?}");
+        });
+    }
 }

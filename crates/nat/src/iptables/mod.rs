@@ -83,22 +83,18 @@ impl Family {
         )
     }
 
-    /// Whether `chain` holds the plain rule `-m comment --comment <comment>
-    /// -j <target>`, read over netlink (no process, and only that chain,
-    /// where `iptables -C` has the whole table fetched and decoded).
-    /// `None` when this cannot be known: an iptables-legacy `nat` table is
-    /// loaded, or nf_tables could not be read.
-    pub fn has_commented_jump(self, chain: &str, comment: &str, target: &str) -> Option<bool> {
+    /// Whether `chain` holds a rule that `is_it` accepts, read over
+    /// netlink: no process, and only that chain (where any `-C` in an
+    /// `iptables-restore` batch has it fetch and decode every rule of the
+    /// table's base chains and of each chain it names). `None` when this
+    /// cannot be known: an iptables-legacy `nat` table is loaded, or
+    /// nf_tables could not be read.
+    pub fn has_rule(self, chain: &str, is_it: impl Fn(&nfrules::RuleInfo) -> bool) -> Option<bool> {
         if self.legacy_nat_loaded() {
             return None;
         }
         let rules = nfrules::rules(self.nfproto(), "nat", chain).ok()?;
-        // The comment match, iptables-nft's counter, the jump: nothing else.
-        Some(rules.iter().any(|r| {
-            r.jump.as_deref() == Some(target)
-                && r.xt_comment.as_deref() == Some(comment)
-                && r.expressions <= 3
-        }))
+        Some(rules.iter().any(is_it))
     }
 
     /// Remove each `(parent, chain)`: the rules of `parent` jumping to
