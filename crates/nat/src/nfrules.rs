@@ -36,14 +36,19 @@ pub struct RuleInfo {
     pub comment: Option<String>,
     /// The chain a `jump`/`goto` verdict of the rule leads to.
     pub jump: Option<String>,
-    /// The text of an xtables `-m comment` match (how iptables-nft keeps
-    /// `--comment`; nft's own comments are in [`RuleInfo::comment`]).
-    pub xt_comment: Option<String>,
     /// How many expressions the rule has (tells a plain entry rule from
     /// one with extra conditions).
     pub expressions: usize,
-    /// The expressions themselves, in order.
-    pub exprs: Vec<Expr>,
+    /// The expressions, undecoded until asked for ([`RuleInfo::exprs`]):
+    /// most reads only look at the comment and the jump.
+    raw: Vec<u8>,
+}
+
+impl RuleInfo {
+    /// The rule's expressions, in order.
+    pub fn exprs(&self) -> Vec<Expr> {
+        expressions(&self.raw)
+    }
 }
 
 /// One expression of a rule: its name (`meta`, `cmp`, `match`, …) and its
@@ -159,18 +164,6 @@ fn jump_target(exprs: &[u8]) -> Option<String> {
     None
 }
 
-/// The text of the first xtables `comment` match among the expressions
-/// (its info is the kernel's `struct xt_comment_info`: a NUL-terminated
-/// `char[256]`).
-fn xt_comment(exprs: &[Expr]) -> Option<String> {
-    exprs.iter().find_map(|e| {
-        let c = e
-            .compat()
-            .filter(|c| e.name == "match" && c.name == b"comment")?;
-        Some(string(c.info))
-    })
-}
-
 /// The comment in libnftnl's userdata TLVs (type, length, value).
 fn comment(mut udata: &[u8]) -> Option<String> {
     while udata.len() >= 2 {
@@ -213,14 +206,12 @@ pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> 
                 return;
             };
             let raw = find(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default();
-            let exprs = expressions(raw);
             out.push(RuleInfo {
                 handle,
                 comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
                 jump: jump_target(raw),
-                xt_comment: xt_comment(&exprs),
-                expressions: exprs.len(),
-                exprs,
+                expressions: attributes(raw).count(),
+                raw: raw.to_vec(),
             });
         })
     });
@@ -330,10 +321,8 @@ mod tests {
     fn reads_xtables_comment_and_jump() {
         let raw = commented_jump("CNI portfwd requiring masquerade", "CNI-HOSTPORT-MASQ");
         let exprs = expressions(&raw);
-        assert_eq!(
-            xt_comment(&exprs).as_deref(),
-            Some("CNI portfwd requiring masquerade")
-        );
+        let text = exprs[0].compat().map(|c| string(c.info));
+        assert_eq!(text.as_deref(), Some("CNI portfwd requiring masquerade"));
         assert_eq!(jump_target(&raw).as_deref(), Some("CNI-HOSTPORT-MASQ"));
         let names: Vec<&str> = exprs.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["match", "counter", "immediate"]);
@@ -343,11 +332,13 @@ mod tests {
     }
 
     #[test]
-    fn other_matches_are_not_comments() {
+    fn other_extensions_and_plain_expressions() {
         let mut m = attr_str(NFTA_COMPAT_NAME, "addrtype");
         m.extend(attr(NFTA_COMPAT_REV, &1u32.to_be_bytes()));
         m.extend(attr(NFTA_COMPAT_INFO, &[0; 8]));
-        assert_eq!(xt_comment(&expressions(&elem("match", m))), None);
-        assert_eq!(xt_comment(&expressions(&elem("counter", vec![]))), None);
+        let exprs = expressions(&elem("match", m));
+        let c = exprs[0].compat().unwrap();
+        assert_eq!((c.name, c.rev, c.info.len()), (&b"addrtype"[..], 1, 8));
+        assert_eq!(expressions(&elem("counter", vec![]))[0].compat(), None);
     }
 }

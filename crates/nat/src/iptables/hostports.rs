@@ -87,7 +87,8 @@ const XT_ADDRTYPE_LOCAL: u16 = 1 << 2;
 
 impl Shape {
     fn matches(self, rule: &RuleInfo) -> bool {
-        let e: Vec<&Expr> = rule.exprs.iter().filter(|e| e.name != "counter").collect();
+        let all = rule.exprs();
+        let e: Vec<&Expr> = all.iter().filter(|e| e.name != "counter").collect();
         let compat = |i: usize, kind: &str, name: &[u8]| {
             e.get(i)
                 .filter(|x| x.name == kind)
@@ -646,7 +647,10 @@ mod tests {
             assert!(out.status.success());
             let after = present(Family::V4, &Snat::MarkBit(13));
             assert_eq!(after[0].1, Some(false), "{after:?}");
-            assert!(after[1..].iter().all(|(_, f)| *f == Some(true)), "{after:?}");
+            assert!(
+                after[1..].iter().all(|(_, f)| *f == Some(true)),
+                "{after:?}"
+            );
         });
     }
 }
