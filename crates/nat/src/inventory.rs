@@ -7,7 +7,9 @@
 //! It sees nftables and iptables-nft state (both live in nf_tables), not
 //! iptables-legacy; callers treat "not visible here" as "unknown" then.
 
-use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, attributes, message, string, with_socket};
+use crate::netlink::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, attributes, message, string, with_socket,
+};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
@@ -81,14 +83,54 @@ impl Inventory {
         Some(inv)
     }
 
-    pub fn has_table(&self, family: u8, name: &str) -> bool {
-        self.tables.iter().any(|(f, n)| *f == family && n == name)
+    /// Whether table `family name` exists: one request for that table,
+    /// where [`Inventory::read`] dumps every chain of the ruleset (one per
+    /// container in some layouts). `None` when nf_tables cannot be asked.
+    pub fn table_exists(family: u8, name: &str) -> Option<bool> {
+        exists(NFT_MSG_GETTABLE, family, &attr_str(NFTA_TABLE_NAME, name))
+    }
+
+    /// Whether chain `family table chain` exists (one request).
+    pub fn chain_exists(family: u8, table: &str, chain: &str) -> Option<bool> {
+        let mut attrs = attr_str(NFTA_CHAIN_TABLE, table);
+        attrs.extend(attr_str(NFTA_CHAIN_NAME, chain));
+        exists(NFT_MSG_GETCHAIN, family, &attrs)
     }
 
     pub fn has_chain(&self, family: u8, table: &str, chain: &str) -> bool {
         self.chains
             .iter()
             .any(|(f, t, c)| *f == family && t == table && c == chain)
+    }
+}
+
+fn attr_str(kind: u16, s: &str) -> Vec<u8> {
+    let len = 4 + s.len() + 1;
+    let mut a = Vec::with_capacity(crate::netlink::align(len));
+    a.extend_from_slice(&(len as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(s.as_bytes());
+    a.push(0);
+    a.resize(crate::netlink::align(len), 0);
+    a
+}
+
+/// A get request for one object: it exists when the kernel answers with
+/// it, not when it answers ENOENT.
+fn exists(msg_type: u16, family: u8, attrs: &[u8]) -> Option<bool> {
+    let req = message(
+        NFNL_SUBSYS_NFTABLES,
+        msg_type,
+        NLM_F_REQUEST | NLM_F_ACK,
+        3,
+        family,
+        attrs,
+    );
+    let mut found = false;
+    match with_socket(|sock| sock.request(&req, |_, _| found = true)) {
+        Ok(()) => Some(found),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Some(false),
+        Err(_) => None,
     }
 }
 
@@ -100,7 +142,33 @@ mod tests {
     #[test]
     fn reads_without_error_when_nf_tables_is_there() {
         if let Some(inv) = Inventory::read() {
-            assert!(!inv.has_table(NFPROTO_IPV4, "surely-not-a-table-name"));
+            assert!(!inv.has_chain(NFPROTO_IPV4, "surely-not-a-table", "name"));
         }
+    }
+
+    /// One-object lookups against what `nft` created in a throwaway netns.
+    #[test]
+    fn table_and_chain_lookups() {
+        let ns = netns::TempNetns::new("natinv").expect("create a netns");
+        let handle = ns.open().expect("open the netns");
+        let found = handle
+            .run(|| {
+                let out = std::process::Command::new("nft")
+                    .args(["add table ip t1 ; add chain ip t1 c1"])
+                    .output()
+                    .expect("run nft");
+                assert!(out.status.success(), "{out:?}");
+                [
+                    Inventory::table_exists(NFPROTO_IPV4, "t1"),
+                    Inventory::table_exists(NFPROTO_IPV6, "t1"),
+                    Inventory::table_exists(NFPROTO_IPV4, "t2"),
+                    Inventory::chain_exists(NFPROTO_IPV4, "t1", "c1"),
+                    Inventory::chain_exists(NFPROTO_IPV4, "t1", "c2"),
+                    Inventory::chain_exists(NFPROTO_IPV4, "t2", "c1"),
+                ]
+            })
+            .expect("ran in the netns");
+        let want = [true, false, false, true, false, false].map(Some);
+        assert_eq!(found, want);
     }
 }

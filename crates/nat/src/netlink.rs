@@ -126,6 +126,30 @@ impl Socket {
 
     /// Send a dump request and hand every reply message's payload (after
     /// the nfgenmsg header's start) with its type to `each`.
+    /// Send a non-dump request that asks for an acknowledgement
+    /// (`NLM_F_ACK`) and pass each reply before it to `each`.
+    pub fn request(&self, request: &[u8], mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        self.send(request)?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = self.recv(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for (kind, payload) in messages(&buf[..n]) {
+                match kind {
+                    NLMSG_ERROR => {
+                        return match error_code(payload) {
+                            0 => Ok(()),
+                            code => Err(io::Error::from_raw_os_error(code)),
+                        };
+                    }
+                    _ => each(kind, payload),
+                }
+            }
+        }
+    }
+
     pub fn dump(&self, request: &[u8], mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         self.send(request)?;
         let mut buf = vec![0u8; 1 << 16];

@@ -108,10 +108,11 @@ impl Family {
         }
         let nfproto = self.nfproto();
         let plan = || {
-            let inv = Inventory::read().ok_or_else(|| std::io::Error::other("no nf_tables"))?;
             let mut ops = vec![];
             for (parent, chain) in pairs {
-                if !inv.has_chain(nfproto, "nat", chain) {
+                let exists = Inventory::chain_exists(nfproto, "nat", chain)
+                    .ok_or_else(|| std::io::Error::other("no nf_tables"))?;
+                if !exists {
                     continue;
                 }
                 for r in nfrules::rules(nfproto, "nat", parent)? {

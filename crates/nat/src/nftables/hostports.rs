@@ -322,10 +322,16 @@ fn write_owner_removal(s: &mut String, f: Family, listing: Option<&Listing>, own
 /// that is not there — the usual case on a node whose portmap uses
 /// iptables, where DEL still looks here for leftovers.
 fn existing_families() -> Result<Vec<Family>> {
-    if let Some(inv) = Inventory::read() {
+    let exists: Option<Vec<bool>> = Family::BOTH
+        .into_iter()
+        .map(|f| Inventory::table_exists(f.nfproto(), NFT_HOSTPORT_TABLE))
+        .collect();
+    if let Some(exists) = exists {
         return Ok(Family::BOTH
             .into_iter()
-            .filter(|f| inv.has_table(f.nfproto(), NFT_HOSTPORT_TABLE))
+            .zip(exists)
+            .filter(|(_, e)| *e)
+            .map(|(f, _)| f)
             .collect());
     }
     let out = Program::find("nft")?.run(&["list", "tables"], None)?;

@@ -34,8 +34,7 @@ fn structure_in_place(f: u8, snat: bool) -> bool {
     let all_ok = all.len() == 2
         && all[0].jump.as_deref() == Some(NFT_HOSTIP_HOSTPORTS_CHAIN)
         && all[1].jump.as_deref() == Some(NFT_HOSTPORTS_CHAIN);
-    let inv = Inventory::read();
-    let has = |chain| inv.as_ref().is_some_and(|i| i.has_chain(f, t, chain));
+    let has = |chain| Inventory::chain_exists(f, t, chain) == Some(true);
     all_ok
         && entry_ok("prerouting")
         && entry_ok("output")
@@ -135,33 +134,35 @@ pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
 /// chain, one transaction per family; no process. `false` when nf_tables
 /// cannot be reached that way (the caller then uses `nft`).
 pub(super) fn del(container_id: &str, owner: &str) -> bool {
-    let Some(inv) = Inventory::read() else {
-        return false;
-    };
-    Family::BOTH
-        .into_iter()
-        .filter(|f| inv.has_table(f.nfproto(), NFT_HOSTPORT_TABLE))
-        .all(|f| {
-            nfrules::plan_and_delete(f.nfproto(), NFT_HOSTPORT_TABLE, || {
-                let mut ops = vec![];
-                for chain in OWNED_RULE_CHAINS {
-                    for r in nfrules::rules(f.nfproto(), NFT_HOSTPORT_TABLE, chain)? {
-                        if r.comment.as_deref() == Some(container_id) {
-                            ops.push(Deletion::Rule {
-                                chain: chain.to_string(),
-                                handle: r.handle,
-                            });
-                        }
+    let mut present = vec![];
+    for f in Family::BOTH {
+        match Inventory::table_exists(f.nfproto(), NFT_HOSTPORT_TABLE) {
+            None => return false,
+            Some(true) => present.push(f),
+            Some(false) => {}
+        }
+    }
+    present.into_iter().all(|f| {
+        nfrules::plan_and_delete(f.nfproto(), NFT_HOSTPORT_TABLE, || {
+            let mut ops = vec![];
+            for chain in OWNED_RULE_CHAINS {
+                for r in nfrules::rules(f.nfproto(), NFT_HOSTPORT_TABLE, chain)? {
+                    if r.comment.as_deref() == Some(container_id) {
+                        ops.push(Deletion::Rule {
+                            chain: chain.to_string(),
+                            handle: r.handle,
+                        });
                     }
                 }
-                let owner_exists = Inventory::read()
-                    .is_some_and(|inv| inv.has_chain(f.nfproto(), NFT_HOSTPORT_TABLE, owner));
-                if owner_exists {
-                    ops.push(Deletion::FlushChain(owner.to_string()));
-                    ops.push(Deletion::Chain(owner.to_string()));
-                }
-                Ok(ops)
-            })
-            .is_ok()
+            }
+            let owner_exists =
+                Inventory::chain_exists(f.nfproto(), NFT_HOSTPORT_TABLE, owner) == Some(true);
+            if owner_exists {
+                ops.push(Deletion::FlushChain(owner.to_string()));
+                ops.push(Deletion::Chain(owner.to_string()));
+            }
+            Ok(ops)
         })
+        .is_ok()
+    })
 }

@@ -187,8 +187,10 @@ pub fn teardown(att: &Attachment<'_>) -> Result<()> {
     let instance = nft_masq_instance_hash(att.network, att.ifname, att.container_id);
     // Over netlink when possible: no process, and nothing at all to do
     // when the chain does not exist.
-    if let Some(inv) = Inventory::read() {
-        if !inv.has_chain(NFPROTO_INET, NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN) {
+    if let Some(exists) =
+        Inventory::chain_exists(NFPROTO_INET, NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN)
+    {
+        if !exists {
             return Ok(());
         }
         let over_netlink = nfrules::plan_and_delete(NFPROTO_INET, NFT_MASQ_TABLE, || {
