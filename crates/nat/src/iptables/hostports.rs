@@ -14,9 +14,10 @@
 //!
 //! The reference needs about 21 `iptables` processes per ADD. Here, once the
 //! shared chains exist, an ADD is one `iptables-restore` per family: the
-//! batch *checks* the shared rules (`-C`) and *creates* the container chain
-//! (`-N`), so it fails as a whole when either assumption is wrong, and only
-//! then do we read the table and write a repairing batch.
+//! batch *checks* the shared rules (`-C`) that netlink did not already show
+//! to be there (see [`Shape`]) and *creates* the container chain (`-N`), so
+//! it fails as a whole when either assumption is wrong, and only then do we
+//! read the table and write a repairing batch.
 
 use std::collections::BTreeMap;
 
