@@ -301,6 +301,26 @@ fn two_containers_ping_each_other_and_the_gateway_over_ipv6() {
             .trim(),
         "0"
     );
+    // The host ends are bridge ports only: accept_ra=0 as the reference,
+    // and no IPv6 of their own (no link-local address, no routes), while
+    // IPv6 between the containers and to the gateway works.
+    for r in [&r1, &r2] {
+        let port = r["interfaces"][1]["name"].as_str().unwrap();
+        let conf = |key: &str| {
+            host.run_ok("sysctl", &["-n", &format!("net.ipv6.conf.{port}.{key}")])
+                .trim()
+                .to_string()
+        };
+        assert_eq!(conf("accept_ra"), "0", "{port}");
+        assert_eq!(conf("disable_ipv6"), "1", "{port}");
+        assert!(host.addresses(port).is_empty(), "{port}");
+        assert!(
+            !host
+                .run_ok("ip", &["-6", "route", "show", "table", "all"])
+                .contains(port),
+            "{port}"
+        );
+    }
     assert!(c1.ping(&ip_of(&r2, 0)), "c1 -> c2");
     assert!(ping_within(c2, "2001:db8:10::1"), "c2 -> gateway");
     net.check(host, c2, "ctr2", &r2).expect_ok();

@@ -254,9 +254,19 @@ fn create_veth(
     let port = pair.host.index;
     // Any failure from here on must not leave the pair behind.
     let configure = || -> Result<()> {
-        let _ = sysctl::ensure_if_present(
+        // accept_ra=0 as the reference. IPv6 off on the port as well: a
+        // bridge port has no L3 role (the bridge takes its frames before
+        // IPv6 would see them), yet with IPv6 on it gets a link-local
+        // address whose DAD and MLD packets flood every other port, and
+        // routes that every link change on the node walks. Written before
+        // the container end comes up, so none of that ever exists.
+        let _ = sysctl::write_if_present(
             &sysctl::iface_key("ipv6", &pair.host.name, "accept_ra"),
             "0",
+        );
+        let _ = sysctl::write_if_present(
+            &sysctl::iface_key("ipv6", &pair.host.name, "disable_ipv6"),
+            "1",
         );
         host.set_port_options(
             port,
