@@ -9,15 +9,19 @@
 
 use std::io;
 
-use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, align, attributes, message, string, with_socket};
+use crate::netlink::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, align, attributes, message, string, with_socket,
+};
 use crate::nfbatch::{
-    Batch, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
+    Batch, NFTA_CHAIN_HANDLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_USERDATA,
+    NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
     NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA,
     NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
 };
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
@@ -26,7 +30,7 @@ const NFT_GOTO: i32 = -4;
 const NFTA_COMPAT_NAME: u16 = 1;
 const NFTA_COMPAT_REV: u16 = 2;
 const NFTA_COMPAT_INFO: u16 = 3;
-/// libnftnl's rule userdata type for the comment.
+/// libnftnl's userdata type for the comment (of a rule or a chain).
 const UDATA_RULE_COMMENT: u8 = 0;
 
 /// What teardown needs to know about a rule.
@@ -177,42 +181,49 @@ fn comment(mut udata: &[u8]) -> Option<String> {
     None
 }
 
+/// A rule from the attributes of a NEWRULE message; `None` when it is not
+/// in `chain` or has no handle.
+fn parse_rule(attrs: &[u8], chain: &str) -> Option<RuleInfo> {
+    // A dump filtered by table and chain still checks them.
+    if find(attrs, NFTA_RULE_CHAIN).map(string).as_deref() != Some(chain) {
+        return None;
+    }
+    let handle = find(attrs, NFTA_RULE_HANDLE).and_then(be_u64)?;
+    let raw = find(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default();
+    Some(RuleInfo {
+        handle,
+        comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
+        jump: jump_target(raw),
+        expressions: attributes(raw).count(),
+        raw: raw.to_vec(),
+    })
+}
+
+fn be_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
+}
+
+fn table_chain(table: &str, chain: &str) -> Vec<u8> {
+    let mut attrs = attr_str(NFTA_RULE_TABLE, table);
+    attrs.extend(attr_str(NFTA_RULE_CHAIN, chain));
+    attrs
+}
+
 /// Rules of `family table chain` in order; empty when the table or chain
 /// does not exist.
 pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> {
-    let mut attrs = attr_str(NFTA_RULE_TABLE, table);
-    attrs.extend(attr_str(NFTA_RULE_CHAIN, chain));
     let req = message(
         NFNL_SUBSYS_NFTABLES,
         NFT_MSG_GETRULE,
         NLM_F_REQUEST | NLM_F_DUMP,
         1,
         family,
-        &attrs,
+        &table_chain(table, chain),
     );
     let mut out = vec![];
     let result = with_socket(|sock| {
         sock.dump(&req, |_, payload| {
-            let attrs = payload.get(4..).unwrap_or_default();
-            // A dump filtered by table and chain still checks them.
-            if find(attrs, NFTA_RULE_CHAIN).map(string).as_deref() != Some(chain) {
-                return;
-            }
-            let Some(handle) = find(attrs, NFTA_RULE_HANDLE)
-                .and_then(|h| h.get(..8))
-                .and_then(|h| h.try_into().ok())
-                .map(u64::from_be_bytes)
-            else {
-                return;
-            };
-            let raw = find(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default();
-            out.push(RuleInfo {
-                handle,
-                comment: find(attrs, NFTA_RULE_USERDATA).and_then(comment),
-                jump: jump_target(raw),
-                expressions: attributes(raw).count(),
-                raw: raw.to_vec(),
-            });
+            out.extend(parse_rule(payload.get(4..).unwrap_or_default(), chain));
         })
     });
     match result {
@@ -220,6 +231,63 @@ pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> 
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(vec![]),
         Err(e) => Err(e),
     }
+}
+
+/// A get request for one object; `Ok(false)` when it does not exist.
+fn get(family: u8, msg_type: u16, attrs: &[u8], each: impl FnMut(u16, &[u8])) -> io::Result<bool> {
+    let req = message(
+        NFNL_SUBSYS_NFTABLES,
+        msg_type,
+        NLM_F_REQUEST | NLM_F_ACK,
+        1,
+        family,
+        attrs,
+    );
+    match with_socket(|sock| sock.request(&req, each)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The rule with `handle` in `family table chain` (one request, however
+/// long the chain); `None` when the chain holds no such rule.
+pub fn rule(family: u8, table: &str, chain: &str, handle: u64) -> io::Result<Option<RuleInfo>> {
+    let mut attrs = table_chain(table, chain);
+    attrs.extend(attr(NFTA_RULE_HANDLE, &handle.to_be_bytes()));
+    let mut found = None;
+    get(family, NFT_MSG_GETRULE, &attrs, |_, payload| {
+        found =
+            parse_rule(payload.get(4..).unwrap_or_default(), chain).filter(|r| r.handle == handle);
+    })?;
+    Ok(found)
+}
+
+/// What a chain's lookup tells: its handle and comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    pub handle: u64,
+    pub comment: Option<String>,
+}
+
+/// Chain `family table chain` (one request); `None` when it does not exist.
+pub fn chain(family: u8, table: &str, chain: &str) -> io::Result<Option<ChainInfo>> {
+    let mut attrs = attr_str(NFTA_CHAIN_TABLE, table);
+    attrs.extend(attr_str(NFTA_CHAIN_NAME, chain));
+    let mut found = None;
+    get(family, NFT_MSG_GETCHAIN, &attrs, |_, payload| {
+        let attrs = payload.get(4..).unwrap_or_default();
+        if find(attrs, NFTA_CHAIN_NAME).map(string).as_deref() != Some(chain) {
+            return;
+        }
+        if let Some(handle) = find(attrs, NFTA_CHAIN_HANDLE).and_then(be_u64) {
+            found = Some(ChainInfo {
+                handle,
+                comment: find(attrs, NFTA_CHAIN_USERDATA).and_then(comment),
+            });
+        }
+    })?;
+    Ok(found)
 }
 
 /// One step of a teardown transaction.

@@ -470,6 +470,7 @@ fn nftables_add_writes_the_reference_layout_without_a_process() {
 	}}
 
 	chain {owner} {{
+		comment "cni-rs rule chains: hhmm"
 		return comment "cid1"
 	}}
 }}
@@ -762,7 +763,7 @@ add rule ip cni_hostport prerouting fib daddr type local jump hostports_all
 add chain ip cni_hostport output {{ type nat hook output priority -100 ; }}
 add rule ip cni_hostport output fib daddr type local jump hostports_all
 add chain ip cni_hostport masquerading {{ type nat hook postrouting priority srcnat ; }}
-add chain ip cni_hostport {owner}
+add chain ip cni_hostport {owner} {{ comment "cni-rs rule chains: hhhhmm" ; }}
 add rule ip cni_hostport {owner} return comment "cid1"
 add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment "cid1"
 add rule ip cni_hostport hostports udp dport 5353 dnat to 10.0.0.2:53 comment "cid1"
@@ -781,7 +782,7 @@ add rule ip6 cni_hostport prerouting fib daddr type local jump hostports_all
 add chain ip6 cni_hostport output {{ type nat hook output priority -100 ; }}
 add rule ip6 cni_hostport output fib daddr type local jump hostports_all
 add chain ip6 cni_hostport masquerading {{ type nat hook postrouting priority srcnat ; }}
-add chain ip6 cni_hostport {owner}
+add chain ip6 cni_hostport {owner} {{ comment "cni-rs rule chains: hhhhm" ; }}
 add rule ip6 cni_hostport {owner} return comment "cid1"
 add rule ip6 cni_hostport hostports tcp dport 8080 dnat to [2001:db8::2]:80 comment "cid1"
 add rule ip6 cni_hostport hostports udp dport 5353 dnat to [2001:db8::2]:53 comment "cid1"

@@ -102,9 +102,8 @@ pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
                 b.add_chain(f, t, NFT_MASQUERADING_CHAIN, Some(hook), false);
             }
         }
-        // Fails the whole transaction on a repeated ADD.
-        b.add_chain(f, t, &owner, None, true);
-        b.add_rule(f, t, &owner, return_(), cid);
+        // The container's rules, in the order they are sent.
+        let mut own = vec![];
         for m in hp.mappings {
             let Some(dest) = m.destination_for(addr.ip()) else {
                 continue;
@@ -112,25 +111,98 @@ pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
             let mut r = dest.map(|d| addr_eq(false, d)).unwrap_or_default();
             r.extend(dport_eq(m.protocol.ipproto(), m.host_port));
             r.extend(dnat(addr.ip(), m.container_port));
-            b.add_rule(f, t, NFT_HOSTPORTS_CHAIN, r, cid);
+            own.push((NFT_HOSTPORTS_CHAIN, r));
         }
         if hp.snat != Snat::Off {
             let mut hairpin = addr_eq(true, addr.ip());
             hairpin.extend(addr_eq(false, addr.ip()));
             hairpin.extend(masquerade());
-            b.add_rule(f, t, NFT_MASQUERADING_CHAIN, hairpin, cid);
+            own.push((NFT_MASQUERADING_CHAIN, hairpin));
             if addr.is_ipv4() {
                 let mut local = addr_eq(true, IpAddr::from([127, 0, 0, 1]));
                 local.extend(addr_eq(false, addr.ip()));
                 local.extend(masquerade());
-                b.add_rule(f, t, NFT_MASQUERADING_CHAIN, local, cid);
+                own.push((NFT_MASQUERADING_CHAIN, local));
             }
+        }
+        // Fails the whole transaction on a repeated ADD.
+        let layout = layout_comment(own.iter().map(|(chain, _)| *chain));
+        b.add_chain_with_comment(f, t, &owner, None, true, layout.as_deref());
+        b.add_rule(f, t, &owner, return_(), cid);
+        for (chain, r) in own {
+            b.add_rule(f, t, chain, r, cid);
         }
     }
     b.commit()
 }
 
-/// Over netlink: rules found by comment, deleted by handle, with the owner
+/// The owner chain's comment: the chains of the container's rules, in the
+/// order the ADD created them, right after the chain and its `return` rule.
+/// nf_tables numbers the objects of a table in the order a transaction
+/// creates them, so those rules have the chain's handle + 2, + 3, …: DEL
+/// fetches each with one request instead of reading the shared chains (a
+/// rule per mapped port of every container on the node). DEL checks every
+/// (chain, handle, comment) before it trusts the record, and reads the
+/// shared chains when anything differs.
+const LAYOUT_PREFIX: &str = "cni-rs rule chains: ";
+/// Far below the kernel's 256 bytes of comment.
+const LAYOUT_MAX_RULES: usize = 200;
+
+fn layout_code(chain: &str) -> Option<char> {
+    match chain {
+        NFT_HOSTPORTS_CHAIN => Some('h'),
+        NFT_MASQUERADING_CHAIN => Some('m'),
+        _ => None,
+    }
+}
+
+fn layout_comment<'a>(chains: impl Iterator<Item = &'a str>) -> Option<String> {
+    let codes: Option<String> = chains.map(layout_code).collect();
+    let codes = codes?;
+    (codes.len() <= LAYOUT_MAX_RULES).then(|| format!("{LAYOUT_PREFIX}{codes}"))
+}
+
+fn layout_chains(comment: &str) -> Option<Vec<&'static str>> {
+    comment
+        .strip_prefix(LAYOUT_PREFIX)?
+        .chars()
+        .map(|c| match c {
+            'h' => Some(NFT_HOSTPORTS_CHAIN),
+            'm' => Some(NFT_MASQUERADING_CHAIN),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The deletions for a container whose owner chain records where its rules
+/// are, each rule checked by chain, handle and comment; `None` when there
+/// is no record or anything does not match it.
+fn recorded(f: u8, container_id: &str, owner: &str) -> Option<Vec<Deletion>> {
+    let t = NFT_HOSTPORT_TABLE;
+    let chain = nfrules::chain(f, t, owner).ok()??;
+    let chains = layout_chains(chain.comment.as_deref()?)?;
+    let marker = nfrules::rule(f, t, owner, chain.handle + 1).ok()??;
+    if marker.comment.as_deref() != Some(container_id) {
+        return None;
+    }
+    let mut ops = vec![];
+    for (handle, c) in (chain.handle + 2..).zip(chains) {
+        let r = nfrules::rule(f, t, c, handle).ok()??;
+        if r.comment.as_deref() != Some(container_id) {
+            return None;
+        }
+        ops.push(Deletion::Rule {
+            chain: c.to_string(),
+            handle,
+        });
+    }
+    ops.push(Deletion::FlushChain(owner.to_string()));
+    ops.push(Deletion::Chain(owner.to_string()));
+    Some(ops)
+}
+
+/// Over netlink: the rules the owner chain records, or else the rules
+/// found by comment in the shared chains, deleted by handle with the owner
 /// chain, one transaction per family; no process. `false` when nf_tables
 /// cannot be reached that way (the caller then uses `nft`).
 pub(super) fn del(container_id: &str, owner: &str) -> bool {
@@ -143,6 +215,13 @@ pub(super) fn del(container_id: &str, owner: &str) -> bool {
         }
     }
     present.into_iter().all(|f| {
+        // A record that went stale under a concurrent DEL fails the batch
+        // (ENOENT); the search below then finds what is left.
+        if let Some(ops) = recorded(f.nfproto(), container_id, owner)
+            && nfrules::delete(f.nfproto(), NFT_HOSTPORT_TABLE, &ops).is_ok()
+        {
+            return true;
+        }
         nfrules::plan_and_delete(f.nfproto(), NFT_HOSTPORT_TABLE, || {
             let mut ops = vec![];
             for chain in OWNED_RULE_CHAINS {
@@ -165,4 +244,128 @@ pub(super) fn del(container_id: &str, owner: &str) -> bool {
         })
         .is_ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PortMapping, Protocol};
+
+    fn nft(args: &[&str]) -> String {
+        let out = std::process::Command::new("nft")
+            .args(args)
+            .output()
+            .expect("run nft");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn hostports<'a>(cid: &'a str, ip: &str, maps: &'a [PortMapping]) -> HostPorts<'a> {
+        HostPorts {
+            network: "n",
+            container_id: cid,
+            ipv4: Some(format!("{ip}/24").parse().expect("address")),
+            ipv6: Some("2001:db8::2/64".parse().expect("address")),
+            mappings: maps,
+            snat: Snat::MarkBit(13),
+            masq_all: false,
+            conditions_v4: &[],
+            conditions_v6: &[],
+        }
+    }
+
+    /// The record an ADD leaves in the owner chain points at exactly its
+    /// rules (so DEL takes the short way), stays right when other
+    /// containers come and go, and a record that no longer matches makes
+    /// DEL search instead — leaving nothing either way.
+    #[test]
+    fn owner_chain_records_where_the_rules_are() {
+        let ns = netns::TempNetns::new("natrec").expect("create a netns");
+        let handle = ns.open().expect("open the netns");
+        handle
+            .run(|| {
+                let maps = [8080u16, 8081].map(|p| PortMapping {
+                    host_port: p,
+                    container_port: 80,
+                    protocol: Protocol::Tcp,
+                    host_ip: None,
+                });
+                let (a, b, c) = ("ctr-a", "ctr-b", "ctr-c");
+                add(&hostports(a, "10.0.0.2", &maps)).expect("ADD a");
+                add(&hostports(b, "10.0.0.3", &maps[..1])).expect("ADD b");
+                add(&hostports(c, "10.0.0.4", &maps)).expect("ADD c");
+                let owner = |cid| nft_owner_chain("n", cid);
+                let v4 = Family::V4.nfproto();
+                let v6 = Family::V6.nfproto();
+                // 2 DNAT + hairpin + localhost masquerade, flush, delete.
+                assert_eq!(recorded(v4, a, &owner(a)).map(|o| o.len()), Some(6));
+                // 2 DNAT + hairpin (no localhost on IPv6), flush, delete.
+                assert_eq!(recorded(v6, a, &owner(a)).map(|o| o.len()), Some(5));
+                assert!(del(b, &owner(b)));
+                assert_eq!(recorded(v4, c, &owner(c)).map(|o| o.len()), Some(6));
+                // Another container's id is not this record's.
+                assert!(recorded(v4, b, &owner(c)).is_none());
+                // One of c's rules replaced by an equal one: new handle.
+                let listing = nft(&["-a", "list", "chain", "ip", NFT_HOSTPORT_TABLE, "hostports"]);
+                let line = listing
+                    .lines()
+                    .find(|l| l.contains("dport 8081") && l.contains(c))
+                    .expect("c's rule listed");
+                let h = line.rsplit(' ').next().expect("handle");
+                nft(&[
+                    "delete",
+                    "rule",
+                    "ip",
+                    NFT_HOSTPORT_TABLE,
+                    "hostports",
+                    "handle",
+                    h,
+                ]);
+                nft(&[
+                    "add",
+                    "rule",
+                    "ip",
+                    NFT_HOSTPORT_TABLE,
+                    "hostports",
+                    "tcp",
+                    "dport",
+                    "8081",
+                    "dnat",
+                    "to",
+                    "10.0.0.4:80",
+                    "comment",
+                    &format!("\"{c}\""),
+                ]);
+                assert!(recorded(v4, c, &owner(c)).is_none());
+                assert!(del(c, &owner(c)));
+                assert!(del(a, &owner(a)));
+                let left = nft(&["list", "ruleset"]);
+                for cid in [a, b, c] {
+                    assert!(!left.contains(cid), "{cid} left in:\n{left}");
+                }
+                assert!(!left.contains("owner_"), "{left}");
+            })
+            .expect("ran in the netns");
+    }
+
+    #[test]
+    fn layout_round_trip_and_limits() {
+        let chains = [
+            NFT_HOSTPORTS_CHAIN,
+            NFT_HOSTPORTS_CHAIN,
+            NFT_MASQUERADING_CHAIN,
+        ];
+        let c = layout_comment(chains.into_iter()).unwrap();
+        assert_eq!(c, "cni-rs rule chains: hhm");
+        assert_eq!(layout_chains(&c).unwrap(), chains);
+        assert_eq!(layout_chains("cni-rs rule chains: hx"), None);
+        assert_eq!(layout_chains("something else"), None);
+        assert_eq!(
+            layout_comment([NFT_HOSTIP_HOSTPORTS_CHAIN].into_iter()),
+            None
+        );
+        let many = std::iter::repeat_n(NFT_HOSTPORTS_CHAIN, LAYOUT_MAX_RULES + 1);
+        assert_eq!(layout_comment(many), None);
+        assert_eq!(layout_comment(std::iter::empty()).unwrap(), LAYOUT_PREFIX);
+    }
 }
