@@ -22,6 +22,7 @@ use crate::nfbatch::{
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_GETCHAIN: u16 = 4;
+const NFTA_CHAIN_USE: u16 = 6;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
@@ -263,11 +264,65 @@ pub fn rule(family: u8, table: &str, chain: &str, handle: u64) -> io::Result<Opt
     Ok(found)
 }
 
-/// What a chain's lookup tells: its handle and comment.
+/// What a chain's lookup tells: its handle, comment and use count (its
+/// own rules plus the rules that jump or go to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainInfo {
     pub handle: u64,
     pub comment: Option<String>,
+    pub uses: u32,
+}
+
+/// How far past a chain's handle [`jumps_near`] looks.
+const NEAR: u64 = 16;
+
+/// A rule in `parent` that jumps to `chain` and satisfies `is_it`, looked
+/// for among the handles just above the chain's (see [`jumps_near`]);
+/// `None` when none is there, which does not mean there is none.
+pub fn jump_near(
+    family: u8,
+    table: &str,
+    parent: &str,
+    chain: &str,
+    is_it: impl Fn(&RuleInfo) -> bool,
+) -> Option<RuleInfo> {
+    let info = self::chain(family, table, chain).ok()??;
+    (info.handle + 1..=info.handle + NEAR).find_map(|handle| {
+        rule(family, table, parent, handle)
+            .ok()
+            .flatten()
+            .filter(|r| r.jump.as_deref() == Some(chain) && is_it(r))
+    })
+}
+
+/// The rules in `parent` that jump to `chain`, found without listing
+/// `parent` — `None` unless all of them are found.
+///
+/// A per-container chain and the jump to it are made in one transaction,
+/// and nf_tables numbers a table's objects in the order a transaction
+/// creates them, so the jump's handle is a little above the chain's. The
+/// chain's use count says how many jumps there are (use = own rules +
+/// references); the handles just above the chain's own rules are asked
+/// one by one. A jump made later (a re-ADD) is further away: then `None`,
+/// and the caller lists `parent`. Deleting the chain with a jump left
+/// would fail anyway (EBUSY), so a miss can never leave one behind.
+pub fn jumps_near(family: u8, table: &str, parent: &str, chain: &str) -> Option<Vec<RuleInfo>> {
+    let info = self::chain(family, table, chain).ok()??;
+    let own = rules(family, table, chain).ok()?;
+    let wanted = (info.uses as usize).checked_sub(own.len())?;
+    let start = own.iter().map(|r| r.handle).max().unwrap_or(info.handle) + 1;
+    let mut found = vec![];
+    for handle in start..start + NEAR {
+        if found.len() == wanted {
+            break;
+        }
+        if let Some(r) = rule(family, table, parent, handle).ok()?
+            && r.jump.as_deref() == Some(chain)
+        {
+            found.push(r);
+        }
+    }
+    (found.len() == wanted).then_some(found)
 }
 
 /// Chain `family table chain` (one request); `None` when it does not exist.
@@ -284,6 +339,9 @@ pub fn chain(family: u8, table: &str, chain: &str) -> io::Result<Option<ChainInf
             found = Some(ChainInfo {
                 handle,
                 comment: find(attrs, NFTA_CHAIN_USERDATA).and_then(comment),
+                uses: find(attrs, NFTA_CHAIN_USE)
+                    .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
+                    .unwrap_or(0),
             });
         }
     })?;
@@ -397,6 +455,72 @@ mod tests {
         let c = exprs[0].compat().unwrap();
         assert_eq!((c.name, c.rev, c.info.len()), (&b"comment"[..], 0, 256));
         assert_eq!(exprs[1].compat(), None);
+    }
+
+    fn run(program: &str, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What iptables-nft makes in one restore is found next to the chain;
+    /// a jump added later is not, and then nothing is claimed.
+    #[test]
+    fn jumps_near_the_chain_iptables_made() {
+        let ns = netns::TempNetns::new("nfnear").expect("create a netns");
+        let handle = ns.open().expect("open the netns");
+        handle
+            .run(|| {
+                run(
+                    "iptables-restore",
+                    &["--noflush"],
+                    "*nat\n:CNI-X - [0:0]\n-A CNI-X -d 10.0.0.0/24 -j ACCEPT\n\
+                     -A CNI-X ! -d 224.0.0.0/4 -j MASQUERADE\n\
+                     -A POSTROUTING -s 10.0.0.2/32 -j CNI-X\n\
+                     -A POSTROUTING -s 10.0.0.3/32 -j CNI-X\nCOMMIT\n",
+                );
+                let listing = run(
+                    "nft",
+                    &["-a", "list", "chain", "ip", "nat", "POSTROUTING"],
+                    "",
+                );
+                let listed: Vec<u64> = listing
+                    .lines()
+                    .filter(|l| l.contains("jump CNI-X"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                    .collect();
+                assert_eq!(listed.len(), 2, "{listing}");
+                let near = jumps_near(2, "nat", "POSTROUTING", "CNI-X");
+                let near: Option<Vec<u64>> = near.map(|v| v.iter().map(|r| r.handle).collect());
+                assert_eq!(near, Some(listed.clone()));
+                let info = chain(2, "nat", "CNI-X").expect("get").expect("exists");
+                assert_eq!(info.uses, 4, "2 rules + 2 jumps");
+                let mut later = "*nat\n".to_string();
+                for i in 0..NEAR {
+                    later += &format!("-A POSTROUTING -s 10.1.0.{i}/32 -j ACCEPT\n");
+                }
+                later += "-A POSTROUTING -s 10.0.0.4/32 -j CNI-X\nCOMMIT\n";
+                run("iptables-restore", &["--noflush"], &later);
+                assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-X"), None);
+                let first = jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| true);
+                assert_eq!(first.map(|r| r.handle), Some(listed[0]));
+                assert_eq!(jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| false), None);
+                assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-NONE"), None);
+            })
+            .expect("ran in the netns");
     }
 
     #[test]

@@ -87,6 +87,14 @@ const NFT_CMP_EQ: u32 = 0;
 const XT_ADDRTYPE_LOCAL: u16 = 1 << 2;
 
 impl Shape {
+    /// The chain a rule of this shape jumps to.
+    fn target(self) -> Option<&'static str> {
+        match self {
+            Shape::CommentJump { target, .. } | Shape::LocalJump { target } => Some(target),
+            Shape::CommentSetMark { .. } | Shape::MarkMasquerade { .. } => None,
+        }
+    }
+
     fn matches(self, rule: &RuleInfo) -> bool {
         let all = rule.exprs();
         let e: Vec<&Expr> = all.iter().filter(|e| e.name != "counter").collect();
@@ -422,7 +430,8 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
                 // bridged container) and of the chains it names; netlink
                 // reads one chain. A rule not found keeps its `-C`, so the
                 // batch fails and the repair below runs as before.
-                let present = family.has_rule(r.chain, |rule| r.shape.matches(rule));
+                let present =
+                    family.has_rule(r.chain, r.shape.target(), |rule| r.shape.matches(rule));
                 if present != Some(true) {
                     fast.check(r.chain, &r.args);
                 }
@@ -599,7 +608,8 @@ mod tests {
             .into_iter()
             .flat_map(|(_, rules)| rules)
             .map(|r| {
-                let found = family.has_rule(r.chain, |rule| r.shape.matches(rule));
+                let found =
+                    family.has_rule(r.chain, r.shape.target(), |rule| r.shape.matches(rule));
                 (format!("{} {}", r.chain, r.saved), found)
             })
             .collect()

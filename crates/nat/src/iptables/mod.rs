@@ -89,9 +89,23 @@ impl Family {
     /// table's base chains and of each chain it names). `None` when this
     /// cannot be known: an iptables-legacy `nat` table is loaded, or
     /// nf_tables could not be read.
-    pub fn has_rule(self, chain: &str, is_it: impl Fn(&nfrules::RuleInfo) -> bool) -> Option<bool> {
+    ///
+    /// A rule that jumps to `target` is first looked for next to that chain
+    /// ([`nfrules::jump_near`]): POSTROUTING, which holds a masquerade
+    /// jump per bridged container, is then not listed.
+    pub fn has_rule(
+        self,
+        chain: &str,
+        target: Option<&str>,
+        is_it: impl Fn(&nfrules::RuleInfo) -> bool,
+    ) -> Option<bool> {
         if self.legacy_nat_loaded() {
             return None;
+        }
+        if let Some(t) = target
+            && nfrules::jump_near(self.nfproto(), "nat", chain, t, &is_it).is_some()
+        {
+            return Some(true);
         }
         let rules = nfrules::rules(self.nfproto(), "nat", chain).ok()?;
         Some(rules.iter().any(is_it))
@@ -107,6 +121,29 @@ impl Family {
             return false;
         }
         let nfproto = self.nfproto();
+        // The short way: each chain's jumps found next to it, one request
+        // each; any miss or a batch that fails goes the long way below.
+        let near = || {
+            let mut ops = vec![];
+            for (parent, chain) in pairs {
+                if Inventory::chain_exists(nfproto, "nat", chain)? {
+                    for r in nfrules::jumps_near(nfproto, "nat", parent, chain)? {
+                        ops.push(Deletion::Rule {
+                            chain: parent.to_string(),
+                            handle: r.handle,
+                        });
+                    }
+                    ops.push(Deletion::FlushChain(chain.to_string()));
+                    ops.push(Deletion::Chain(chain.to_string()));
+                }
+            }
+            Some(ops)
+        };
+        if let Some(ops) = near()
+            && nfrules::delete(nfproto, "nat", &ops).is_ok()
+        {
+            return true;
+        }
         let plan = || {
             let mut ops = vec![];
             for (parent, chain) in pairs {
