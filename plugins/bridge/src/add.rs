@@ -182,10 +182,12 @@ fn add_in<'s>(
 
         if s.ip_masq {
             let addrs: Vec<_> = result.ips.iter().map(|i| i.address).collect();
-            masquerade::setup(req, s, &addrs)?;
+            // Undone whatever the outcome: a setup that failed half-way may
+            // have written one family's rules.
             undo.push("masquerade rules", || {
                 masquerade::teardown(req).map_err(|e| e.msg)
             });
+            masquerade::setup(req, s, &addrs)?;
         }
     } else if !s.disable_container_interface {
         cont.set_up(container_link.index)
