@@ -1031,6 +1031,54 @@ fn del_removes_what_the_reference_bridge_created() {
     assert_nothing_left(&net, host, "ctrgo");
 }
 
+/// Our masquerade rules as the reference finds them: once the node's `nat`
+/// table exists they are written over netlink, not by `iptables-restore`,
+/// and the Go bridge's DEL (`iptables -D` by rule text) still removes every
+/// one, in both families.
+#[test]
+fn the_reference_bridge_del_removes_what_ours_created() {
+    if !can_run() {
+        return;
+    }
+    let Some(reference) = reference_plugin("bridge") else {
+        return;
+    };
+    let ref_dir = reference.parent().unwrap().display().to_string();
+    let t = Topology::new(2);
+    let host = &t.host;
+    let net = Net::new(
+        &["10.24.0.0/24", "2001:db8:24::/64"],
+        json!({"cniVersion": "1.0.0", "isGateway": true, "ipMasq": true,
+               "ipMasqBackend": "iptables"}),
+    );
+    // The first ADD on the node makes the nat tables; the second is the
+    // common case.
+    for (ctr, id) in [(&t.containers[0], "ctrrs1"), (&t.containers[1], "ctrrs2")] {
+        let r = net.add(host, ctr, id);
+        net.check(host, ctr, id, &r).expect_ok();
+        assert_eq!(
+            rules_with(host, id).len(),
+            2 * 3,
+            "{:?}",
+            rules_with(host, id)
+        );
+    }
+    for (ctr, id) in [(&t.containers[0], "ctrrs1"), (&t.containers[1], "ctrrs2")] {
+        Invocation::new(&reference, "DEL")
+            .container_id(id)
+            .netns(ctr)
+            .cni_path(&ref_dir)
+            .config(&net.conf)
+            .run(host)
+            .expect_ok();
+        assert!(
+            rules_with(host, id).is_empty(),
+            "{:?}",
+            rules_with(host, id)
+        );
+    }
+}
+
 #[test]
 fn macspoofchk_drops_frames_from_another_mac_and_del_removes_its_chains() {
     if !can_run() {

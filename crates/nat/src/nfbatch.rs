@@ -294,6 +294,38 @@ fn verdict(code: i32, chain: Option<&str>) -> Vec<Expr> {
     )]
 }
 
+pub fn accept() -> Vec<Expr> {
+    verdict(1 /* NF_ACCEPT */, None)
+}
+
+/// `counter` with both values given as zero, as iptables-nft writes it.
+pub fn counter() -> Vec<Expr> {
+    vec![expr(
+        "counter",
+        &[
+            attr(1 /* NFTA_COUNTER_BYTES */, &0u64.to_be_bytes()),
+            attr(2 /* NFTA_COUNTER_PACKETS */, &0u64.to_be_bytes()),
+        ],
+    )]
+}
+
+/// An xtables match (`name`, revision, the extension's own struct) as
+/// iptables-nft carries it in a `match` expression.
+pub fn xt_match(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
+    vec![expr(
+        "match",
+        &[attr_str(1, name), attr_u32(2, rev), attr(3, info)],
+    )]
+}
+
+/// An xtables target, likewise in a `target` expression.
+pub fn xt_target(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
+    vec![expr(
+        "target",
+        &[attr_str(1, name), attr_u32(2, rev), attr(3, info)],
+    )]
+}
+
 pub fn jump(chain: &str) -> Vec<Expr> {
     verdict(-3 /* NFT_JUMP */, Some(chain))
 }
@@ -417,6 +449,19 @@ impl Batch {
         if let Some(c) = comment {
             a.extend(attr(NFTA_RULE_USERDATA, &comment_udata(c)));
         }
+        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);
+    }
+
+    /// `add rule` (appended) as iptables-nft writes it: no comment in the
+    /// rule's userdata, and the xtables compatibility info (no protocol).
+    pub fn add_xt_rule(&mut self, family: u8, table: &str, chain: &str, exprs: Vec<Expr>) {
+        let mut a = attr_str(NFTA_RULE_TABLE, table);
+        a.extend(attr_str(NFTA_RULE_CHAIN, chain));
+        let list: Vec<u8> = exprs.into_iter().flat_map(|e| e.0).collect();
+        a.extend(nested(NFTA_RULE_EXPRESSIONS, &list));
+        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, 0);
+        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
+        a.extend(nested(5 /* NFTA_RULE_COMPAT */, &compat));
         self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);
     }
 

@@ -105,9 +105,97 @@ fn by_family(addrs: &[IpNetwork]) -> Vec<(Family, Vec<IpNetwork>)> {
         .collect()
 }
 
+/// `struct xt_comment_info`: the comment, NUL-padded to 256 bytes; `None`
+/// when it does not fit (iptables would refuse it too).
+fn xt_comment(comment: &str) -> Option<Vec<u8>> {
+    let mut info = comment.as_bytes().to_vec();
+    if info.len() >= 256 || info.contains(&0) {
+        return None;
+    }
+    info.resize(256, 0);
+    Some(info)
+}
+
+/// The MASQUERADE target's struct with no options, padded as xtables pads
+/// it: `nf_nat_ipv4_multi_range_compat` (one empty range) for IPv4,
+/// `nf_nat_range` for IPv6.
+fn masquerade_info(family: Family) -> Vec<u8> {
+    match family {
+        Family::V4 => {
+            let mut info = 1u32.to_ne_bytes().to_vec();
+            info.resize(24, 0);
+            info
+        }
+        Family::V6 => vec![0; 40],
+    }
+}
+
+/// The fresh batch of [`setup`] as nf_tables messages, each rule encoded
+/// as iptables-nft encodes the same `iptables-restore` line — so
+/// `iptables-save`, `-C` and `-D` (the Go bridge's teardown) see the same
+/// rules (tested) — with no process. Only where iptables-nft has made the
+/// `nat` table already and no legacy table hides it: `None` means "use
+/// iptables-restore"; an error (the chain exists: a repeated ADD) too.
+fn setup_over_netlink(
+    family: Family,
+    layout: &Layout,
+    addrs: &[IpNetwork],
+) -> Option<std::io::Result<()>> {
+    use crate::nfbatch::{
+        Batch, accept, addr_eq, counter, jump, prefix_match, xt_match, xt_target,
+    };
+    let f = family.nfproto();
+    if family.legacy_nat_loaded() || Inventory::chain_exists(f, "nat", "POSTROUTING") != Some(true)
+    {
+        return None;
+    }
+    let comment = xt_comment(&layout.comment)?;
+    let tagged = |mut r: Vec<_>, last: Vec<_>| {
+        r.extend(xt_match("comment", 0, &comment));
+        r.extend(counter());
+        r.extend(last);
+        r
+    };
+    // The same subnets in the same order as `chain_rules`.
+    let subnets: BTreeSet<String> = addrs
+        .iter()
+        .map(|a| format!("{}/{}", a.network(), a.prefix()))
+        .collect();
+    let mut b = Batch::new();
+    b.add_chain(f, "nat", &layout.chain, None, true);
+    for s in subnets {
+        let net: IpNetwork = s.parse().ok()?;
+        if net.prefix() == 0 {
+            return None;
+        }
+        b.add_xt_rule(
+            f,
+            "nat",
+            &layout.chain,
+            tagged(prefix_match(false, net, true), accept()),
+        );
+    }
+    let multicast: IpNetwork = family.multicast().parse().ok()?;
+    let masq = xt_target("MASQUERADE", 0, &masquerade_info(family));
+    b.add_xt_rule(
+        f,
+        "nat",
+        &layout.chain,
+        tagged(prefix_match(false, multicast, false), masq),
+    );
+    for a in addrs {
+        let r = tagged(addr_eq(true, a.ip()), jump(&layout.chain));
+        b.add_xt_rule(f, "nat", "POSTROUTING", r);
+    }
+    Some(b.commit())
+}
+
 pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
     let layout = Layout::of(att.network, att.container_id);
     for (family, addrs) in by_family(addrs) {
+        if let Some(Ok(())) = setup_over_netlink(family, &layout, &addrs) {
+            continue;
+        }
         // Common case, one process: the chain does not exist yet. `-N`
         // makes the batch fail as a whole if it does.
         let mut fresh = Batch::default();
@@ -249,4 +337,84 @@ pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
         ));
     }
     errors.into_result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(program: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the kernel holds, byte by byte (`nft --debug=netlink`), and
+    /// what iptables-save prints, after one setup.
+    fn state_after(over_netlink: bool, addrs: &[IpNetwork]) -> (String, String) {
+        let ns = netns::TempNetns::new("natmasq").expect("create a netns");
+        let handle = ns.open().expect("open the netns");
+        handle
+            .run(|| {
+                let layout = Layout::of("net1", "ctr1");
+                for (family, addrs) in by_family(addrs) {
+                    let prog = match family {
+                        Family::V4 => "iptables",
+                        Family::V6 => "ip6tables",
+                    };
+                    // The nat table as iptables-nft makes it on a node.
+                    run(prog, &["-t", "nat", "-A", "POSTROUTING", "-j", "RETURN"]);
+                    run(prog, &["-t", "nat", "-D", "POSTROUTING", "-j", "RETURN"]);
+                    if over_netlink {
+                        let done = setup_over_netlink(family, &layout, &addrs);
+                        assert!(matches!(done, Some(Ok(()))), "{done:?}");
+                    } else {
+                        let mut fresh = Batch::default();
+                        fresh.new_chain(&layout.chain);
+                        for r in layout.chain_rules(family, &addrs) {
+                            fresh.append(&layout.chain, &r);
+                        }
+                        for a in &addrs {
+                            fresh.append("POSTROUTING", &layout.jump(a));
+                        }
+                        apply(family, &fresh).expect("iptables-restore");
+                    }
+                }
+                let mut debug = String::new();
+                let mut saved = String::new();
+                for (list, save) in [("ip", "iptables-save"), ("ip6", "ip6tables-save")] {
+                    debug += &run("nft", &["--debug=netlink", "list", "table", list, "nat"]);
+                    saved += &run(save, &["-t", "nat"])
+                        .lines()
+                        .filter(|l| !l.starts_with('#'))
+                        .map(|l| format!("{l}\n"))
+                        .collect::<String>();
+                }
+                (debug, saved)
+            })
+            .expect("ran in the netns")
+    }
+
+    #[test]
+    fn netlink_setup_writes_what_iptables_restore_writes() {
+        let addrs: Vec<IpNetwork> = ["10.88.0.5/16", "10.99.1.7/20", "2001:db8:10::5/64"]
+            .iter()
+            .map(|a| a.parse().expect("address"))
+            .collect();
+        let ours = state_after(true, &addrs);
+        let theirs = state_after(false, &addrs);
+        assert_eq!(ours.1, theirs.1);
+        assert_eq!(ours.0, theirs.0);
+        assert!(ours.1.contains("-j MASQUERADE"), "{}", ours.1);
+        assert!(
+            ours.0.contains("target name MASQUERADE rev 0"),
+            "{}",
+            ours.0
+        );
+        assert!(ours.0.contains("bitwise"), "{}", ours.0);
+        assert_eq!(ours.1.matches("-j CNI-").count(), 3, "{}", ours.1);
+    }
 }
