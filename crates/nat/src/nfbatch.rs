@@ -224,12 +224,22 @@ pub fn addr_eq(source: bool, ip: IpAddr) -> Vec<Expr> {
 /// `<tcp|udp|sctp> dport <port>`: `meta l4proto` then the port, as nft
 /// builds it.
 pub fn dport_eq(ipproto: u8, port: u16) -> Vec<Expr> {
-    let mut v = meta_eq(16 /* NFT_META_L4PROTO */, &[ipproto]);
-    v.extend([
+    let mut v = l4proto_eq(ipproto);
+    v.extend(port_eq(port));
+    v
+}
+
+/// `meta l4proto <ipproto>`.
+pub fn l4proto_eq(ipproto: u8) -> Vec<Expr> {
+    meta_eq(16 /* NFT_META_L4PROTO */, &[ipproto])
+}
+
+/// The destination port (bytes 2–3 of the transport header) equals `port`.
+pub fn port_eq(port: u16) -> Vec<Expr> {
+    vec![
         payload(PAYLOAD_TRANSPORT, 2, 2),
         cmp_eq(&port.to_be_bytes()),
-    ]);
-    v
+    ]
 }
 
 /// `dnat to <ip>:<port>`.
@@ -453,13 +463,20 @@ impl Batch {
     }
 
     /// `add rule` (appended) as iptables-nft writes it: no comment in the
-    /// rule's userdata, and the xtables compatibility info (no protocol).
-    pub fn add_xt_rule(&mut self, family: u8, table: &str, chain: &str, exprs: Vec<Expr>) {
+    /// rule's userdata, and the xtables compatibility info (`-p`, or 0).
+    pub fn add_xt_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        proto: u8,
+        exprs: Vec<Expr>,
+    ) {
         let mut a = attr_str(NFTA_RULE_TABLE, table);
         a.extend(attr_str(NFTA_RULE_CHAIN, chain));
         let list: Vec<u8> = exprs.into_iter().flat_map(|e| e.0).collect();
         a.extend(nested(NFTA_RULE_EXPRESSIONS, &list));
-        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, 0);
+        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
         compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
         a.extend(nested(5 /* NFTA_RULE_COMPAT */, &compat));
         self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Batch, Family, NatTable, apply, read_chains, read_modify_write, read_modify_write_with,
-    read_nat, tolerate_unusable,
+    read_nat, tolerate_unusable, xtrules,
 };
 use crate::args;
 use crate::error::{Error, Errors, Result};
@@ -411,6 +411,30 @@ fn bootstrap(snat: &Snat, c: &ContainerRules) -> Batch {
     b
 }
 
+/// The container's chain, its rules and its entry rules as one nf_tables
+/// transaction, each rule as iptables-nft makes it (`xtrules`): no process.
+/// Only when every shared rule is already there and iptables-nft holds the
+/// table; `None` (an option `xtrules` does not know) or an error (the
+/// chain exists: a repeated ADD) means "use iptables-restore".
+fn add_over_netlink(family: Family, c: &ContainerRules) -> Option<std::io::Result<()>> {
+    if family.legacy_nat_loaded() {
+        return None;
+    }
+    let f = family.nfproto();
+    let mut b = crate::nfbatch::Batch::new();
+    b.add_chain(f, "nat", &c.chain, None, true);
+    for (chain, args) in c
+        .rules
+        .iter()
+        .map(|r| (c.chain.as_str(), r))
+        .chain(c.entries.iter().map(|e| (HOSTPORT_DNAT_CHAIN, e)))
+    {
+        let r = xtrules::translate(family, args)?;
+        b.add_xt_rule(f, "nat", chain, r.proto, r.exprs);
+    }
+    Some(b.commit())
+}
+
 /// At most two processes per family: the optimistic batch, then either
 /// the bootstrap batch (first ADD on a node: a shared check failed) or a
 /// read followed by a repairing write (a repeated ADD, or state someone
@@ -436,6 +460,9 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
                     fast.check(r.chain, &r.args);
                 }
             }
+        }
+        if fast.is_empty() && matches!(add_over_netlink(family, &c), Some(Ok(()))) {
+            continue;
         }
         // Input line 1 is `*nat`; the checks are lines 2..=last_check.
         let last_check = fast.len() + 1;
@@ -613,6 +640,127 @@ mod tests {
                 (format!("{} {}", r.chain, r.saved), found)
             })
             .collect()
+    }
+
+    fn run(program: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The nat tables after one container's ADD on a node already set up
+    /// (by another container): byte-level expressions without handles,
+    /// and `iptables-save`.
+    fn state_after(over_netlink: bool, hp: &HostPorts<'_>) -> String {
+        in_netns(|| {
+            if let Snat::ExternalMarkChain(c) = &hp.snat {
+                run("iptables", &["-t", "nat", "-N", c]);
+                run("ip6tables", &["-t", "nat", "-N", c]);
+            }
+            let mut first = hp.clone();
+            first.container_id = "first";
+            add(&first).expect("first ADD");
+            for (addr, conditions) in hp.families() {
+                let family = Family::of(&addr);
+                let c = container_rules(hp, addr, conditions);
+                if over_netlink {
+                    let done = add_over_netlink(family, &c);
+                    assert!(matches!(done, Some(Ok(()))), "{done:?}");
+                } else {
+                    let mut b = Batch::default();
+                    b.new_chain(&c.chain);
+                    write_container(&mut b, &c);
+                    apply(family, &b).expect("iptables-restore");
+                }
+            }
+            let mut out = String::new();
+            for (list, save) in [("ip", "iptables-save"), ("ip6", "ip6tables-save")] {
+                for l in run("nft", &["--debug=netlink", "list", "table", list, "nat"]).lines() {
+                    // `ip nat CHAIN <handle> [<position>]`
+                    let header = l.starts_with(&format!("{list} nat "));
+                    let l = if header {
+                        l.split(' ').take(3).collect::<Vec<_>>().join(" ")
+                    } else {
+                        l.to_string()
+                    };
+                    out += &format!("{l}\n");
+                }
+                for l in run(save, &["-t", "nat"])
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                {
+                    out += &format!("{l}\n");
+                }
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn netlink_add_writes_what_iptables_restore_writes() {
+        let port = |host_port, container_port, protocol, host_ip: Option<&str>| PortMapping {
+            host_port,
+            container_port,
+            protocol,
+            host_ip: host_ip.map(|h| h.parse().expect("address")),
+        };
+        let mut maps = vec![
+            port(8080, 80, Protocol::Tcp, None),
+            port(5353, 53, Protocol::Udp, None),
+            port(8083, 83, Protocol::Tcp, Some("192.168.0.2")),
+            port(8443, 443, Protocol::Tcp, Some("2001:db8::1")),
+        ];
+        // More than one multiport entry (15 ports each).
+        maps.extend((9000..9020).map(|p| port(p, 80, Protocol::Tcp, None)));
+        let snats = [
+            (Snat::MarkBit(13), false),
+            (Snat::MarkBit(5), true),
+            (Snat::Off, false),
+            (Snat::ExternalMarkChain("KUBE-MARK-MASQ".into()), false),
+        ];
+        for (snat, masq_all) in snats {
+            let hp = HostPorts {
+                network: "n",
+                container_id: "ctr",
+                ipv4: Some("10.0.0.2/24".parse().expect("address")),
+                ipv6: Some("2001:db8::2/64".parse().expect("address")),
+                mappings: &maps,
+                snat: snat.clone(),
+                masq_all,
+                conditions_v4: &[],
+                conditions_v6: &[],
+            };
+            let ours = state_after(true, &hp);
+            let theirs = state_after(false, &hp);
+            assert_eq!(ours, theirs, "{snat:?} masqAll={masq_all}");
+            assert!(
+                ours.contains("--to-destination [2001:db8::2]:443"),
+                "{ours}"
+            );
+            // tcp in two groups of at most 15 ports, udp: per family, for
+            // this container and the first.
+            assert_eq!(ours.matches("-m multiport --dports").count(), 12, "{ours}");
+        }
+        // Free-form conditions are not translated: iptables-restore it is.
+        let c = container_rules(
+            &HostPorts {
+                network: "n",
+                container_id: "ctr",
+                ipv4: Some("10.0.0.2/24".parse().expect("address")),
+                ipv6: None,
+                mappings: &maps,
+                snat: Snat::MarkBit(13),
+                masq_all: false,
+                conditions_v4: &["-i".into(), "eth0".into()],
+                conditions_v6: &[],
+            },
+            "10.0.0.2/24".parse().expect("address"),
+            &["-i".to_string(), "eth0".to_string()],
+        );
+        assert!(xtrules::translate(Family::V4, &c.entries[0]).is_none());
     }
 
     /// The shapes recognise exactly what this machine's iptables writes, in

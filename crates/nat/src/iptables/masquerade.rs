@@ -105,17 +105,6 @@ fn by_family(addrs: &[IpNetwork]) -> Vec<(Family, Vec<IpNetwork>)> {
         .collect()
 }
 
-/// `struct xt_comment_info`: the comment, NUL-padded to 256 bytes; `None`
-/// when it does not fit (iptables would refuse it too).
-fn xt_comment(comment: &str) -> Option<Vec<u8>> {
-    let mut info = comment.as_bytes().to_vec();
-    if info.len() >= 256 || info.contains(&0) {
-        return None;
-    }
-    info.resize(256, 0);
-    Some(info)
-}
-
 /// The MASQUERADE target's struct with no options, padded as xtables pads
 /// it: `nf_nat_ipv4_multi_range_compat` (one empty range) for IPv4,
 /// `nf_nat_range` for IPv6.
@@ -149,7 +138,7 @@ fn setup_over_netlink(
     {
         return None;
     }
-    let comment = xt_comment(&layout.comment)?;
+    let comment = super::xtrules::comment_info(&layout.comment)?;
     let tagged = |mut r: Vec<_>, last: Vec<_>| {
         r.extend(xt_match("comment", 0, &comment));
         r.extend(counter());
@@ -172,6 +161,7 @@ fn setup_over_netlink(
             f,
             "nat",
             &layout.chain,
+            0,
             tagged(prefix_match(false, net, true), accept()),
         );
     }
@@ -181,11 +171,12 @@ fn setup_over_netlink(
         f,
         "nat",
         &layout.chain,
+        0,
         tagged(prefix_match(false, multicast, false), masq),
     );
     for a in addrs {
         let r = tagged(addr_eq(true, a.ip()), jump(&layout.chain));
-        b.add_xt_rule(f, "nat", "POSTROUTING", r);
+        b.add_xt_rule(f, "nat", "POSTROUTING", 0, r);
     }
     Some(b.commit())
 }

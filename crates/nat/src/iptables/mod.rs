@@ -5,6 +5,7 @@ mod batch;
 mod hostports;
 mod masquerade;
 mod save;
+mod xtrules;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
