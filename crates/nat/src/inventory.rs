@@ -97,6 +97,14 @@ impl Inventory {
         exists(NFT_MSG_GETCHAIN, family, &attrs)
     }
 
+    /// The names of the chains of `family table`.
+    pub fn chains_of<'a>(&'a self, family: u8, table: &'a str) -> impl Iterator<Item = &'a str> {
+        self.chains
+            .iter()
+            .filter(move |(f, t, _)| *f == family && t == table)
+            .map(|(_, _, c)| c.as_str())
+    }
+
     pub fn has_chain(&self, family: u8, table: &str, chain: &str) -> bool {
         self.chains
             .iter()

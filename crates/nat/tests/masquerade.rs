@@ -164,6 +164,14 @@ fn iptables_gc_keeps_listed_containers_only() {
     });
 }
 
+/// Our marker chain for an attachment in the masquerade table.
+fn anchor_of(network: &str, ifname: &str, cid: &str) -> String {
+    format!(
+        "owner_{}",
+        nat::names::nft_masq_instance_hash(network, ifname, cid).replace('-', "_")
+    )
+}
+
 #[test]
 fn nftables_setup_writes_the_reference_layout_and_teardown_removes_it() {
     in_netns(|| {
@@ -172,6 +180,7 @@ fn nftables_setup_writes_the_reference_layout_and_teardown_removes_it() {
         nft.setup_masquerade(&ATT, &a).unwrap();
         nft.setup_masquerade(&ATT, &a).unwrap(); // idempotent
         let comment = nat::names::nft_masq_comment("mynet", "eth0", "abc123");
+        let anchor = anchor_of("mynet", "eth0", "abc123");
         let expected = format!(
             r#"table inet cni_plugins_masquerade {{
 	comment "Masquerading for plugins from github.com/containernetworking/plugins"
@@ -186,6 +195,10 @@ fn nftables_setup_writes_the_reference_layout_and_teardown_removes_it() {
 		ip daddr 224.0.0.0/4 return
 		ip6 daddr ff00::/8 return
 		goto masq_checks
+	}}
+
+	chain {anchor} {{
+		comment "cni-rs rules: 2"
 	}}
 }}
 "#
@@ -208,9 +221,16 @@ fn nftables_setup_writes_the_reference_layout_and_teardown_removes_it() {
         nft.check_masquerade(&eth1, &addrs(&["10.1.3.5/24"]))
             .unwrap();
 
+        // The anchor went with the rules; eth1's stays until GC.
+        assert!(!left.contains(&anchor), "{left}");
+        assert!(
+            left.contains(&anchor_of("mynet", "eth1", "abc123")),
+            "{left}"
+        );
         nat::gc_masquerade("mynet", &[]).unwrap();
         let left = nft_table("inet", "cni_plugins_masquerade");
         assert!(!left.contains("saddr"), "{left}");
+        assert!(!left.contains("owner_"), "{left}");
         nat::teardown_masquerade(&ATT).unwrap();
     });
 }
@@ -261,6 +281,10 @@ add rule inet cni_plugins_masquerade postrouting ip6 daddr == ff00::/8 return
 add rule inet cni_plugins_masquerade postrouting goto masq_checks
 "#,
     );
+    script.push_str(&format!(
+        "add chain inet cni_plugins_masquerade {} {{ comment \"cni-rs rules: 5\" ; }}\n",
+        anchor_of("mynet", "eth0", "abc123")
+    ));
     for n in addrs(&nets) {
         let ip = if n.is_ipv4() { "ip" } else { "ip6" };
         script.push_str(&format!(

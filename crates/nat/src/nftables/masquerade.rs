@@ -39,6 +39,55 @@ fn owned_by<'a>(listing: Option<&'a Listing>, prefix: &'a str) -> impl Iterator<
         .map(|r| r.handle)
 }
 
+/// The attachment's inert marker chain in the masquerade table (not in the
+/// reference's layout): created in the transaction that adds the
+/// attachment's rules, right before them, with their number as comment.
+/// nf_tables numbers a table's objects in the order a transaction creates
+/// them, so the rules have the chain's handle + 1, + 2, …: DEL fetches each
+/// by handle, checks its comment, and deletes them with the chain — no
+/// listing of `masq_checks`, which holds a rule per address of every
+/// container on the node. It also tells a repeated ADD from a first one.
+fn anchor_chain(instance: &str) -> String {
+    format!("owner_{}", instance.replace('-', "_"))
+}
+
+const ANCHOR_PREFIX: &str = "cni-rs rules: ";
+
+fn anchor_comment(rules: usize) -> String {
+    format!("{ANCHOR_PREFIX}{rules}")
+}
+
+/// Deletions for the rules the anchor records and the anchor itself, each
+/// rule checked; `None` when there is no anchor or anything differs.
+fn recorded(instance: &str) -> Option<Vec<Deletion>> {
+    let (f, t) = (NFPROTO_INET, NFT_MASQ_TABLE);
+    let anchor = anchor_chain(instance);
+    let info = nfrules::chain(f, t, &anchor).ok()??;
+    let n: u64 = info
+        .comment
+        .as_deref()?
+        .strip_prefix(ANCHOR_PREFIX)?
+        .parse()
+        .ok()?;
+    let mut ops = vec![];
+    for handle in info.handle + 1..=info.handle + n {
+        let r = nfrules::rule(f, t, NFT_MASQ_CHECKS_CHAIN, handle).ok()??;
+        if !r
+            .comment
+            .as_deref()
+            .is_some_and(|c| c.starts_with(instance))
+        {
+            return None;
+        }
+        ops.push(Deletion::Rule {
+            chain: NFT_MASQ_CHECKS_CHAIN.to_string(),
+            handle,
+        });
+    }
+    ops.push(Deletion::Chain(anchor));
+    Some(ops)
+}
+
 /// The same transaction as [`setup`]'s `nft` script, as netlink messages:
 /// no process. The `postrouting` chain is rewritten only when it is not
 /// already the reference's three rules, so a steady-state setup deletes
@@ -49,7 +98,12 @@ fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std
     };
     let t = NFT_MASQ_TABLE;
     let f = NFPROTO_INET;
-    nfrules::plan_and_commit(|| {
+    let anchor = anchor_chain(instance);
+    // `fresh`: a first ADD of the attachment — the anchor is created
+    // exclusively, which fails the whole transaction if it exists (a
+    // repeated ADD); then the attachment's old rules are searched for and
+    // replaced, and the anchor, left as it was, no longer matches them.
+    let plan = |fresh: bool| {
         let mut b = Batch::new();
         let post = nfrules::rules(f, t, "postrouting")?;
         let in_place = post.len() == 3 && post[2].jump.as_deref() == Some(NFT_MASQ_CHECKS_CHAIN);
@@ -83,12 +137,17 @@ fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std
             }
             b.add_rule(f, t, "postrouting", goto(NFT_MASQ_CHECKS_CHAIN), None);
         }
-        for r in nfrules::rules(f, t, NFT_MASQ_CHECKS_CHAIN)? {
-            if r.comment
-                .as_deref()
-                .is_some_and(|c| c.starts_with(instance))
-            {
-                b.delete_rule(f, t, NFT_MASQ_CHECKS_CHAIN, r.handle);
+        if fresh {
+            let record = anchor_comment(addrs.len());
+            b.add_chain_with_comment(f, t, &anchor, None, true, Some(&record));
+        } else {
+            for r in nfrules::rules(f, t, NFT_MASQ_CHECKS_CHAIN)? {
+                if r.comment
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with(instance))
+                {
+                    b.delete_rule(f, t, NFT_MASQ_CHECKS_CHAIN, r.handle);
+                }
             }
         }
         for a in addrs {
@@ -99,7 +158,13 @@ fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std
             b.add_rule(f, t, NFT_MASQ_CHECKS_CHAIN, r, Some(comment));
         }
         Ok(b)
-    })
+    };
+    if Inventory::chain_exists(f, t, &anchor) == Some(false)
+        && plan(true).and_then(|b| b.commit()).is_ok()
+    {
+        return Ok(());
+    }
+    nfrules::plan_and_commit(|| plan(false))
 }
 
 fn nfproto_of(a: &IpNetwork) -> u8 {
@@ -193,8 +258,16 @@ pub fn teardown(att: &Attachment<'_>) -> Result<()> {
         if !exists {
             return Ok(());
         }
+        // A record that went stale under a concurrent DEL fails the batch
+        // (ENOENT); the search below then finds what is left.
+        if let Some(ops) = recorded(&instance)
+            && nfrules::delete(NFPROTO_INET, NFT_MASQ_TABLE, &ops).is_ok()
+        {
+            return Ok(());
+        }
+        let anchor = anchor_chain(&instance);
         let over_netlink = nfrules::plan_and_delete(NFPROTO_INET, NFT_MASQ_TABLE, || {
-            Ok(
+            let mut ops: Vec<Deletion> =
                 nfrules::rules(NFPROTO_INET, NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN)?
                     .into_iter()
                     .filter(|r| {
@@ -206,8 +279,11 @@ pub fn teardown(att: &Attachment<'_>) -> Result<()> {
                         chain: NFT_MASQ_CHECKS_CHAIN.to_string(),
                         handle: r.handle,
                     })
-                    .collect(),
-            )
+                    .collect();
+            if Inventory::chain_exists(NFPROTO_INET, NFT_MASQ_TABLE, &anchor) == Some(true) {
+                ops.push(Deletion::Chain(anchor.clone()));
+            }
+            Ok(ops)
         });
         if over_netlink.is_ok() {
             return Ok(());
@@ -239,5 +315,71 @@ pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
             .map(|r| r.handle);
         delete_rules(&mut s, stale);
         Ok(s)
-    })
+    })?;
+    // The anchors of attachments not kept.
+    let keep: Vec<String> = keep
+        .iter()
+        .map(|(cid, ifname)| anchor_chain(&nft_masq_instance_hash(network, ifname, cid)))
+        .collect();
+    let mine = anchor_chain(&format!("{prefix}-"));
+    let Some(inv) = Inventory::read() else {
+        return Ok(());
+    };
+    let stale: Vec<Deletion> = inv
+        .chains_of(NFPROTO_INET, NFT_MASQ_TABLE)
+        .filter(|c| c.starts_with(&mine) && !keep.iter().any(|k| k == c))
+        .map(|c| Deletion::Chain(c.to_string()))
+        .collect();
+    if !stale.is_empty() {
+        nfrules::delete(NFPROTO_INET, NFT_MASQ_TABLE, &stale)
+            .map_err(|e| Error::Missing(format!("could not delete masquerade anchors: {e}")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The anchor's record points at exactly the attachment's rules (DEL's
+    /// short way), survives other attachments coming and going, and after
+    /// a repeated ADD no longer matches — DEL then searches — leaving
+    /// nothing either way.
+    #[test]
+    fn anchor_records_where_the_rules_are() {
+        let ns = netns::TempNetns::new("natanchor").expect("create a netns");
+        let handle = ns.open().expect("open the netns");
+        handle
+            .run(|| {
+                let att = |cid| Attachment {
+                    network: "n",
+                    ifname: "eth0",
+                    container_id: cid,
+                };
+                let inst = |cid| nft_masq_instance_hash("n", "eth0", cid);
+                let two: Vec<IpNetwork> = ["10.0.0.2/24", "2001:db8::2/64"]
+                    .iter()
+                    .map(|a| a.parse().expect("address"))
+                    .collect();
+                for cid in ["a", "b", "c"] {
+                    setup(&att(cid), &two).expect("setup");
+                }
+                assert_eq!(recorded(&inst("a")).map(|o| o.len()), Some(3));
+                teardown(&att("b")).expect("teardown b");
+                assert_eq!(recorded(&inst("c")).map(|o| o.len()), Some(3));
+                setup(&att("a"), &two[..1]).expect("repeated setup");
+                assert!(recorded(&inst("a")).is_none());
+                for cid in ["a", "c"] {
+                    teardown(&att(cid)).expect("teardown");
+                }
+                let out = std::process::Command::new("nft")
+                    .args(["list", "ruleset"])
+                    .output()
+                    .expect("nft");
+                let left = String::from_utf8_lossy(&out.stdout);
+                assert!(!left.contains("masquerade comment"), "{left}");
+                assert!(!left.contains("owner_"), "{left}");
+            })
+            .expect("ran in the netns");
+    }
 }
