@@ -7,9 +7,7 @@
 //! It sees nftables and iptables-nft state (both live in nf_tables), not
 //! iptables-legacy; callers treat "not visible here" as "unknown" then.
 
-use crate::netlink::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, attributes, message, string, with_socket,
-};
+use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, attributes, message, string, with_socket};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
@@ -126,20 +124,10 @@ fn attr_str(kind: u16, s: &str) -> Vec<u8> {
 /// A get request for one object: it exists when the kernel answers with
 /// it, not when it answers ENOENT.
 fn exists(msg_type: u16, family: u8, attrs: &[u8]) -> Option<bool> {
-    let req = message(
-        NFNL_SUBSYS_NFTABLES,
-        msg_type,
-        NLM_F_REQUEST | NLM_F_ACK,
-        3,
-        family,
-        attrs,
-    );
     let mut found = false;
-    match with_socket(|sock| sock.request(&req, |_, _| found = true)) {
-        Ok(()) => Some(found),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Some(false),
-        Err(_) => None,
-    }
+    crate::nfrules::get(family, msg_type, attrs, |_, _| found = true)
+        .ok()
+        .map(|_| found)
 }
 
 #[cfg(test)]
@@ -157,25 +145,21 @@ mod tests {
     /// One-object lookups against what `nft` created in a throwaway netns.
     #[test]
     fn table_and_chain_lookups() {
-        let ns = netns::TempNetns::new("natinv").expect("create a netns");
-        let handle = ns.open().expect("open the netns");
-        let found = handle
-            .run(|| {
-                let out = std::process::Command::new("nft")
-                    .args(["add table ip t1 ; add chain ip t1 c1"])
-                    .output()
-                    .expect("run nft");
-                assert!(out.status.success(), "{out:?}");
-                [
-                    Inventory::table_exists(NFPROTO_IPV4, "t1"),
-                    Inventory::table_exists(NFPROTO_IPV6, "t1"),
-                    Inventory::table_exists(NFPROTO_IPV4, "t2"),
-                    Inventory::chain_exists(NFPROTO_IPV4, "t1", "c1"),
-                    Inventory::chain_exists(NFPROTO_IPV4, "t1", "c2"),
-                    Inventory::chain_exists(NFPROTO_IPV4, "t2", "c1"),
-                ]
-            })
-            .expect("ran in the netns");
+        let found = crate::testutil::in_netns("natinv", || {
+            let out = std::process::Command::new("nft")
+                .args(["add table ip t1 ; add chain ip t1 c1"])
+                .output()
+                .expect("run nft");
+            assert!(out.status.success(), "{out:?}");
+            [
+                Inventory::table_exists(NFPROTO_IPV4, "t1"),
+                Inventory::table_exists(NFPROTO_IPV6, "t1"),
+                Inventory::table_exists(NFPROTO_IPV4, "t2"),
+                Inventory::chain_exists(NFPROTO_IPV4, "t1", "c1"),
+                Inventory::chain_exists(NFPROTO_IPV4, "t1", "c2"),
+                Inventory::chain_exists(NFPROTO_IPV4, "t2", "c1"),
+            ]
+        });
         let want = [true, false, false, true, false, false].map(Some);
         assert_eq!(found, want);
     }

@@ -70,6 +70,8 @@ mod netlink;
 mod nfbatch;
 mod nfrules;
 mod nftables;
+#[cfg(test)]
+mod testutil;
 pub mod validate;
 
 use std::str::FromStr;

@@ -235,7 +235,12 @@ pub fn rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> 
 }
 
 /// A get request for one object; `Ok(false)` when it does not exist.
-fn get(family: u8, msg_type: u16, attrs: &[u8], each: impl FnMut(u16, &[u8])) -> io::Result<bool> {
+pub(crate) fn get(
+    family: u8,
+    msg_type: u16,
+    attrs: &[u8],
+    each: impl FnMut(u16, &[u8]),
+) -> io::Result<bool> {
     let req = message(
         NFNL_SUBSYS_NFTABLES,
         msg_type,
@@ -418,6 +423,7 @@ pub fn plan_and_commit(plan: impl Fn() -> io::Result<Batch>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{run, run_with_input};
 
     fn elem(name: &str, data: Vec<u8>) -> Vec<u8> {
         let mut e = attr_str(NFTA_EXPR_NAME, name);
@@ -457,70 +463,43 @@ mod tests {
         assert_eq!(exprs[1].compat(), None);
     }
 
-    fn run(program: &str, args: &[&str], stdin: &str) -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{program} {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// What iptables-nft makes in one restore is found next to the chain;
     /// a jump added later is not, and then nothing is claimed.
     #[test]
     fn jumps_near_the_chain_iptables_made() {
-        let ns = netns::TempNetns::new("nfnear").expect("create a netns");
-        let handle = ns.open().expect("open the netns");
-        handle
-            .run(|| {
-                run(
-                    "iptables-restore",
-                    &["--noflush"],
-                    "*nat\n:CNI-X - [0:0]\n-A CNI-X -d 10.0.0.0/24 -j ACCEPT\n\
+        crate::testutil::in_netns("nfnear", || {
+            run_with_input(
+                "iptables-restore",
+                &["--noflush"],
+                "*nat\n:CNI-X - [0:0]\n-A CNI-X -d 10.0.0.0/24 -j ACCEPT\n\
                      -A CNI-X ! -d 224.0.0.0/4 -j MASQUERADE\n\
                      -A POSTROUTING -s 10.0.0.2/32 -j CNI-X\n\
                      -A POSTROUTING -s 10.0.0.3/32 -j CNI-X\nCOMMIT\n",
-                );
-                let listing = run(
-                    "nft",
-                    &["-a", "list", "chain", "ip", "nat", "POSTROUTING"],
-                    "",
-                );
-                let listed: Vec<u64> = listing
-                    .lines()
-                    .filter(|l| l.contains("jump CNI-X"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-                    .collect();
-                assert_eq!(listed.len(), 2, "{listing}");
-                let near = jumps_near(2, "nat", "POSTROUTING", "CNI-X");
-                let near: Option<Vec<u64>> = near.map(|v| v.iter().map(|r| r.handle).collect());
-                assert_eq!(near, Some(listed.clone()));
-                let info = chain(2, "nat", "CNI-X").expect("get").expect("exists");
-                assert_eq!(info.uses, 4, "2 rules + 2 jumps");
-                let mut later = "*nat\n".to_string();
-                for i in 0..NEAR {
-                    later += &format!("-A POSTROUTING -s 10.1.0.{i}/32 -j ACCEPT\n");
-                }
-                later += "-A POSTROUTING -s 10.0.0.4/32 -j CNI-X\nCOMMIT\n";
-                run("iptables-restore", &["--noflush"], &later);
-                assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-X"), None);
-                let first = jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| true);
-                assert_eq!(first.map(|r| r.handle), Some(listed[0]));
-                assert_eq!(jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| false), None);
-                assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-NONE"), None);
-            })
-            .expect("ran in the netns");
+            );
+            let listing = run("nft", &["-a", "list", "chain", "ip", "nat", "POSTROUTING"]);
+            let listed: Vec<u64> = listing
+                .lines()
+                .filter(|l| l.contains("jump CNI-X"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            assert_eq!(listed.len(), 2, "{listing}");
+            let near = jumps_near(2, "nat", "POSTROUTING", "CNI-X");
+            let near: Option<Vec<u64>> = near.map(|v| v.iter().map(|r| r.handle).collect());
+            assert_eq!(near, Some(listed.clone()));
+            let info = chain(2, "nat", "CNI-X").expect("get").expect("exists");
+            assert_eq!(info.uses, 4, "2 rules + 2 jumps");
+            let mut later = "*nat\n".to_string();
+            for i in 0..NEAR {
+                later += &format!("-A POSTROUTING -s 10.1.0.{i}/32 -j ACCEPT\n");
+            }
+            later += "-A POSTROUTING -s 10.0.0.4/32 -j CNI-X\nCOMMIT\n";
+            run_with_input("iptables-restore", &["--noflush"], &later);
+            assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-X"), None);
+            let first = jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| true);
+            assert_eq!(first.map(|r| r.handle), Some(listed[0]));
+            assert_eq!(jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| false), None);
+            assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-NONE"), None);
+        });
     }
 
     #[test]

@@ -622,12 +622,11 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::run;
     use crate::{PortMapping, Protocol};
 
     fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-        let ns = netns::TempNetns::new("natunit").expect("create a netns");
-        let handle = ns.open().expect("open the netns");
-        handle.run(f).expect("test body ran in the netns")
+        crate::testutil::in_netns("natunit", f)
     }
 
     fn present(family: Family, snat: &Snat) -> Vec<(String, Option<bool>)> {
@@ -640,15 +639,6 @@ mod tests {
                 (format!("{} {}", r.chain, r.saved), found)
             })
             .collect()
-    }
-
-    fn run(program: &str, args: &[&str]) -> String {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .expect("run");
-        assert!(out.status.success(), "{program} {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The nat tables after one container's ADD on a node already set up

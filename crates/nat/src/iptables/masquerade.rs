@@ -181,6 +181,20 @@ fn setup_over_netlink(
     Some(b.commit())
 }
 
+/// The `iptables-restore` batch of a first setup: the chain, its rules,
+/// the POSTROUTING jumps.
+fn fresh_batch(family: Family, layout: &Layout, addrs: &[IpNetwork]) -> Batch {
+    let mut b = Batch::default();
+    b.new_chain(&layout.chain);
+    for r in layout.chain_rules(family, addrs) {
+        b.append(&layout.chain, &r);
+    }
+    for a in addrs {
+        b.append("POSTROUTING", &layout.jump(a));
+    }
+    b
+}
+
 pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
     let layout = Layout::of(att.network, att.container_id);
     for (family, addrs) in by_family(addrs) {
@@ -189,15 +203,7 @@ pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
         }
         // Common case, one process: the chain does not exist yet. `-N`
         // makes the batch fail as a whole if it does.
-        let mut fresh = Batch::default();
-        fresh.new_chain(&layout.chain);
-        for r in layout.chain_rules(family, &addrs) {
-            fresh.append(&layout.chain, &r);
-        }
-        for a in &addrs {
-            fresh.append("POSTROUTING", &layout.jump(a));
-        }
-        if apply(family, &fresh).is_ok() {
+        if apply(family, &fresh_batch(family, &layout, &addrs)).is_ok() {
             continue;
         }
         // Re-ADD (or a leftover): rewrite the chain, keep jumps that are
@@ -333,60 +339,40 @@ pub fn gc(network: &str, keep: &[(String, String)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(program: &str, args: &[&str]) -> String {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .expect("run");
-        assert!(out.status.success(), "{program} {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    use crate::testutil::run;
 
     /// What the kernel holds, byte by byte (`nft --debug=netlink`), and
     /// what iptables-save prints, after one setup.
     fn state_after(over_netlink: bool, addrs: &[IpNetwork]) -> (String, String) {
-        let ns = netns::TempNetns::new("natmasq").expect("create a netns");
-        let handle = ns.open().expect("open the netns");
-        handle
-            .run(|| {
-                let layout = Layout::of("net1", "ctr1");
-                for (family, addrs) in by_family(addrs) {
-                    let prog = match family {
-                        Family::V4 => "iptables",
-                        Family::V6 => "ip6tables",
-                    };
-                    // The nat table as iptables-nft makes it on a node.
-                    run(prog, &["-t", "nat", "-A", "POSTROUTING", "-j", "RETURN"]);
-                    run(prog, &["-t", "nat", "-D", "POSTROUTING", "-j", "RETURN"]);
-                    if over_netlink {
-                        let done = setup_over_netlink(family, &layout, &addrs);
-                        assert!(matches!(done, Some(Ok(()))), "{done:?}");
-                    } else {
-                        let mut fresh = Batch::default();
-                        fresh.new_chain(&layout.chain);
-                        for r in layout.chain_rules(family, &addrs) {
-                            fresh.append(&layout.chain, &r);
-                        }
-                        for a in &addrs {
-                            fresh.append("POSTROUTING", &layout.jump(a));
-                        }
-                        apply(family, &fresh).expect("iptables-restore");
-                    }
+        crate::testutil::in_netns("natmasq", || {
+            let layout = Layout::of("net1", "ctr1");
+            for (family, addrs) in by_family(addrs) {
+                let prog = match family {
+                    Family::V4 => "iptables",
+                    Family::V6 => "ip6tables",
+                };
+                // The nat table as iptables-nft makes it on a node.
+                run(prog, &["-t", "nat", "-A", "POSTROUTING", "-j", "RETURN"]);
+                run(prog, &["-t", "nat", "-D", "POSTROUTING", "-j", "RETURN"]);
+                if over_netlink {
+                    let done = setup_over_netlink(family, &layout, &addrs);
+                    assert!(matches!(done, Some(Ok(()))), "{done:?}");
+                } else {
+                    apply(family, &fresh_batch(family, &layout, &addrs)).expect("iptables-restore");
                 }
-                let mut debug = String::new();
-                let mut saved = String::new();
-                for (list, save) in [("ip", "iptables-save"), ("ip6", "ip6tables-save")] {
-                    debug += &run("nft", &["--debug=netlink", "list", "table", list, "nat"]);
-                    saved += &run(save, &["-t", "nat"])
-                        .lines()
-                        .filter(|l| !l.starts_with('#'))
-                        .map(|l| format!("{l}\n"))
-                        .collect::<String>();
-                }
-                (debug, saved)
-            })
-            .expect("ran in the netns")
+            }
+            let mut debug = String::new();
+            let mut saved = String::new();
+            for (list, save) in [("ip", "iptables-save"), ("ip6", "ip6tables-save")] {
+                debug += &run("nft", &["--debug=netlink", "list", "table", list, "nat"]);
+                saved += &run(save, &["-t", "nat"])
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>();
+            }
+            (debug, saved)
+        })
     }
 
     #[test]

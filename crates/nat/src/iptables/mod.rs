@@ -122,50 +122,45 @@ impl Family {
             return false;
         }
         let nfproto = self.nfproto();
-        // The short way: each chain's jumps found next to it, one request
-        // each; any miss or a batch that fails goes the long way below.
-        let near = || {
+        // Every existing chain of `pairs` with the jumps `find` gives for
+        // it; `None` when `find` or a lookup cannot tell.
+        let plan_with = |find: &dyn Fn(&str, &str) -> Option<Vec<nfrules::RuleInfo>>| {
             let mut ops = vec![];
             for (parent, chain) in pairs {
-                if Inventory::chain_exists(nfproto, "nat", chain)? {
-                    for r in nfrules::jumps_near(nfproto, "nat", parent, chain)? {
-                        ops.push(Deletion::Rule {
-                            chain: parent.to_string(),
-                            handle: r.handle,
-                        });
-                    }
-                    ops.push(Deletion::FlushChain(chain.to_string()));
-                    ops.push(Deletion::Chain(chain.to_string()));
-                }
-            }
-            Some(ops)
-        };
-        if let Some(ops) = near()
-            && nfrules::delete(nfproto, "nat", &ops).is_ok()
-        {
-            return true;
-        }
-        let plan = || {
-            let mut ops = vec![];
-            for (parent, chain) in pairs {
-                let exists = Inventory::chain_exists(nfproto, "nat", chain)
-                    .ok_or_else(|| std::io::Error::other("no nf_tables"))?;
-                if !exists {
+                if !Inventory::chain_exists(nfproto, "nat", chain)? {
                     continue;
                 }
-                for r in nfrules::rules(nfproto, "nat", parent)? {
-                    if r.jump.as_deref() == Some(*chain) {
-                        ops.push(Deletion::Rule {
-                            chain: parent.to_string(),
-                            handle: r.handle,
-                        });
-                    }
+                for r in find(parent, chain)? {
+                    ops.push(Deletion::Rule {
+                        chain: parent.to_string(),
+                        handle: r.handle,
+                    });
                 }
                 ops.push(Deletion::FlushChain(chain.to_string()));
                 ops.push(Deletion::Chain(chain.to_string()));
             }
-            Ok(ops)
+            Some(ops)
         };
+        // The short way: each chain's jumps found next to it, one request
+        // each; any miss or a batch that fails goes the long way: listing
+        // the parent chains.
+        let near = |parent: &str, chain: &str| nfrules::jumps_near(nfproto, "nat", parent, chain);
+        if let Some(ops) = plan_with(&near)
+            && nfrules::delete(nfproto, "nat", &ops).is_ok()
+        {
+            return true;
+        }
+        let listed = |parent: &str, chain: &str| {
+            let rules = nfrules::rules(nfproto, "nat", parent).ok()?;
+            Some(
+                rules
+                    .into_iter()
+                    .filter(|r| r.jump.as_deref() == Some(chain))
+                    .collect(),
+            )
+        };
+        let plan =
+            || plan_with(&listed).ok_or_else(|| std::io::Error::other("nf_tables unreadable"));
         nfrules::plan_and_delete(nfproto, "nat", plan).is_ok()
     }
 

@@ -252,12 +252,7 @@ mod tests {
     use crate::{PortMapping, Protocol};
 
     fn nft(args: &[&str]) -> String {
-        let out = std::process::Command::new("nft")
-            .args(args)
-            .output()
-            .expect("run nft");
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::testutil::run("nft", args)
     }
 
     fn hostports<'a>(cid: &'a str, ip: &str, maps: &'a [PortMapping]) -> HostPorts<'a> {
@@ -280,72 +275,68 @@ mod tests {
     /// DEL search instead — leaving nothing either way.
     #[test]
     fn owner_chain_records_where_the_rules_are() {
-        let ns = netns::TempNetns::new("natrec").expect("create a netns");
-        let handle = ns.open().expect("open the netns");
-        handle
-            .run(|| {
-                let maps = [8080u16, 8081].map(|p| PortMapping {
-                    host_port: p,
-                    container_port: 80,
-                    protocol: Protocol::Tcp,
-                    host_ip: None,
-                });
-                let (a, b, c) = ("ctr-a", "ctr-b", "ctr-c");
-                add(&hostports(a, "10.0.0.2", &maps)).expect("ADD a");
-                add(&hostports(b, "10.0.0.3", &maps[..1])).expect("ADD b");
-                add(&hostports(c, "10.0.0.4", &maps)).expect("ADD c");
-                let owner = |cid| nft_owner_chain("n", cid);
-                let v4 = Family::V4.nfproto();
-                let v6 = Family::V6.nfproto();
-                // 2 DNAT + hairpin + localhost masquerade, flush, delete.
-                assert_eq!(recorded(v4, a, &owner(a)).map(|o| o.len()), Some(6));
-                // 2 DNAT + hairpin (no localhost on IPv6), flush, delete.
-                assert_eq!(recorded(v6, a, &owner(a)).map(|o| o.len()), Some(5));
-                assert!(del(b, &owner(b)));
-                assert_eq!(recorded(v4, c, &owner(c)).map(|o| o.len()), Some(6));
-                // Another container's id is not this record's.
-                assert!(recorded(v4, b, &owner(c)).is_none());
-                // One of c's rules replaced by an equal one: new handle.
-                let listing = nft(&["-a", "list", "chain", "ip", NFT_HOSTPORT_TABLE, "hostports"]);
-                let line = listing
-                    .lines()
-                    .find(|l| l.contains("dport 8081") && l.contains(c))
-                    .expect("c's rule listed");
-                let h = line.rsplit(' ').next().expect("handle");
-                nft(&[
-                    "delete",
-                    "rule",
-                    "ip",
-                    NFT_HOSTPORT_TABLE,
-                    "hostports",
-                    "handle",
-                    h,
-                ]);
-                nft(&[
-                    "add",
-                    "rule",
-                    "ip",
-                    NFT_HOSTPORT_TABLE,
-                    "hostports",
-                    "tcp",
-                    "dport",
-                    "8081",
-                    "dnat",
-                    "to",
-                    "10.0.0.4:80",
-                    "comment",
-                    &format!("\"{c}\""),
-                ]);
-                assert!(recorded(v4, c, &owner(c)).is_none());
-                assert!(del(c, &owner(c)));
-                assert!(del(a, &owner(a)));
-                let left = nft(&["list", "ruleset"]);
-                for cid in [a, b, c] {
-                    assert!(!left.contains(cid), "{cid} left in:\n{left}");
-                }
-                assert!(!left.contains("owner_"), "{left}");
-            })
-            .expect("ran in the netns");
+        crate::testutil::in_netns("natrec", || {
+            let maps = [8080u16, 8081].map(|p| PortMapping {
+                host_port: p,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+                host_ip: None,
+            });
+            let (a, b, c) = ("ctr-a", "ctr-b", "ctr-c");
+            add(&hostports(a, "10.0.0.2", &maps)).expect("ADD a");
+            add(&hostports(b, "10.0.0.3", &maps[..1])).expect("ADD b");
+            add(&hostports(c, "10.0.0.4", &maps)).expect("ADD c");
+            let owner = |cid| nft_owner_chain("n", cid);
+            let v4 = Family::V4.nfproto();
+            let v6 = Family::V6.nfproto();
+            // 2 DNAT + hairpin + localhost masquerade, flush, delete.
+            assert_eq!(recorded(v4, a, &owner(a)).map(|o| o.len()), Some(6));
+            // 2 DNAT + hairpin (no localhost on IPv6), flush, delete.
+            assert_eq!(recorded(v6, a, &owner(a)).map(|o| o.len()), Some(5));
+            assert!(del(b, &owner(b)));
+            assert_eq!(recorded(v4, c, &owner(c)).map(|o| o.len()), Some(6));
+            // Another container's id is not this record's.
+            assert!(recorded(v4, b, &owner(c)).is_none());
+            // One of c's rules replaced by an equal one: new handle.
+            let listing = nft(&["-a", "list", "chain", "ip", NFT_HOSTPORT_TABLE, "hostports"]);
+            let line = listing
+                .lines()
+                .find(|l| l.contains("dport 8081") && l.contains(c))
+                .expect("c's rule listed");
+            let h = line.rsplit(' ').next().expect("handle");
+            nft(&[
+                "delete",
+                "rule",
+                "ip",
+                NFT_HOSTPORT_TABLE,
+                "hostports",
+                "handle",
+                h,
+            ]);
+            nft(&[
+                "add",
+                "rule",
+                "ip",
+                NFT_HOSTPORT_TABLE,
+                "hostports",
+                "tcp",
+                "dport",
+                "8081",
+                "dnat",
+                "to",
+                "10.0.0.4:80",
+                "comment",
+                &format!("\"{c}\""),
+            ]);
+            assert!(recorded(v4, c, &owner(c)).is_none());
+            assert!(del(c, &owner(c)));
+            assert!(del(a, &owner(a)));
+            let left = nft(&["list", "ruleset"]);
+            for cid in [a, b, c] {
+                assert!(!left.contains(cid), "{cid} left in:\n{left}");
+            }
+            assert!(!left.contains("owner_"), "{left}");
+        });
     }
 
     #[test]

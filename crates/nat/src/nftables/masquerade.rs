@@ -347,39 +347,35 @@ mod tests {
     /// nothing either way.
     #[test]
     fn anchor_records_where_the_rules_are() {
-        let ns = netns::TempNetns::new("natanchor").expect("create a netns");
-        let handle = ns.open().expect("open the netns");
-        handle
-            .run(|| {
-                let att = |cid| Attachment {
-                    network: "n",
-                    ifname: "eth0",
-                    container_id: cid,
-                };
-                let inst = |cid| nft_masq_instance_hash("n", "eth0", cid);
-                let two: Vec<IpNetwork> = ["10.0.0.2/24", "2001:db8::2/64"]
-                    .iter()
-                    .map(|a| a.parse().expect("address"))
-                    .collect();
-                for cid in ["a", "b", "c"] {
-                    setup(&att(cid), &two).expect("setup");
-                }
-                assert_eq!(recorded(&inst("a")).map(|o| o.len()), Some(3));
-                teardown(&att("b")).expect("teardown b");
-                assert_eq!(recorded(&inst("c")).map(|o| o.len()), Some(3));
-                setup(&att("a"), &two[..1]).expect("repeated setup");
-                assert!(recorded(&inst("a")).is_none());
-                for cid in ["a", "c"] {
-                    teardown(&att(cid)).expect("teardown");
-                }
-                let out = std::process::Command::new("nft")
-                    .args(["list", "ruleset"])
-                    .output()
-                    .expect("nft");
-                let left = String::from_utf8_lossy(&out.stdout);
-                assert!(!left.contains("masquerade comment"), "{left}");
-                assert!(!left.contains("owner_"), "{left}");
-            })
-            .expect("ran in the netns");
+        crate::testutil::in_netns("natanchor", || {
+            let att = |cid| Attachment {
+                network: "n",
+                ifname: "eth0",
+                container_id: cid,
+            };
+            let inst = |cid| nft_masq_instance_hash("n", "eth0", cid);
+            let two: Vec<IpNetwork> = ["10.0.0.2/24", "2001:db8::2/64"]
+                .iter()
+                .map(|a| a.parse().expect("address"))
+                .collect();
+            for cid in ["a", "b", "c"] {
+                setup(&att(cid), &two).expect("setup");
+            }
+            assert_eq!(recorded(&inst("a")).map(|o| o.len()), Some(3));
+            teardown(&att("b")).expect("teardown b");
+            assert_eq!(recorded(&inst("c")).map(|o| o.len()), Some(3));
+            setup(&att("a"), &two[..1]).expect("repeated setup");
+            assert!(recorded(&inst("a")).is_none());
+            for cid in ["a", "c"] {
+                teardown(&att(cid)).expect("teardown");
+            }
+            let out = std::process::Command::new("nft")
+                .args(["list", "ruleset"])
+                .output()
+                .expect("nft");
+            let left = String::from_utf8_lossy(&out.stdout);
+            assert!(!left.contains("masquerade comment"), "{left}");
+            assert!(!left.contains("owner_"), "{left}");
+        });
     }
 }
