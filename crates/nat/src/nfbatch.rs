@@ -452,14 +452,10 @@ impl Batch {
         exprs: Vec<Expr>,
         comment: Option<&str>,
     ) {
-        let mut a = attr_str(NFTA_RULE_TABLE, table);
-        a.extend(attr_str(NFTA_RULE_CHAIN, chain));
-        let list: Vec<u8> = exprs.into_iter().flat_map(|e| e.0).collect();
-        a.extend(nested(NFTA_RULE_EXPRESSIONS, &list));
-        if let Some(c) = comment {
-            a.extend(attr(NFTA_RULE_USERDATA, &comment_udata(c)));
-        }
-        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);
+        let extra = comment
+            .map(|c| attr(NFTA_RULE_USERDATA, &comment_udata(c)))
+            .unwrap_or_default();
+        self.append_rule(family, table, chain, exprs, extra);
     }
 
     /// `add rule` (appended) as iptables-nft writes it: no comment in the
@@ -472,13 +468,27 @@ impl Batch {
         proto: u8,
         exprs: Vec<Expr>,
     ) {
+        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
+        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
+        let extra = nested(5 /* NFTA_RULE_COMPAT */, &compat);
+        self.append_rule(family, table, chain, exprs, extra);
+    }
+
+    /// NEWRULE appending `exprs` to `table chain`, followed by the
+    /// attributes in `extra`.
+    fn append_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        exprs: Vec<Expr>,
+        extra: Vec<u8>,
+    ) {
         let mut a = attr_str(NFTA_RULE_TABLE, table);
         a.extend(attr_str(NFTA_RULE_CHAIN, chain));
         let list: Vec<u8> = exprs.into_iter().flat_map(|e| e.0).collect();
         a.extend(nested(NFTA_RULE_EXPRESSIONS, &list));
-        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
-        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
-        a.extend(nested(5 /* NFTA_RULE_COMPAT */, &compat));
+        a.extend(extra);
         self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);
     }
 

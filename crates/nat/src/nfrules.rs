@@ -311,8 +311,15 @@ pub fn jump_near(
 /// one by one. A jump made later (a re-ADD) is further away: then `None`,
 /// and the caller lists `parent`. Deleting the chain with a jump left
 /// would fail anyway (EBUSY), so a miss can never leave one behind.
-pub fn jumps_near(family: u8, table: &str, parent: &str, chain: &str) -> Option<Vec<RuleInfo>> {
-    let info = self::chain(family, table, chain).ok()??;
+///
+/// `info` is the chain's own lookup ([`chain`]), which the caller has made.
+pub fn jumps_near(
+    family: u8,
+    table: &str,
+    parent: &str,
+    chain: &str,
+    info: &ChainInfo,
+) -> Option<Vec<RuleInfo>> {
     let own = rules(family, table, chain).ok()?;
     let wanted = (info.uses as usize).checked_sub(own.len())?;
     let start = own.iter().map(|r| r.handle).max().unwrap_or(info.handle) + 1;
@@ -483,10 +490,10 @@ mod tests {
                 .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
                 .collect();
             assert_eq!(listed.len(), 2, "{listing}");
-            let near = jumps_near(2, "nat", "POSTROUTING", "CNI-X");
+            let info = chain(2, "nat", "CNI-X").expect("get").expect("exists");
+            let near = jumps_near(2, "nat", "POSTROUTING", "CNI-X", &info);
             let near: Option<Vec<u64>> = near.map(|v| v.iter().map(|r| r.handle).collect());
             assert_eq!(near, Some(listed.clone()));
-            let info = chain(2, "nat", "CNI-X").expect("get").expect("exists");
             assert_eq!(info.uses, 4, "2 rules + 2 jumps");
             let mut later = "*nat\n".to_string();
             for i in 0..NEAR {
@@ -494,11 +501,12 @@ mod tests {
             }
             later += "-A POSTROUTING -s 10.0.0.4/32 -j CNI-X\nCOMMIT\n";
             run_with_input("iptables-restore", &["--noflush"], &later);
-            assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-X"), None);
+            let info = chain(2, "nat", "CNI-X").expect("get").expect("exists");
+            assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-X", &info), None);
             let first = jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| true);
             assert_eq!(first.map(|r| r.handle), Some(listed[0]));
             assert_eq!(jump_near(2, "nat", "POSTROUTING", "CNI-X", |_| false), None);
-            assert_eq!(jumps_near(2, "nat", "POSTROUTING", "CNI-NONE"), None);
+            assert_eq!(chain(2, "nat", "CNI-NONE").expect("get"), None);
         });
     }
 

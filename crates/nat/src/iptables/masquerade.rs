@@ -105,92 +105,51 @@ fn by_family(addrs: &[IpNetwork]) -> Vec<(Family, Vec<IpNetwork>)> {
         .collect()
 }
 
-/// The MASQUERADE target's struct with no options, padded as xtables pads
-/// it: `nf_nat_ipv4_multi_range_compat` (one empty range) for IPv4,
-/// `nf_nat_range` for IPv6.
-fn masquerade_info(family: Family) -> Vec<u8> {
-    match family {
-        Family::V4 => {
-            let mut info = 1u32.to_ne_bytes().to_vec();
-            info.resize(24, 0);
-            info
-        }
-        Family::V6 => vec![0; 40],
-    }
+/// The rules of a first setup, in order: the chain's, then the
+/// POSTROUTING jumps.
+fn fresh_rules(family: Family, layout: &Layout, addrs: &[IpNetwork]) -> Vec<(String, Vec<String>)> {
+    let own = layout.chain_rules(family, addrs).into_iter();
+    own.map(|r| (layout.chain.clone(), r))
+        .chain(
+            addrs
+                .iter()
+                .map(|a| ("POSTROUTING".to_string(), layout.jump(a))),
+        )
+        .collect()
 }
 
-/// The fresh batch of [`setup`] as nf_tables messages, each rule encoded
-/// as iptables-nft encodes the same `iptables-restore` line — so
-/// `iptables-save`, `-C` and `-D` (the Go bridge's teardown) see the same
-/// rules (tested) — with no process. Only where iptables-nft has made the
-/// `nat` table already and no legacy table hides it: `None` means "use
-/// iptables-restore"; an error (the chain exists: a repeated ADD) too.
+/// The fresh batch of [`setup`] as one nf_tables transaction, each rule
+/// encoded as iptables-nft encodes the same `iptables-restore` line
+/// (`xtrules`) — so `iptables-save`, `-C` and `-D` (the Go bridge's
+/// teardown) see the same rules (tested) — with no process. Only where
+/// iptables-nft has made the `nat` table already and no legacy table hides
+/// it: `None` means "use iptables-restore"; an error (the chain exists: a
+/// repeated ADD) too.
 fn setup_over_netlink(
     family: Family,
     layout: &Layout,
     addrs: &[IpNetwork],
 ) -> Option<std::io::Result<()>> {
-    use crate::nfbatch::{
-        Batch, accept, addr_eq, counter, jump, prefix_match, xt_match, xt_target,
-    };
     let f = family.nfproto();
     if family.legacy_nat_loaded() || Inventory::chain_exists(f, "nat", "POSTROUTING") != Some(true)
     {
         return None;
     }
-    let comment = super::xtrules::comment_info(&layout.comment)?;
-    let tagged = |mut r: Vec<_>, last: Vec<_>| {
-        r.extend(xt_match("comment", 0, &comment));
-        r.extend(counter());
-        r.extend(last);
-        r
-    };
-    // The same subnets in the same order as `chain_rules`.
-    let subnets: BTreeSet<String> = addrs
-        .iter()
-        .map(|a| format!("{}/{}", a.network(), a.prefix()))
-        .collect();
-    let mut b = Batch::new();
+    let mut b = crate::nfbatch::Batch::new();
     b.add_chain(f, "nat", &layout.chain, None, true);
-    for s in subnets {
-        let net: IpNetwork = s.parse().ok()?;
-        if net.prefix() == 0 {
-            return None;
-        }
-        b.add_xt_rule(
-            f,
-            "nat",
-            &layout.chain,
-            0,
-            tagged(prefix_match(false, net, true), accept()),
-        );
-    }
-    let multicast: IpNetwork = family.multicast().parse().ok()?;
-    let masq = xt_target("MASQUERADE", 0, &masquerade_info(family));
-    b.add_xt_rule(
-        f,
-        "nat",
-        &layout.chain,
-        0,
-        tagged(prefix_match(false, multicast, false), masq),
-    );
-    for a in addrs {
-        let r = tagged(addr_eq(true, a.ip()), jump(&layout.chain));
-        b.add_xt_rule(f, "nat", "POSTROUTING", 0, r);
+    for (chain, args) in fresh_rules(family, layout, addrs) {
+        let r = super::xtrules::translate(family, &args)?;
+        b.add_xt_rule(f, "nat", &chain, r.proto, r.exprs);
     }
     Some(b.commit())
 }
 
-/// The `iptables-restore` batch of a first setup: the chain, its rules,
-/// the POSTROUTING jumps.
+/// The `iptables-restore` batch of a first setup.
 fn fresh_batch(family: Family, layout: &Layout, addrs: &[IpNetwork]) -> Batch {
     let mut b = Batch::default();
     b.new_chain(&layout.chain);
-    for r in layout.chain_rules(family, addrs) {
-        b.append(&layout.chain, &r);
-    }
-    for a in addrs {
-        b.append("POSTROUTING", &layout.jump(a));
+    for (chain, args) in fresh_rules(family, layout, addrs) {
+        b.append(&chain, &args);
     }
     b
 }

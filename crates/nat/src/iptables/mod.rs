@@ -124,13 +124,15 @@ impl Family {
         let nfproto = self.nfproto();
         // Every existing chain of `pairs` with the jumps `find` gives for
         // it; `None` when `find` or a lookup cannot tell.
-        let plan_with = |find: &dyn Fn(&str, &str) -> Option<Vec<nfrules::RuleInfo>>| {
+        type Find<'a> =
+            dyn Fn(&str, &str, &nfrules::ChainInfo) -> Option<Vec<nfrules::RuleInfo>> + 'a;
+        let plan_with = |find: &Find<'_>| {
             let mut ops = vec![];
             for (parent, chain) in pairs {
-                if !Inventory::chain_exists(nfproto, "nat", chain)? {
+                let Some(info) = nfrules::chain(nfproto, "nat", chain).ok()? else {
                     continue;
-                }
-                for r in find(parent, chain)? {
+                };
+                for r in find(parent, chain, &info)? {
                     ops.push(Deletion::Rule {
                         chain: parent.to_string(),
                         handle: r.handle,
@@ -144,13 +146,15 @@ impl Family {
         // The short way: each chain's jumps found next to it, one request
         // each; any miss or a batch that fails goes the long way: listing
         // the parent chains.
-        let near = |parent: &str, chain: &str| nfrules::jumps_near(nfproto, "nat", parent, chain);
+        let near = |parent: &str, chain: &str, info: &nfrules::ChainInfo| {
+            nfrules::jumps_near(nfproto, "nat", parent, chain, info)
+        };
         if let Some(ops) = plan_with(&near)
             && nfrules::delete(nfproto, "nat", &ops).is_ok()
         {
             return true;
         }
-        let listed = |parent: &str, chain: &str| {
+        let listed = |parent: &str, chain: &str, _: &nfrules::ChainInfo| {
             let rules = nfrules::rules(nfproto, "nat", parent).ok()?;
             Some(
                 rules

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use super::Family;
-use crate::nfbatch::{Expr, counter, jump, l4proto_eq, port_eq, prefix_match, xt_match, xt_target};
+use crate::nfbatch::{
+    Expr, accept, counter, jump, l4proto_eq, port_eq, prefix_match, xt_match, xt_target,
+};
 
 /// A translated rule: its expressions and the protocol iptables-nft
 /// records beside them (xtables matches such as `multiport` check it).
@@ -90,11 +92,27 @@ fn dnat_info(ip: IpAddr, port: u16) -> Vec<u8> {
     info
 }
 
+/// The MASQUERADE target's struct with no options, padded as xtables pads
+/// it: `nf_nat_ipv4_multi_range_compat` (one empty range) for IPv4,
+/// `nf_nat_range` for IPv6.
+fn masquerade_info(family: Family) -> Vec<u8> {
+    match family {
+        Family::V4 => {
+            let mut info = 1u32.to_ne_bytes().to_vec();
+            info.resize(24, 0);
+            info
+        }
+        Family::V6 => vec![0; 40],
+    }
+}
+
 /// The expressions iptables-nft makes of `args`, in its order: protocol,
 /// source, destination, then the matches as given, a counter, the target.
 pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
     let mut proto = 0u8;
+    // (network, equal): `! -d` compares for inequality.
     let (mut src, mut dst) = (None, None);
+    let mut negate = false;
     let mut matches = vec![];
     let mut target = None;
     let mut it = args.iter().map(String::as_str);
@@ -108,8 +126,19 @@ pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
                 }
             }
             "--dport" => matches.push(Match::Dport(it.next()?.parse().ok()?)),
-            "-s" => src = Some(network(family, it.next()?)?),
-            "-d" => dst = Some(network(family, it.next()?)?),
+            "!" => {
+                negate = true;
+                continue;
+            }
+            "-s" | "-d" => {
+                let addr = Some((network(family, it.next()?)?, !negate));
+                if opt == "-s" {
+                    src = addr;
+                } else {
+                    dst = addr;
+                }
+                negate = false;
+            }
             "-m" => match (it.next()?, it.next()?) {
                 ("comment", "--comment") => matches.push(Match::Comment(it.next()?.to_string())),
                 // `-m multiport -p <proto> --destination-ports <list>`.
@@ -130,26 +159,33 @@ pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
             },
             "-j" => {
                 let t = it.next()?;
-                target = Some(if t == "DNAT" {
-                    if it.next()? != "--to-destination" {
-                        return None;
+                target = Some(match t {
+                    "DNAT" => {
+                        if it.next()? != "--to-destination" {
+                            return None;
+                        }
+                        let (ip, port) = destination(family, it.next()?)?;
+                        xt_target("DNAT", 2, &dnat_info(ip, port))
                     }
-                    let (ip, port) = destination(family, it.next()?)?;
-                    xt_target("DNAT", 2, &dnat_info(ip, port))
-                } else {
-                    jump(t)
+                    "MASQUERADE" => xt_target("MASQUERADE", 0, &masquerade_info(family)),
+                    "ACCEPT" => accept(),
+                    chain => jump(chain),
                 });
             }
             _ => return None,
+        }
+        if negate {
+            // `!` before anything but an address.
+            return None;
         }
     }
     let mut exprs = vec![];
     if proto != 0 {
         exprs.extend(l4proto_eq(proto));
     }
-    for (source, net) in [(true, src), (false, dst)] {
-        if let Some(net) = net.filter(|n| n.prefix() > 0) {
-            exprs.extend(prefix_match(source, net, true));
+    for (source, addr) in [(true, src), (false, dst)] {
+        if let Some((net, equal)) = addr.filter(|(n, _)| n.prefix() > 0) {
+            exprs.extend(prefix_match(source, net, equal));
         }
     }
     for m in matches {
