@@ -1,0 +1,530 @@
+//! Writing nf_tables objects over netlink: one transaction (batch) of
+//! table, chain and rule messages, all applied or none. Only the handful
+//! of expressions the host-port layout uses are built here; the rules come
+//! out exactly as `nft` builds them from the same text (`nft list` prints
+//! them identically, which the tests check).
+
+use std::io;
+use std::net::IpAddr;
+
+use crate::nfnl::socket::{
+    NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, align, error_code, message, messages, with_socket,
+};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NLA_F_NESTED: u16 = 0x8000;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_USERDATA: u16 = 6;
+pub(crate) const NFTA_CHAIN_TABLE: u16 = 1;
+pub(crate) const NFTA_CHAIN_HANDLE: u16 = 2;
+pub(crate) const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_TYPE: u16 = 7;
+pub(crate) const NFTA_CHAIN_USERDATA: u16 = 12;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+pub(crate) const NFTA_RULE_TABLE: u16 = 1;
+pub(crate) const NFTA_RULE_CHAIN: u16 = 2;
+pub(crate) const NFTA_RULE_HANDLE: u16 = 3;
+pub(crate) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(crate) const NFTA_RULE_USERDATA: u16 = 7;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
+pub(crate) const NFTA_EXPR_NAME: u16 = 1;
+pub(crate) const NFTA_EXPR_DATA: u16 = 2;
+pub(crate) const NFTA_DATA_VALUE: u16 = 1;
+pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
+pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
+pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
+/// libnftnl userdata type of a table's or rule's comment.
+const UDATA_COMMENT: u8 = 0;
+
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_REG_1: u32 = 1;
+const NFT_REG_2: u32 = 2;
+
+/// Netfilter hooks (`NF_INET_*`).
+pub const HOOK_PREROUTING: u32 = 0;
+pub const HOOK_OUTPUT: u32 = 3;
+pub const HOOK_POSTROUTING: u32 = 4;
+
+fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut a = Vec::with_capacity(align(len));
+    a.extend_from_slice(&(len as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize(align(len), 0);
+    a
+}
+
+fn nested(kind: u16, payload: &[u8]) -> Vec<u8> {
+    attr(kind | NLA_F_NESTED, payload)
+}
+
+fn attr_str(kind: u16, s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    attr(kind, &v)
+}
+
+fn attr_u32(kind: u16, v: u32) -> Vec<u8> {
+    attr(kind, &v.to_be_bytes())
+}
+
+/// libnftnl's userdata TLV holding a comment.
+fn comment_udata(comment: &str) -> Vec<u8> {
+    let mut u = vec![UDATA_COMMENT, (comment.len() + 1) as u8];
+    u.extend_from_slice(comment.as_bytes());
+    u.push(0);
+    u
+}
+
+/// One expression of a rule.
+pub struct Expr(Vec<u8>);
+
+fn expr(name: &str, data: &[Vec<u8>]) -> Expr {
+    let mut e = attr_str(NFTA_EXPR_NAME, name);
+    e.extend(nested(NFTA_EXPR_DATA, &data.concat()));
+    Expr(nested(NFTA_LIST_ELEM, &e))
+}
+
+fn data_value(bytes: &[u8]) -> Vec<u8> {
+    attr(NFTA_DATA_VALUE, bytes)
+}
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// `cmp eq reg 1 <bytes>`.
+fn cmp_eq(bytes: &[u8]) -> Expr {
+    expr(
+        "cmp",
+        &[
+            attr_u32(1, NFT_REG_1),
+            attr_u32(2, 0),
+            nested(3, &data_value(bytes)),
+        ],
+    )
+}
+
+/// `payload load <len>b @ <base> header + <offset> => reg 1`.
+fn payload(base: u32, offset: u32, len: u32) -> Expr {
+    expr(
+        "payload",
+        &[
+            attr_u32(1, NFT_REG_1),
+            attr_u32(2, base),
+            attr_u32(3, offset),
+            attr_u32(4, len),
+        ],
+    )
+}
+
+const PAYLOAD_NETWORK: u32 = 1;
+const PAYLOAD_TRANSPORT: u32 = 2;
+
+/// `meta nfproto ipv4|ipv6`: the dependency nft puts before an address
+/// match in an `inet` table.
+pub fn nfproto_eq(nfproto: u8) -> Vec<Expr> {
+    meta_eq(15 /* NFT_META_NFPROTO */, &[nfproto])
+}
+
+/// `meta <key> == <value>`: load the meta key into register 1, compare.
+fn meta_eq(key: u32, value: &[u8]) -> Vec<Expr> {
+    vec![
+        expr("meta", &[attr_u32(1, NFT_REG_1), attr_u32(2, key)]),
+        cmp_eq(value),
+    ]
+}
+
+fn cmp(op: u32, bytes: &[u8]) -> Expr {
+    expr(
+        "cmp",
+        &[
+            attr_u32(1, NFT_REG_1),
+            attr_u32(2, op),
+            nested(3, &data_value(bytes)),
+        ],
+    )
+}
+
+/// `ip|ip6 saddr|daddr ==|!= <network>/<prefix>`, encoded as nft encodes
+/// it: a whole-byte prefix loads only those bytes; any other prefix loads
+/// the whole address and masks it.
+pub fn prefix_match(source: bool, net: ipnetwork::IpNetwork, equal: bool) -> Vec<Expr> {
+    let ip = net.network();
+    let offset = match (ip, source) {
+        (IpAddr::V4(_), true) => 12,
+        (IpAddr::V4(_), false) => 16,
+        (IpAddr::V6(_), true) => 8,
+        (IpAddr::V6(_), false) => 24,
+    };
+    let bytes = ip_bytes(ip);
+    let prefix = net.prefix() as usize;
+    let op = if equal {
+        0
+    } else {
+        1 /* NFT_CMP_NEQ */
+    };
+    if prefix.is_multiple_of(8) {
+        let n = prefix / 8;
+        return vec![
+            payload(PAYLOAD_NETWORK, offset, n as u32),
+            cmp(op, &bytes[..n]),
+        ];
+    }
+    let mask = ip_bytes(ipnetwork::IpNetwork::new(ip, net.prefix()).map_or(ip, |n| n.mask()));
+    let zeros = vec![0u8; bytes.len()];
+    vec![
+        payload(PAYLOAD_NETWORK, offset, bytes.len() as u32),
+        expr(
+            "bitwise",
+            &[
+                attr_u32(1, NFT_REG_1),
+                attr_u32(2, NFT_REG_1),
+                attr_u32(3, bytes.len() as u32),
+                nested(4, &data_value(&mask)),
+                nested(5, &data_value(&zeros)),
+            ],
+        ),
+        cmp(op, &bytes),
+    ]
+}
+
+/// `ip|ip6 saddr|daddr == <ip>`.
+pub fn addr_eq(source: bool, ip: IpAddr) -> Vec<Expr> {
+    let offset = match (ip, source) {
+        (IpAddr::V4(_), true) => 12,
+        (IpAddr::V4(_), false) => 16,
+        (IpAddr::V6(_), true) => 8,
+        (IpAddr::V6(_), false) => 24,
+    };
+    let bytes = ip_bytes(ip);
+    vec![
+        payload(PAYLOAD_NETWORK, offset, bytes.len() as u32),
+        cmp_eq(&bytes),
+    ]
+}
+
+/// `<tcp|udp|sctp> dport <port>`: `meta l4proto` then the port, as nft
+/// builds it.
+pub fn dport_eq(ipproto: u8, port: u16) -> Vec<Expr> {
+    let mut v = l4proto_eq(ipproto);
+    v.extend(port_eq(port));
+    v
+}
+
+/// `meta l4proto <ipproto>`.
+pub fn l4proto_eq(ipproto: u8) -> Vec<Expr> {
+    meta_eq(16 /* NFT_META_L4PROTO */, &[ipproto])
+}
+
+/// The destination port (bytes 2–3 of the transport header) equals `port`.
+pub fn port_eq(port: u16) -> Vec<Expr> {
+    vec![
+        payload(PAYLOAD_TRANSPORT, 2, 2),
+        cmp_eq(&port.to_be_bytes()),
+    ]
+}
+
+/// `dnat to <ip>:<port>`.
+pub fn dnat(ip: IpAddr, port: u16) -> Vec<Expr> {
+    let family: u32 = if ip.is_ipv4() { 2 } else { 10 };
+    vec![
+        expr(
+            "immediate",
+            &[
+                attr_u32(1, NFT_REG_1),
+                nested(2, &data_value(&ip_bytes(ip))),
+            ],
+        ),
+        expr(
+            "immediate",
+            &[
+                attr_u32(1, NFT_REG_2),
+                nested(2, &data_value(&port.to_be_bytes())),
+            ],
+        ),
+        expr(
+            "nat",
+            &[
+                attr_u32(1, 1 /* NFT_NAT_DNAT */),
+                attr_u32(2, family),
+                attr_u32(3, NFT_REG_1),
+                attr_u32(5, NFT_REG_2),
+                attr_u32(7, 2 /* NF_NAT_RANGE_PROTO_SPECIFIED */),
+            ],
+        ),
+    ]
+}
+
+pub fn masquerade() -> Vec<Expr> {
+    vec![expr("masq", &[])]
+}
+
+/// `fib daddr type local`.
+pub fn fib_daddr_local() -> Vec<Expr> {
+    vec![
+        expr(
+            "fib",
+            &[
+                attr_u32(1, NFT_REG_1),
+                attr_u32(2, 3 /* NFT_FIB_RESULT_ADDRTYPE */),
+                attr_u32(3, 2 /* NFTA_FIB_F_DADDR */),
+            ],
+        ),
+        cmp_eq(&2u32.to_ne_bytes() /* RTN_LOCAL, host order */),
+    ]
+}
+
+fn verdict(code: i32, chain: Option<&str>) -> Vec<Expr> {
+    let mut v = attr(NFTA_VERDICT_CODE, &code.to_be_bytes());
+    if let Some(c) = chain {
+        v.extend(attr_str(NFTA_VERDICT_CHAIN, c));
+    }
+    let data = nested(NFTA_DATA_VERDICT, &v);
+    vec![expr(
+        "immediate",
+        &[attr_u32(1, NFT_REG_VERDICT), nested(2, &data)],
+    )]
+}
+
+pub fn accept() -> Vec<Expr> {
+    verdict(1 /* NF_ACCEPT */, None)
+}
+
+/// `counter` with both values given as zero, as iptables-nft writes it.
+pub fn counter() -> Vec<Expr> {
+    vec![expr(
+        "counter",
+        &[
+            attr(1 /* NFTA_COUNTER_BYTES */, &0u64.to_be_bytes()),
+            attr(2 /* NFTA_COUNTER_PACKETS */, &0u64.to_be_bytes()),
+        ],
+    )]
+}
+
+/// An xtables match (`name`, revision, the extension's own struct) as
+/// iptables-nft carries it in a `match` expression.
+pub fn xt_match(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
+    vec![expr(
+        "match",
+        &[attr_str(1, name), attr_u32(2, rev), attr(3, info)],
+    )]
+}
+
+/// An xtables target, likewise in a `target` expression.
+pub fn xt_target(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
+    vec![expr(
+        "target",
+        &[attr_str(1, name), attr_u32(2, rev), attr(3, info)],
+    )]
+}
+
+pub fn jump(chain: &str) -> Vec<Expr> {
+    verdict(-3 /* NFT_JUMP */, Some(chain))
+}
+
+pub fn goto(chain: &str) -> Vec<Expr> {
+    verdict(-4 /* NFT_GOTO */, Some(chain))
+}
+
+pub fn return_() -> Vec<Expr> {
+    verdict(-5 /* NFT_RETURN */, None)
+}
+
+/// A base chain's hook.
+pub struct Hook {
+    pub hooknum: u32,
+    pub priority: i32,
+}
+
+/// One nf_tables transaction under construction.
+pub struct Batch {
+    messages: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch { messages: vec![] }
+    }
+
+    fn push(&mut self, msg_type: u16, flags: u16, family: u8, attrs: Vec<u8>) {
+        let seq = self.messages.len() as u32 + 1;
+        self.messages.push(message(
+            NFNL_SUBSYS_NFTABLES,
+            msg_type,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            seq,
+            family,
+            &attrs,
+        ));
+    }
+
+    /// `add table` (no error if it exists), with a comment.
+    pub fn add_table(&mut self, family: u8, table: &str, comment: &str) {
+        let mut a = attr_str(NFTA_TABLE_NAME, table);
+        a.extend(attr(NFTA_TABLE_USERDATA, &comment_udata(comment)));
+        self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, a);
+    }
+
+    /// `add chain` (or `create chain` with `exclusive`: the whole batch
+    /// fails if it exists).
+    pub fn add_chain(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        hook: Option<Hook>,
+        exclusive: bool,
+    ) {
+        self.add_chain_with_comment(family, table, chain, hook, exclusive, None);
+    }
+
+    pub fn add_chain_with_comment(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        hook: Option<Hook>,
+        exclusive: bool,
+        comment: Option<&str>,
+    ) {
+        let mut a = attr_str(NFTA_CHAIN_TABLE, table);
+        a.extend(attr_str(NFTA_CHAIN_NAME, chain));
+        if let Some(c) = comment {
+            a.extend(attr(NFTA_CHAIN_USERDATA, &comment_udata(c)));
+        }
+        if let Some(h) = hook {
+            let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, h.hooknum);
+            hk.extend(attr(NFTA_HOOK_PRIORITY, &h.priority.to_be_bytes()));
+            a.extend(nested(NFTA_CHAIN_HOOK, &hk));
+            a.extend(attr_str(NFTA_CHAIN_TYPE, "nat"));
+        }
+        let flags = if exclusive {
+            NLM_F_CREATE | NLM_F_EXCL
+        } else {
+            NLM_F_CREATE
+        };
+        self.push(NFT_MSG_NEWCHAIN, flags, family, a);
+    }
+
+    pub fn flush_chain(&mut self, family: u8, table: &str, chain: &str) {
+        let mut a = attr_str(NFTA_RULE_TABLE, table);
+        a.extend(attr_str(NFTA_RULE_CHAIN, chain));
+        self.push(NFT_MSG_DELRULE, 0, family, a);
+    }
+
+    pub fn delete_chain(&mut self, family: u8, table: &str, chain: &str) {
+        let mut a = attr_str(NFTA_CHAIN_TABLE, table);
+        a.extend(attr_str(NFTA_CHAIN_NAME, chain));
+        self.push(NFT_MSG_DELCHAIN, 0, family, a);
+    }
+
+    pub fn delete_rule(&mut self, family: u8, table: &str, chain: &str, handle: u64) {
+        let mut a = attr_str(NFTA_RULE_TABLE, table);
+        a.extend(attr_str(NFTA_RULE_CHAIN, chain));
+        a.extend(attr(NFTA_RULE_HANDLE, &handle.to_be_bytes()));
+        self.push(NFT_MSG_DELRULE, 0, family, a);
+    }
+
+    /// `add rule` (appended), with an optional comment.
+    pub fn add_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        exprs: Vec<Expr>,
+        comment: Option<&str>,
+    ) {
+        let extra = comment
+            .map(|c| attr(NFTA_RULE_USERDATA, &comment_udata(c)))
+            .unwrap_or_default();
+        self.append_rule(family, table, chain, exprs, extra);
+    }
+
+    /// `add rule` (appended) as iptables-nft writes it: no comment in the
+    /// rule's userdata, and the xtables compatibility info (`-p`, or 0).
+    pub fn add_xt_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        proto: u8,
+        exprs: Vec<Expr>,
+    ) {
+        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
+        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
+        let extra = nested(5 /* NFTA_RULE_COMPAT */, &compat);
+        self.append_rule(family, table, chain, exprs, extra);
+    }
+
+    /// NEWRULE appending `exprs` to `table chain`, followed by the
+    /// attributes in `extra`.
+    fn append_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        exprs: Vec<Expr>,
+        extra: Vec<u8>,
+    ) {
+        let mut a = attr_str(NFTA_RULE_TABLE, table);
+        a.extend(attr_str(NFTA_RULE_CHAIN, chain));
+        let list: Vec<u8> = exprs.into_iter().flat_map(|e| e.0).collect();
+        a.extend(nested(NFTA_RULE_EXPRESSIONS, &list));
+        a.extend(extra);
+        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);
+    }
+
+    /// Send as one transaction; the first error aborts all of it.
+    pub fn commit(self) -> io::Result<()> {
+        if self.messages.is_empty() {
+            return Ok(());
+        }
+        let n = self.messages.len();
+        // Batch delimiters carry the subsystem in nfgenmsg.res_id (big endian).
+        let mut begin = message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, &[]);
+        begin[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+        let mut end = message(0, NFNL_MSG_BATCH_END, NLM_F_REQUEST, n as u32 + 1, 0, &[]);
+        end[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+        let mut all = begin;
+        for m in &self.messages {
+            all.extend_from_slice(m);
+        }
+        all.extend(end);
+        with_socket(|sock| {
+            sock.send(&all)?;
+            let mut acked = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while acked < n {
+                let len = sock.recv(&mut buf)?;
+                for (kind, payload) in messages(&buf[..len]) {
+                    if kind == NLMSG_ERROR {
+                        match error_code(payload) {
+                            0 => acked += 1,
+                            code => return Err(io::Error::from_raw_os_error(code)),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
