@@ -4,85 +4,51 @@
 
 use crate::env::Command;
 use crate::error::{Error, Result, code};
+use crate::exec::{self, FindError, Limits, PluginEnv, RunError};
 use crate::result::CniResult;
 use crate::skel::Request;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
 
 /// Find plugin `name` in the `CNI_PATH` directories.
 pub fn find_in_path(name: &str, path: &[PathBuf]) -> Result<PathBuf> {
-    if name.is_empty() {
-        return Err(Error::invalid_config("no plugin name provided"));
-    }
-    // A name is looked up, never used as a path: `../x` or `/bin/sh` must
-    // not reach exec.
-    if name.contains('/') || name == "." || name == ".." {
-        return Err(Error::invalid_config(format!(
-            "invalid plugin name: {name}"
-        )));
-    }
-    if path.is_empty() {
-        return Err(Error::invalid_env("no paths provided"));
-    }
-    for dir in path {
-        let candidate = dir.join(name);
-        if let Ok(meta) = std::fs::metadata(&candidate)
-            && meta.is_file()
-        {
-            return Ok(candidate);
+    exec::find_in_path(name, path).map_err(|e| match e {
+        FindError::NoName => Error::invalid_config("no plugin name provided"),
+        FindError::InvalidName(name) => {
+            Error::invalid_config(format!("invalid plugin name: {name}"))
         }
-    }
-    Err(Error::invalid_config(format!(
-        "failed to find plugin {name:?} in path [{}]",
-        path.iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    )))
+        FindError::NotFound if path.is_empty() => Error::invalid_env("no paths provided"),
+        FindError::NotFound => Error::invalid_config(format!(
+            "failed to find plugin {name:?} in path [{}]",
+            path.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+    })
 }
 
 /// Run `plugin` for `command` with `stdin`; the environment is the
 /// request's. Returns the child's stdout on success.
 pub fn exec(plugin: &Path, command: Command, req: &Request, stdin: &[u8]) -> Result<Vec<u8>> {
-    let mut attempt = 0;
-    let mut child = loop {
-        let spawned = Process::new(plugin)
-            .env("CNI_COMMAND", command.as_str())
-            .env("CNI_CONTAINERID", &req.container_id)
-            .env("CNI_NETNS", &req.netns)
-            .env("CNI_IFNAME", &req.ifname)
-            .env("CNI_PATH", join_path(&req.path))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        match spawned {
-            Ok(c) => break c,
-            // "Text file busy": the binary is being replaced (an upgrade in
-            // progress); the reference retries too.
-            Err(e) if e.raw_os_error() == Some(26) && attempt < 5 => {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
-            }
-            Err(e) => {
-                return Err(Error::io(format!(
-                    "failed to run plugin {}: {e}",
-                    plugin.display()
-                )));
-            }
-        }
+    let env = PluginEnv {
+        container_id: req.container_id.clone(),
+        netns: req.netns.clone(),
+        ifname: req.ifname.clone(),
+        // Inherited: the child sees the CNI_ARGS this plugin was given.
+        args: None,
+        path: exec::join_path(&req.path),
     };
-    if let Some(mut input) = child.stdin.take() {
-        // A child that exits without reading gives EPIPE: its exit status
-        // and output say why, so the write error itself is not reported.
-        let _ = input.write_all(stdin);
-    }
-    let out = child.wait_with_output().map_err(|e| {
-        Error::io(format!(
-            "failed to wait for plugin {}: {e}",
+    let out = exec::run(plugin, command, &env, stdin, Limits::default()).map_err(|e| match e {
+        RunError::Spawn(e) => Error::io(format!("failed to run plugin {}: {e}", plugin.display())),
+        RunError::Io { error, .. } => Error::io(format!(
+            "failed to wait for plugin {}: {error}",
             plugin.display()
-        ))
+        )),
+        RunError::Timeout { limit, .. } => Error::io(format!(
+            "plugin {} timed out after {} s",
+            plugin.display(),
+            limit.as_secs_f64()
+        )),
     })?;
     if out.status.success() {
         return Ok(out.stdout);
@@ -100,13 +66,6 @@ pub fn exec(plugin: &Path, command: Command, req: &Request, stdin: &[u8]) -> Res
         format!("netplugin failed: {:?}: {status}", stderr.trim_end()),
     )
     .with_details(String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-fn join_path(path: &[PathBuf]) -> String {
-    path.iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 impl Request {

@@ -1,4 +1,6 @@
-//! The CNI protocol, as plugins speak it — and nothing else: no syscalls.
+//! The CNI protocol, as plugins and runtimes speak it — and nothing else:
+//! no kernel networking; the one thing it does to the system is run a plugin
+//! binary ([`exec`]).
 //!
 //! - [`config`]: the network configuration a runtime sends one plugin
 //!   (unknown keys preserved), and the `.conflist` type;
@@ -9,6 +11,8 @@
 //! - [`env`], [`args`]: the `CNI_*` environment and `CNI_ARGS`;
 //! - [`skel`]: the [`Plugin`] trait and the dispatcher every plugin's
 //!   `main` calls;
+//! - [`exec`]: finding a plugin in `CNI_PATH` and running it (used by
+//!   delegation and by the runtime crate alike);
 //! - [`delegate`]: running the IPAM plugin from `CNI_PATH`.
 
 pub mod args;
@@ -16,6 +20,7 @@ pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
+pub mod exec;
 pub mod result;
 pub mod skel;
 pub mod version;

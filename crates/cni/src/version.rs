@@ -48,6 +48,16 @@ impl Version {
         Ok(v)
     }
 
+    /// CHECK (and a cached `prevResult` on DEL) exist since 0.4.0.
+    pub fn has_check(self) -> bool {
+        self >= Version::V0_4_0
+    }
+
+    /// GC and STATUS exist since 1.1.0.
+    pub fn has_gc_and_status(self) -> bool {
+        self >= Version::V1_1_0
+    }
+
     /// Whether this version is one the project speaks.
     pub fn is_supported(s: &str) -> bool {
         SUPPORTED.contains(&s)
@@ -80,6 +90,15 @@ mod tests {
         assert!(Version::parse("1.1.0").unwrap() > Version::parse("1.0.0").unwrap());
         assert_eq!(Version::parse("").unwrap(), Version(0, 1, 0));
         assert_eq!(compare("0.10.0", "0.9.0").unwrap(), Ordering::Greater);
+    }
+
+    #[test]
+    fn verbs_by_version() {
+        let v = |s| Version::parse(s).unwrap();
+        assert!(!v("0.3.1").has_check());
+        assert!(v("0.4.0").has_check());
+        assert!(!v("1.0.0").has_gc_and_status());
+        assert!(v("1.1.0").has_gc_and_status());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::config::{NetworkConfigList, PluginConfig};
 use crate::error::{Error, PluginError, PluginFailure, Result, Verb};
 use crate::exec::{PluginEnv, find_in_path, run_plugin};
 use crate::request::{GcAttachment, attachment_request, gc_request, status_request};
-use crate::version::{self, SpecVersion};
+use crate::version::{self, Version};
 
 /// How long one plugin may run unless the caller says otherwise. Generous:
 /// a portmap ADD on a busy host with the reference's iptables backend takes
@@ -110,12 +110,7 @@ impl Runtime {
     }
 
     fn cni_path(&self) -> String {
-        let dirs: Vec<String> = self
-            .plugin_dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        dirs.join(":")
+        cni::exec::join_path(&self.plugin_dirs)
     }
 
     /// Run one plugin; its stdout on success.
@@ -156,13 +151,14 @@ impl Runtime {
             container_id: attachment.container_id.clone(),
             netns: attachment.netns.clone(),
             ifname: attachment.ifname.clone(),
-            args: attachment.args_env(),
+            args: Some(attachment.args_env()),
             path: self.cni_path(),
         }
     }
 
     fn network_env(&self) -> PluginEnv {
         PluginEnv {
+            args: Some(String::new()),
             path: self.cni_path(),
             ..Default::default()
         }
@@ -188,6 +184,7 @@ impl Runtime {
         let env = PluginEnv {
             netns: "dummy".into(),
             ifname: "dummy".into(),
+            args: Some(String::new()),
             path: self.cni_path(),
             ..Default::default()
         };
@@ -308,7 +305,7 @@ impl Runtime {
     pub fn check(&self, list: &NetworkConfigList, attachment: &Attachment) -> Result<CheckOutcome> {
         attachment.validate()?;
         let cni_version = self.negotiate_version(list)?;
-        if !SpecVersion::parse(&cni_version).is_some_and(SpecVersion::has_check) {
+        if !version::parse(&cni_version).is_some_and(Version::has_check) {
             return Err(Error::Version {
                 network: list.name.clone(),
                 message: format!(
@@ -397,7 +394,7 @@ impl Runtime {
         // still run (plugins cope with a missing prevResult on DEL).
         let prev_result = cached
             .and_then(|c| c.result)
-            .filter(|_| SpecVersion::parse(&cni_version).is_some_and(SpecVersion::has_check))
+            .filter(|_| version::parse(&cni_version).is_some_and(Version::has_check))
             .and_then(|r| cached_result_as(r, &cni_version).ok());
         let env = self.attachment_env(&attachment);
         let mut errors = Vec::new();
@@ -460,7 +457,7 @@ impl Runtime {
         }
 
         let cni_version = self.negotiate_version(list)?;
-        if SpecVersion::parse(&cni_version).is_some_and(SpecVersion::has_gc_and_status) {
+        if version::parse(&cni_version).is_some_and(Version::has_gc_and_status) {
             report.plugins_called = true;
             let env = self.network_env();
             for plugin in &list.plugins {
@@ -483,7 +480,7 @@ impl Runtime {
     /// first that is not decides (its error carries code 50 or 51).
     pub fn status(&self, list: &NetworkConfigList) -> Result<StatusOutcome> {
         let cni_version = self.negotiate_version(list)?;
-        if !SpecVersion::parse(&cni_version).is_some_and(SpecVersion::has_gc_and_status) {
+        if !version::parse(&cni_version).is_some_and(Version::has_gc_and_status) {
             return Ok(StatusOutcome::NotSupported { cni_version });
         }
         let env = self.network_env();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::version::{self, SpecVersion};
+use crate::version;
 
 /// One plugin's configuration inside a list, kept as the JSON object it was
 /// written as: keys the runtime does not know are passed on unaltered.
@@ -91,7 +91,7 @@ impl NetworkConfigList {
                 return Err(invalid(format!("'cniVersion' is not a string: {other}")));
             }
         };
-        if !cni_version.is_empty() && SpecVersion::parse(&cni_version).is_none() {
+        if !cni_version.is_empty() && version::parse(&cni_version).is_none() {
             return Err(invalid(format!("invalid cniVersion {cni_version:?}")));
         }
 
@@ -106,12 +106,10 @@ impl NetworkConfigList {
                         "'cniVersions'[{i}] is not a string: {item}"
                     )));
                 };
-                let parsed = SpecVersion::parse(v)
-                    .filter(|_| !v.is_empty())
-                    .ok_or_else(|| {
-                        invalid(format!("invalid cniVersions entry {v:?} at index {i}"))
-                    })?;
-                if parsed.is_implemented() {
+                let parsed = version::parse(v).filter(|_| !v.is_empty()).ok_or_else(|| {
+                    invalid(format!("invalid cniVersions entry {v:?} at index {i}"))
+                })?;
+                if version::is_implemented(parsed) {
                     cni_versions.push(v.clone());
                 }
             }
@@ -240,7 +238,7 @@ impl NetworkConfigList {
     pub fn declared_versions(&self) -> Vec<String> {
         let mut all = self.cni_versions.clone();
         if !self.cni_version.is_empty()
-            && SpecVersion::parse(&self.cni_version).is_some_and(SpecVersion::is_implemented)
+            && version::parse(&self.cni_version).is_some_and(version::is_implemented)
         {
             all.push(self.cni_version.clone());
         }

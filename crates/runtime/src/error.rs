@@ -6,36 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-/// The CNI verb a plugin was run with (`CNI_COMMAND`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Verb {
-    Add,
-    Check,
-    Del,
-    Gc,
-    Status,
-    Version,
-}
-
-impl Verb {
-    /// The value of `CNI_COMMAND` for this verb.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Add => "ADD",
-            Verb::Check => "CHECK",
-            Verb::Del => "DEL",
-            Verb::Gc => "GC",
-            Verb::Status => "STATUS",
-            Verb::Version => "VERSION",
-        }
-    }
-}
-
-impl fmt::Display for Verb {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The CNI verb a plugin was run with (`CNI_COMMAND`): the protocol's own
+/// verb type, shared with the plugin skeleton.
+pub use cni::Command as Verb;
 
 /// The error object a plugin prints on stdout when it fails (spec §5).
 pub use cni::Error as CniError;

@@ -1,45 +1,30 @@
-//! Running one plugin binary: find it in `CNI_PATH`, exec it with the CNI
-//! environment and the request on stdin, bound its run time, and turn what
-//! it prints into a result or an error.
+//! Running one plugin binary for the runtime: the shared runner of
+//! [`cni::exec`] (find in `CNI_PATH`, exec with the CNI environment and the
+//! request on stdin, ETXTBSY retry, time bound), with what the plugin
+//! printed turned into a result or a [`PluginFailure`].
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, waitid};
-use nix::unistd::Pid;
+use cni::exec::{self, FindError, Limits, RunError};
 
 use crate::error::{CniError, PluginFailure, Verb};
+
+pub use cni::exec::PluginEnv;
 
 /// Find the binary for plugin `plugin_type` in `dirs`, first match wins.
 /// Like libcni, any regular file of that name counts; exec reports a
 /// missing execute bit.
 pub fn find_in_path(plugin_type: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginFailure> {
-    if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type == ".." {
-        return Err(PluginFailure::InvalidType(plugin_type.to_string()));
-    }
-    dirs.iter()
-        .map(|dir| dir.join(plugin_type))
-        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file()))
-        .ok_or_else(|| PluginFailure::NotFound {
+    exec::find_in_path(plugin_type, dirs).map_err(|e| match e {
+        FindError::NoName | FindError::InvalidName(_) => {
+            PluginFailure::InvalidType(plugin_type.to_string())
+        }
+        FindError::NotFound => PluginFailure::NotFound {
             dirs: dirs.to_vec(),
-        })
-}
-
-/// The CNI environment of one plugin run.
-#[derive(Debug, Clone, Default)]
-pub struct PluginEnv {
-    pub container_id: String,
-    pub netns: String,
-    pub ifname: String,
-    /// `CNI_ARGS` text.
-    pub args: String,
-    /// `CNI_PATH` text (the plugin directories joined with ':').
-    pub path: String,
+        },
+    })
 }
 
 /// What a plugin printed when it exited 0.
@@ -56,13 +41,10 @@ pub struct Failure {
     pub stderr: String,
 }
 
-/// How often exec is retried when the binary is still being written
-/// (ETXTBSY), as libcni does, e.g. while a package upgrade replaces it.
-const TEXT_BUSY_RETRIES: u32 = 5;
-
 /// Run `binary` for `verb`. The process environment is inherited and the
-/// CNI variables set on top, as libcni does. With a `timeout`, the plugin
-/// (and anything it started in its process group) is killed when it expires.
+/// CNI variables set on top, as libcni does. The plugin runs in its own
+/// process group; with a `timeout`, it (and anything it started in that
+/// group) is killed when it expires.
 pub fn run_plugin(
     binary: &Path,
     verb: Verb,
@@ -70,57 +52,39 @@ pub fn run_plugin(
     stdin: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Success, Failure> {
-    let mut command = Command::new(binary);
-    command
-        .env("CNI_COMMAND", verb.as_str())
-        .env("CNI_CONTAINERID", &env.container_id)
-        .env("CNI_NETNS", &env.netns)
-        .env("CNI_ARGS", &env.args)
-        .env("CNI_IFNAME", &env.ifname)
-        .env("CNI_PATH", &env.path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a timeout can kill the delegated IPAM
-        // plugin and any other helper along with it.
-        .process_group(0);
-
-    let mut attempt = 0;
-    let child = loop {
-        match command.spawn() {
-            Ok(child) => break child,
-            Err(e)
-                if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempt < TEXT_BUSY_RETRIES =>
-            {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(source) => {
-                return Err(Failure {
-                    failure: PluginFailure::Spawn {
-                        path: binary.to_path_buf(),
-                        source,
-                    },
-                    stderr: String::new(),
-                });
-            }
-        }
+    let limits = Limits {
+        timeout,
+        own_process_group: true,
     };
-    let (status, stdout, stderr, timed_out) = communicate(child, stdin, timeout);
-    let stderr = String::from_utf8_lossy(&stderr).into_owned();
-    let fail = |failure| Failure {
-        failure,
-        stderr: stderr.clone(),
-    };
-    if let Some(limit) = timed_out {
-        return Err(fail(PluginFailure::Timeout(limit)));
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let out = exec::run(binary, verb, env, stdin, limits).map_err(|e| match e {
+        RunError::Spawn(source) => Failure {
+            failure: PluginFailure::Spawn {
+                path: binary.to_path_buf(),
+                source,
+            },
+            stderr: String::new(),
+        },
+        RunError::Io { error, stderr } => Failure {
+            failure: PluginFailure::Io(error),
+            stderr: lossy(&stderr),
+        },
+        RunError::Timeout { limit, stderr } => Failure {
+            failure: PluginFailure::Timeout(limit),
+            stderr: lossy(&stderr),
+        },
+    })?;
+    let stderr = lossy(&out.stderr);
+    if out.status.success() {
+        return Ok(Success {
+            stdout: out.stdout,
+            stderr,
+        });
     }
-    let status = status.map_err(|e| fail(PluginFailure::Io(e)))?;
-    let stdout = stdout.map_err(|e| fail(PluginFailure::Io(e)))?;
-    if status.success() {
-        return Ok(Success { stdout, stderr });
-    }
-    Err(fail(error_from_output(status, &stdout)))
+    Err(Failure {
+        failure: error_from_output(out.status, &out.stdout),
+        stderr,
+    })
 }
 
 /// A failed plugin's stdout should hold a CNI error object.
@@ -135,69 +99,6 @@ fn error_from_output(status: ExitStatus, stdout: &[u8]) -> PluginFailure {
             stdout: String::from_utf8_lossy(stdout).into_owned(),
         },
     }
-}
-
-type Communicated = (
-    std::io::Result<ExitStatus>,
-    std::io::Result<Vec<u8>>,
-    Vec<u8>,
-    Option<Duration>,
-);
-
-/// Feed stdin, collect stdout and stderr, and wait — all concurrently, so a
-/// plugin that writes a lot before reading its input cannot deadlock us.
-fn communicate(mut child: Child, stdin: &[u8], timeout: Option<Duration>) -> Communicated {
-    let pid = Pid::from_raw(child.id() as i32);
-    let input = child.stdin.take();
-    let output = child.stdout.take();
-    let errors = child.stderr.take();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            if let Some(mut pipe) = input {
-                // A plugin may exit without reading its input (EPIPE): fine.
-                let _ = pipe.write_all(stdin);
-            }
-        });
-        let out = s.spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = output {
-                pipe.read_to_end(&mut buf)?;
-            }
-            Ok(buf)
-        });
-        let err = s.spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = errors {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            buf
-        });
-
-        let mut timed_out = None;
-        if let Some(limit) = timeout {
-            // Wait for the exit without reaping (WNOWAIT): until this
-            // thread's `wait` below reaps it, the pid cannot be reused, so
-            // killing it on timeout can never hit an unrelated process.
-            let (tx, rx) = mpsc::channel();
-            s.spawn(move || {
-                while let Err(nix::errno::Errno::EINTR) =
-                    waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
-                {
-                }
-                let _ = tx.send(());
-            });
-            if rx.recv_timeout(limit).is_err() {
-                timed_out = Some(limit);
-                let _ = killpg(pid, Signal::SIGKILL);
-            }
-        }
-        let status = child.wait();
-        let stdout = out
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("stdout reader panicked")));
-        let stderr = err.join().unwrap_or_default();
-        (status, stdout, stderr, timed_out)
-    })
 }
 
 #[cfg(test)]
@@ -222,6 +123,7 @@ mod tests {
         );
         let env = PluginEnv {
             container_id: "c1".into(),
+            args: Some(String::new()),
             ..Default::default()
         };
         let ok = run_plugin(&p, Verb::Add, &env, b"{\"a\":1}\n", None).unwrap();
@@ -281,9 +183,11 @@ mod tests {
             find_in_path("y", &dirs),
             Err(PluginFailure::NotFound { .. })
         ));
-        assert!(matches!(
-            find_in_path("../x", &dirs),
-            Err(PluginFailure::InvalidType(_))
-        ));
+        for bad in ["../x", ".", "..", ""] {
+            assert!(matches!(
+                find_in_path(bad, &dirs),
+                Err(PluginFailure::InvalidType(_))
+            ));
+        }
     }
 }
