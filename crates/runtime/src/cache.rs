@@ -8,17 +8,25 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::attachment::Attachment;
-use crate::base64;
 use crate::error::{Error, Result};
 
 /// Where libcni keeps its cache unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
 
 const KIND_V1: &str = "cniCacheV1";
+
+/// Go's `encoding/json` writes a `[]byte` in standard base64 with padding,
+/// and Go's decoder does not insist on zero bits after the last character.
+const GO_BYTES: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 /// The on-disk object. Field names, order and omissions follow libcni's
 /// `cachedInfo` as Go's encoding/json writes it.
@@ -126,7 +134,7 @@ impl ResultCache {
         let entry = Entry {
             kind: KIND_V1.to_string(),
             container_id: attachment.container_id.clone(),
-            config: Some(base64::encode(config)),
+            config: Some(GO_BYTES.encode(config)),
             ifname: attachment.ifname.clone(),
             network_name: network.to_string(),
             netns: attachment.netns.clone(),
@@ -250,7 +258,9 @@ impl ResultCache {
 fn entry_to_attachment(entry: Entry) -> std::result::Result<CachedAttachment, String> {
     let config = match entry.config.as_deref() {
         None => Vec::new(),
-        Some(text) => base64::decode(text).ok_or("'config' is not base64")?,
+        Some(text) => GO_BYTES
+            .decode(text)
+            .map_err(|_| "'config' is not base64")?,
     };
     Ok(CachedAttachment {
         network: entry.network_name,
@@ -315,6 +325,24 @@ mod tests {
         a.capability_args
             .insert("portMappings".into(), json!([{"hostPort": 8080}]));
         a
+    }
+
+    #[test]
+    fn config_bytes_are_go_base64() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(GO_BYTES.encode(plain), coded);
+            assert_eq!(GO_BYTES.decode(coded).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(GO_BYTES.decode(GO_BYTES.encode(&all)).unwrap(), all);
+        for bad in ["Zm9", "Zm=v", "Zg==Zg==", "Z!=="] {
+            assert!(GO_BYTES.decode(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! way libcni parses them so that a file accepted by one runtime is accepted
 //! by the other.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
@@ -31,6 +31,18 @@ impl PluginConfig {
             Some(other) => return Err(format!("'type' is not a string: {other}")),
         };
         Ok(PluginConfig { plugin_type, raw })
+    }
+
+    /// Decode one plugin configuration document (a `<network>/*.conf`
+    /// file of a conflist's plugin directory).
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidConfig {
+            origin: origin.to_string(),
+            message,
+        };
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+        Self::from_value(value).map_err(invalid)
     }
 
     /// Capabilities the plugin declares (`"capabilities": {"portMappings": true}`).
@@ -163,31 +175,6 @@ impl NetworkConfigList {
         })
     }
 
-    /// Load a `.conflist` file, plus the plugin configurations kept in
-    /// `<dir>/<network name>/*.conf` unless `loadOnlyInlinedPlugins` (spec 1.1).
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let origin = path.display().to_string();
-        let mut list = Self::from_bytes(&bytes, &origin)?;
-        list.source = Some(path.to_path_buf());
-        if !list.load_only_inlined_plugins
-            && let Some(dir) = path.parent()
-        {
-            list.plugins
-                .extend(sibling_plugin_configs(dir, &list.name)?);
-        }
-        if list.plugins.is_empty() {
-            return Err(Error::InvalidConfig {
-                origin,
-                message: "no plugin configurations found".to_string(),
-            });
-        }
-        Ok(list)
-    }
-
     /// Wrap a single-plugin `.conf`/`.json` document into a one-plugin list,
     /// as libcni does for the pre-conflist format.
     pub fn from_single_plugin_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
@@ -222,17 +209,6 @@ impl NetworkConfigList {
         Self::from_bytes(&list_bytes, origin)
     }
 
-    /// Load a single-plugin `.conf`/`.json` file as a one-plugin list.
-    pub fn from_single_plugin_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut list = Self::from_single_plugin_bytes(&bytes, &path.display().to_string())?;
-        list.source = Some(path.to_path_buf());
-        Ok(list)
-    }
-
     /// Versions the configuration allows, newest first: `cniVersions` plus
     /// `cniVersion`, limited to versions this runtime implements.
     pub fn declared_versions(&self) -> Vec<String> {
@@ -246,34 +222,6 @@ impl NetworkConfigList {
         all.dedup();
         all
     }
-}
-
-/// `<dir>/<name>/*.conf`, in lexical order; a missing directory is no error.
-fn sibling_plugin_configs(dir: &Path, network: &str) -> Result<Vec<PluginConfig>> {
-    // A name with a path separator would escape the configuration directory.
-    if network.is_empty() || network.contains('/') || network == "." || network == ".." {
-        return Ok(Vec::new());
-    }
-    let plugin_dir = dir.join(network);
-    let files = crate::config_dir::files_with_extensions(&plugin_dir, &["conf"])?;
-    files
-        .into_iter()
-        .map(|path| {
-            let bytes = std::fs::read(&path).map_err(|source| Error::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let value: Value =
-                serde_json::from_slice(&bytes).map_err(|e| Error::InvalidConfig {
-                    origin: path.display().to_string(),
-                    message: format!("invalid JSON: {e}"),
-                })?;
-            PluginConfig::from_value(value).map_err(|message| Error::InvalidConfig {
-                origin: path.display().to_string(),
-                message,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

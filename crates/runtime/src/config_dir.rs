@@ -2,10 +2,14 @@
 //! files first, then single-plugin `.conf`/`.json` files, each group in
 //! lexical order — the order libcni searches them, so both runtimes pick the
 //! same file when two declare the same network name.
+//!
+//! This module owns the files: reading them, the search order, and the
+//! per-network plugin directories of spec 1.1. Turning the bytes into types
+//! is [`crate::config`]'s job, which knows nothing of files.
 
 use std::path::{Path, PathBuf};
 
-use crate::config::NetworkConfigList;
+use crate::config::{NetworkConfigList, PluginConfig};
 use crate::error::{Error, Result};
 
 /// Every file in `dir` whose extension is one of `extensions`, sorted by
@@ -44,6 +48,55 @@ pub fn files_with_extensions(dir: &Path, extensions: &[&str]) -> Result<Vec<Path
     Ok(files)
 }
 
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Load a `.conflist` file, plus the plugin configurations kept in
+/// `<dir>/<network name>/*.conf` unless `loadOnlyInlinedPlugins` (spec 1.1).
+pub fn load_conflist(path: &Path) -> Result<NetworkConfigList> {
+    let bytes = read(path)?;
+    let origin = path.display().to_string();
+    let mut list = NetworkConfigList::from_bytes(&bytes, &origin)?;
+    list.source = Some(path.to_path_buf());
+    if !list.load_only_inlined_plugins
+        && let Some(dir) = path.parent()
+    {
+        list.plugins.extend(plugin_dir_configs(dir, &list.name)?);
+    }
+    if list.plugins.is_empty() {
+        return Err(Error::InvalidConfig {
+            origin,
+            message: "no plugin configurations found".to_string(),
+        });
+    }
+    Ok(list)
+}
+
+/// Load a single-plugin `.conf`/`.json` file as a one-plugin list.
+pub fn load_single_plugin(path: &Path) -> Result<NetworkConfigList> {
+    let bytes = read(path)?;
+    let mut list =
+        NetworkConfigList::from_single_plugin_bytes(&bytes, &path.display().to_string())?;
+    list.source = Some(path.to_path_buf());
+    Ok(list)
+}
+
+/// `<dir>/<name>/*.conf`, in lexical order; a missing directory is no error.
+fn plugin_dir_configs(dir: &Path, network: &str) -> Result<Vec<PluginConfig>> {
+    // A name with a path separator would escape the configuration directory.
+    if network.is_empty() || network.contains('/') || network == "." || network == ".." {
+        return Ok(Vec::new());
+    }
+    files_with_extensions(&dir.join(network), &["conf"])?
+        .into_iter()
+        .map(|path| PluginConfig::from_bytes(&read(&path)?, &path.display().to_string()))
+        .collect()
+}
+
 /// One file of the directory and what loading it gave.
 #[derive(Debug)]
 pub struct LoadedFile {
@@ -56,11 +109,11 @@ pub struct LoadedFile {
 pub fn load_all(dir: &Path) -> Result<Vec<LoadedFile>> {
     let mut loaded = Vec::new();
     for path in files_with_extensions(dir, &["conflist"])? {
-        let network = NetworkConfigList::from_file(&path);
+        let network = load_conflist(&path);
         loaded.push(LoadedFile { path, network });
     }
     for path in files_with_extensions(dir, &["conf", "json"])? {
-        let network = NetworkConfigList::from_single_plugin_file(&path);
+        let network = load_single_plugin(&path);
         loaded.push(LoadedFile { path, network });
     }
     Ok(loaded)

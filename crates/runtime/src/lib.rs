@@ -19,7 +19,6 @@
 //! Plugins are plain programs: this crate only execs them, never a shell.
 
 pub mod attachment;
-mod base64;
 pub mod cache;
 mod chain;
 pub mod config;
