@@ -138,6 +138,8 @@ pub fn dispatch<P: Plugin>(
     }
 }
 
+/// One invocation, step by step, in the reference's order of checks so that
+/// each problem gets the reference's code and message.
 fn handle<P: Plugin>(
     plugin: &P,
     cmd: &str,
@@ -147,7 +149,38 @@ fn handle<P: Plugin>(
 ) -> Result<Option<serde_json::Value>> {
     let command = Command::parse(cmd)?;
     let get = |k: &str| getenv(k).unwrap_or_default();
+    require_env(command, &get)?;
+    if command == Command::Version {
+        // The request body ({"cniVersion": ...}) carries nothing we need.
+        return Ok(Some(version::version_info()));
+    }
+    let (container_id, ifname) = attachment_ids(command, &get)?;
+    let data = read_stdin(stdin)?;
+    let conf_version = check_name_and_version(&data)?;
+    *version_for_errors = conf_version.to_string();
+    check_verb_allowed(command, conf_version)?;
 
+    let config = NetConf::from_slice(&data)?;
+    let args = CniArgs::parse(&get("CNI_ARGS"))?;
+    let netns = get("CNI_NETNS");
+    if command.is_per_attachment() && !netns.is_empty() && !netns_override(&get) {
+        refuse_own_netns(&netns)?;
+    }
+    let req = Request {
+        command,
+        container_id,
+        netns,
+        ifname,
+        args,
+        path: env::split_path(&get("CNI_PATH")),
+        config,
+        stdin: data,
+    };
+    call_verb(plugin, &req)
+}
+
+/// Every variable the verb cannot do without, all named in one error.
+fn require_env(command: Command, get: &dyn Fn(&str) -> String) -> Result<()> {
     let missing: Vec<&str> = command
         .required_env()
         .iter()
@@ -160,29 +193,35 @@ fn handle<P: Plugin>(
             missing.join(",")
         )));
     }
-    if command == Command::Version {
-        // The request body ({"cniVersion": ...}) carries nothing we need.
-        return Ok(Some(version::version_info()));
+    Ok(())
+}
+
+/// `CNI_CONTAINERID` and `CNI_IFNAME`, validated, for the per-attachment
+/// verbs; empty for GC and STATUS.
+fn attachment_ids(command: Command, get: &dyn Fn(&str) -> String) -> Result<(String, String)> {
+    if !command.is_per_attachment() {
+        return Ok((String::new(), String::new()));
     }
+    let id = get("CNI_CONTAINERID");
+    env::validate_container_id(&id)?;
+    let ifname = get("CNI_IFNAME");
+    env::validate_ifname(&ifname)?;
+    Ok((id, ifname))
+}
 
-    let (container_id, ifname) = if command.is_per_attachment() {
-        let id = get("CNI_CONTAINERID");
-        env::validate_container_id(&id)?;
-        let ifname = get("CNI_IFNAME");
-        env::validate_ifname(&ifname)?;
-        (id, ifname)
-    } else {
-        (String::new(), String::new())
-    };
-
+fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     stdin
         .read_to_end(&mut data)
         .map_err(|e| Error::io(format!("error reading from stdin: {e}")))?;
+    Ok(data)
+}
 
-    // Name and version first, as the reference does, so that these get
-    // their specific codes before any other key is looked at.
-    let head: serde_json::Value = serde_json::from_slice(&data)
+/// Name and version first, as the reference does, so that these get their
+/// specific codes before any other key is looked at. Returns the
+/// configuration's (supported) version.
+fn check_name_and_version(data: &[u8]) -> Result<Version> {
+    let head: serde_json::Value = serde_json::from_slice(data)
         .map_err(|e| Error::decoding(format!("error unmarshall network config: {e}")))?;
     let Some(obj) = head.as_object() else {
         return Err(Error::decoding(
@@ -208,9 +247,9 @@ fn handle<P: Plugin>(
             )));
         }
     };
-    let conf_version = effective_version(conf_version).to_string();
-    let parsed = Version::parse(&conf_version)?;
-    if !Version::is_supported(&conf_version) {
+    let conf_version = effective_version(conf_version);
+    let parsed = Version::parse(conf_version)?;
+    if !Version::is_supported(conf_version) {
         return Err(
             Error::new(code::INCOMPATIBLE_VERSION, "incompatible CNI versions").with_details(
                 format!(
@@ -224,14 +263,18 @@ fn handle<P: Plugin>(
             ),
         );
     }
-    *version_for_errors = conf_version.clone();
+    Ok(parsed)
+}
+
+/// CHECK needs 0.4.0, GC and STATUS need 1.1.0.
+fn check_verb_allowed(command: Command, version: Version) -> Result<()> {
     let floor = match command {
         Command::Check => Some(Version::V0_4_0),
         Command::Gc | Command::Status => Some(Version::V1_1_0),
         _ => None,
     };
     if let Some(floor) = floor
-        && parsed < floor
+        && version < floor
     {
         return Err(Error::new(
             code::INCOMPATIBLE_VERSION,
@@ -239,32 +282,20 @@ fn handle<P: Plugin>(
         )
         .with_details(format!("{command} needs cniVersion {floor} or later")));
     }
+    Ok(())
+}
 
-    let config = NetConf::from_slice(&data)?;
-    let args = CniArgs::parse(&get("CNI_ARGS"))?;
-    let netns = get("CNI_NETNS");
-    if command.is_per_attachment() && !netns.is_empty() && !netns_override(&get) {
-        refuse_own_netns(&netns)?;
-    }
-    let req = Request {
-        command,
-        container_id,
-        netns,
-        ifname,
-        args,
-        path: env::split_path(&get("CNI_PATH")),
-        config,
-        stdin: data,
-    };
-    match command {
+/// The plugin's method for the verb; ADD's result in the config's version.
+fn call_verb<P: Plugin>(plugin: &P, req: &Request) -> Result<Option<serde_json::Value>> {
+    match req.command {
         Command::Add => {
-            let result = plugin.add(&req)?;
+            let result = plugin.add(req)?;
             Ok(Some(result.to_value(req.version())?))
         }
-        Command::Del => plugin.del(&req).map(|()| None),
-        Command::Check => plugin.check(&req).map(|()| None),
-        Command::Status => plugin.status(&req).map(|()| None),
-        Command::Gc => plugin.gc(&req).map(|()| None),
+        Command::Del => plugin.del(req).map(|()| None),
+        Command::Check => plugin.check(req).map(|()| None),
+        Command::Status => plugin.status(req).map(|()| None),
+        Command::Gc => plugin.gc(req).map(|()| None),
         Command::Version => Ok(Some(version::version_info())),
     }
 }

@@ -64,137 +64,194 @@ pub fn parse(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Options>, String> {
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
-    let mut conf_dir = None;
-    let mut cni_path = None;
-    let mut ifname = None;
-    let mut args = None;
-    let mut cap_args = None;
-    let mut container_id = None;
-    let mut cache_dir = None;
-    let mut timeout = None;
-    let mut json = false;
-    let mut no_cleanup = false;
-    let mut keep_cached = false;
-    let mut valid = Vec::new();
-    let mut positional = Vec::new();
+    let Some(mut flags) = Flags::read(argv)? else {
+        return Ok(None);
+    };
+    let words = Words::check(
+        std::mem::take(&mut flags.positional),
+        flags.container_id.is_some(),
+    )?;
+    let timeout = parse_timeout(flags.timeout.as_deref())?;
+    Ok(Some(flags.resolve(words, timeout, env)))
+}
 
-    let mut it = argv.iter();
-    while let Some(arg) = it.next() {
-        if arg == "--" {
-            positional.extend(it.by_ref().cloned());
-            break;
-        }
-        if !arg.starts_with('-') || arg == "-" {
-            positional.push(arg.clone());
-            continue;
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("option {name} needs a value")),
+/// The options as given on the command line, before the environment and
+/// the defaults fill the gaps.
+#[derive(Default)]
+struct Flags {
+    conf_dir: Option<String>,
+    cni_path: Option<String>,
+    ifname: Option<String>,
+    args: Option<String>,
+    cap_args: Option<String>,
+    container_id: Option<String>,
+    cache_dir: Option<String>,
+    timeout: Option<String>,
+    json: bool,
+    no_cleanup: bool,
+    keep_cached: bool,
+    valid: Vec<String>,
+    positional: Vec<String>,
+}
+
+impl Flags {
+    /// `--flag value`, `--flag=value`, `--` ends the options; `Ok(None)`
+    /// for help.
+    fn read(argv: &[String]) -> Result<Option<Flags>, String> {
+        let mut flags = Flags::default();
+        let mut it = argv.iter();
+        while let Some(arg) = it.next() {
+            if arg == "--" {
+                flags.positional.extend(it.by_ref().cloned());
+                break;
             }
+            if !arg.starts_with('-') || arg == "-" {
+                flags.positional.push(arg.clone());
+                continue;
+            }
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = |name: &str| -> Result<String, String> {
+                match &inline {
+                    Some(v) => Ok(v.clone()),
+                    None => it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| format!("option {name} needs a value")),
+                }
+            };
+            match flag {
+                "-h" | "--help" => return Ok(None),
+                "--conf-dir" => flags.conf_dir = Some(value(flag)?),
+                "--cni-path" => flags.cni_path = Some(value(flag)?),
+                "-i" | "--ifname" => flags.ifname = Some(value(flag)?),
+                "--args" => flags.args = Some(value(flag)?),
+                "--cap-args" => flags.cap_args = Some(value(flag)?),
+                "--container-id" => flags.container_id = Some(value(flag)?),
+                "--cache-dir" => flags.cache_dir = Some(value(flag)?),
+                "--timeout" => flags.timeout = Some(value(flag)?),
+                "--valid" => flags.valid.push(value(flag)?),
+                "--json" => flags.json = true,
+                "--no-cleanup" => flags.no_cleanup = true,
+                "--keep-cached" => flags.keep_cached = true,
+                _ => return Err(format!("unknown option {arg}")),
+            }
+            if inline.is_some() && matches!(flag, "--json" | "--no-cleanup" | "--keep-cached") {
+                return Err(format!("option {flag} takes no value"));
+            }
+        }
+        Ok(Some(flags))
+    }
+
+    /// Flag, else environment variable, else default.
+    fn resolve(
+        self,
+        words: Words,
+        timeout: Option<Duration>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Options {
+        let cni_path = self
+            .cni_path
+            .or_else(|| env("CNI_PATH"))
+            .unwrap_or_else(|| "/opt/cni/bin".to_string());
+        Options {
+            command: words.command,
+            network: words.network,
+            netns: words.netns,
+            conf_dir: self
+                .conf_dir
+                .or_else(|| env("NETCONFPATH"))
+                .unwrap_or_else(|| "/etc/cni/net.d".to_string())
+                .into(),
+            cni_path: cni_path
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            ifname: self
+                .ifname
+                .or_else(|| env("CNI_IFNAME"))
+                .unwrap_or_else(|| "eth0".to_string()),
+            args: self.args.or_else(|| env("CNI_ARGS")).unwrap_or_default(),
+            cap_args: self
+                .cap_args
+                .or_else(|| env("CAP_ARGS"))
+                .unwrap_or_default(),
+            container_id: self.container_id,
+            cache_dir: self
+                .cache_dir
+                .or_else(|| env("CNI_CACHE_DIR"))
+                .unwrap_or_else(|| runtime::cache::DEFAULT_CACHE_DIR.to_string())
+                .into(),
+            timeout,
+            json: self.json,
+            no_cleanup: self.no_cleanup,
+            valid: self.valid,
+            keep_cached: self.keep_cached,
+        }
+    }
+}
+
+/// The positional words: command, network, netns.
+struct Words {
+    command: Command,
+    network: String,
+    netns: Option<PathBuf>,
+}
+
+impl Words {
+    /// The command and what it needs to run (a DEL can do with a container
+    /// id instead of a netns).
+    fn check(words: Vec<String>, has_container_id: bool) -> Result<Words, String> {
+        let mut words = words.into_iter();
+        let command = match words.next().as_deref() {
+            Some("add") => Command::Add,
+            Some("check") => Command::Check,
+            Some("del") => Command::Del,
+            Some("gc") => Command::Gc,
+            Some("status") => Command::Status,
+            Some("list") => Command::List,
+            Some(other) => return Err(format!("unknown command {other:?}")),
+            None => return Err("missing command".to_string()),
         };
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "--conf-dir" => conf_dir = Some(value(flag)?),
-            "--cni-path" => cni_path = Some(value(flag)?),
-            "-i" | "--ifname" => ifname = Some(value(flag)?),
-            "--args" => args = Some(value(flag)?),
-            "--cap-args" => cap_args = Some(value(flag)?),
-            "--container-id" => container_id = Some(value(flag)?),
-            "--cache-dir" => cache_dir = Some(value(flag)?),
-            "--timeout" => timeout = Some(value(flag)?),
-            "--valid" => valid.push(value(flag)?),
-            "--json" => json = true,
-            "--no-cleanup" => no_cleanup = true,
-            "--keep-cached" => keep_cached = true,
-            _ => return Err(format!("unknown option {arg}")),
+        let network = words.next().unwrap_or_default();
+        let netns = words.next().map(PathBuf::from);
+        if let Some(extra) = words.next() {
+            return Err(format!("unexpected argument {extra:?}"));
         }
-        if inline.is_some() && matches!(flag, "--json" | "--no-cleanup" | "--keep-cached") {
-            return Err(format!("option {flag} takes no value"));
+        if command != Command::List && network.is_empty() {
+            return Err("missing network name".to_string());
         }
+        if command == Command::List && !network.is_empty() {
+            return Err(format!("list takes no arguments, got {network:?}"));
+        }
+        if matches!(command, Command::Add | Command::Check) && netns.is_none() {
+            return Err("missing network namespace path".to_string());
+        }
+        if matches!(command, Command::Del) && netns.is_none() && !has_container_id {
+            return Err("del needs a network namespace path or --container-id".to_string());
+        }
+        Ok(Words {
+            command,
+            network,
+            netns,
+        })
     }
+}
 
-    let mut positional = positional.into_iter();
-    let command = match positional.next().as_deref() {
-        Some("add") => Command::Add,
-        Some("check") => Command::Check,
-        Some("del") => Command::Del,
-        Some("gc") => Command::Gc,
-        Some("status") => Command::Status,
-        Some("list") => Command::List,
-        Some(other) => return Err(format!("unknown command {other:?}")),
-        None => return Err("missing command".to_string()),
+/// `--timeout SECONDS`: absent is the default, 0 is none.
+fn parse_timeout(text: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(text) = text else {
+        return Ok(Some(runtime::DEFAULT_TIMEOUT));
     };
-    let network = positional.next().unwrap_or_default();
-    let netns = positional.next().map(PathBuf::from);
-    if let Some(extra) = positional.next() {
-        return Err(format!("unexpected argument {extra:?}"));
-    }
-    if command != Command::List && network.is_empty() {
-        return Err("missing network name".to_string());
-    }
-    if command == Command::List && !network.is_empty() {
-        return Err(format!("list takes no arguments, got {network:?}"));
-    }
-    if matches!(command, Command::Add | Command::Check) && netns.is_none() {
-        return Err("missing network namespace path".to_string());
-    }
-    if matches!(command, Command::Del) && netns.is_none() && container_id.is_none() {
-        return Err("del needs a network namespace path or --container-id".to_string());
-    }
-
-    let timeout = match timeout {
-        None => Some(runtime::DEFAULT_TIMEOUT),
-        Some(text) => {
-            let secs: f64 = text
-                .parse()
-                .ok()
-                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| format!("invalid --timeout {text:?}"))?;
-            (secs > 0.0).then(|| Duration::from_secs_f64(secs))
-        }
-    };
-    let cni_path = cni_path
-        .or_else(|| env("CNI_PATH"))
-        .unwrap_or_else(|| "/opt/cni/bin".to_string());
-
-    Ok(Some(Options {
-        command,
-        network,
-        netns,
-        conf_dir: conf_dir
-            .or_else(|| env("NETCONFPATH"))
-            .unwrap_or_else(|| "/etc/cni/net.d".to_string())
-            .into(),
-        cni_path: cni_path
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .collect(),
-        ifname: ifname
-            .or_else(|| env("CNI_IFNAME"))
-            .unwrap_or_else(|| "eth0".to_string()),
-        args: args.or_else(|| env("CNI_ARGS")).unwrap_or_default(),
-        cap_args: cap_args.or_else(|| env("CAP_ARGS")).unwrap_or_default(),
-        container_id,
-        cache_dir: cache_dir
-            .or_else(|| env("CNI_CACHE_DIR"))
-            .unwrap_or_else(|| runtime::cache::DEFAULT_CACHE_DIR.to_string())
-            .into(),
-        timeout,
-        json,
-        no_cleanup,
-        valid,
-        keep_cached,
-    }))
+    let secs: f64 = text
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| format!("invalid --timeout {text:?}"))?;
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
 
 #[cfg(test)]
