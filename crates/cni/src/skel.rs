@@ -32,6 +32,23 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request made of a configuration and `CNI_ARGS` alone, as the
+    /// skeleton builds it once the environment is validated (container id
+    /// `test`, interface `eth0`, no netns, empty `CNI_PATH`). For unit tests
+    /// of a plugin's configuration handling: no process, no namespace.
+    pub fn from_config(command: Command, config: &[u8], cni_args: &str) -> Result<Request> {
+        Ok(Request {
+            command,
+            container_id: "test".to_string(),
+            netns: String::new(),
+            ifname: "eth0".to_string(),
+            args: CniArgs::parse(cni_args)?,
+            path: Vec::new(),
+            config: NetConf::from_slice(config)?,
+            stdin: config.to_vec(),
+        })
+    }
+
     /// The spec version of the configuration (a missing `cniVersion` is
     /// 0.1.0, as in the reference).
     pub fn version(&self) -> &str {

@@ -255,3 +255,167 @@ fn requested_ips(req: &Request) -> Result<Vec<IpAddr>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::Command;
+    use serde_json::{Value, json};
+
+    fn request_with(conf: Value, cni_args: &str) -> Request {
+        let bytes = serde_json::to_vec(&conf).unwrap();
+        Request::from_config(Command::Add, &bytes, cni_args).unwrap()
+    }
+
+    fn net(ipam: Value) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "net1", "type": "bridge", "ipam": ipam})
+    }
+
+    fn load(conf: Value) -> Result<Config> {
+        Config::load(&request_with(conf, ""))
+    }
+
+    fn error_of(conf: Value) -> String {
+        load(conf).unwrap_err().msg
+    }
+
+    fn subnets(c: &Config) -> Vec<String> {
+        c.range_sets
+            .iter()
+            .map(|s| s.ranges()[0].subnet().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn runtime_ranges_then_legacy_range_then_ranges_with_defaults() {
+        let mut conf = net(json!({
+            "type": "host-local",
+            "subnet": "10.1.0.0/24",
+            "ranges": [[{"subnet": "10.2.0.0/24"}], [{"subnet": "fd00::/64"}]],
+        }));
+        conf["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.3.0.0/24"}]]});
+        let c = load(conf).unwrap();
+        assert_eq!(
+            subnets(&c),
+            ["10.3.0.0/24", "10.1.0.0/24", "10.2.0.0/24", "fd00::/64"]
+        );
+        assert_eq!(c.network, "net1");
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.resolv_conf, None);
+        assert!(c.requested.is_empty());
+        let r = &c.range_sets[1].ranges()[0];
+        // As the reference: the range starts at .1; the allocator skips the gateway.
+        assert_eq!(r.start().to_string(), "10.1.0.1");
+        assert_eq!(r.end().to_string(), "10.1.0.254");
+        assert_eq!(r.gateway().to_string(), "10.1.0.1");
+    }
+
+    #[test]
+    fn empty_data_dir_and_resolv_conf_mean_the_defaults() {
+        let c = load(net(json!({
+            "type": "host-local", "subnet": "10.1.0.0/24", "dataDir": "", "resolvConf": ""
+        })))
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.resolv_conf, None);
+        let c = load(net(json!({
+            "type": "host-local", "subnet": "10.1.0.0/24", "dataDir": "/tmp/d",
+            "resolvConf": "/etc/r.conf"
+        })))
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(c.resolv_conf, Some(PathBuf::from("/etc/r.conf")));
+    }
+
+    #[test]
+    fn missing_ipam_or_ranges_are_the_reference_errors() {
+        assert_eq!(
+            error_of(json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"})),
+            "IPAM config missing 'ipam' key"
+        );
+        let no_ranges = net(json!({"type": "host-local"}));
+        assert_eq!(error_of(no_ranges.clone()), "no IP ranges specified");
+        // GC and STATUS get no runtimeConfig: no ranges is fine there.
+        let c = Config::load_allowing_no_ranges(&request_with(no_ranges, "")).unwrap();
+        assert!(c.range_sets.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_value() {
+        assert_eq!(
+            error_of(net(json!({"type": "host-local", "subnet": "10.0.0.1"}))),
+            "invalid range set 0: ipam.subnet: invalid CIDR address: 10.0.0.1"
+        );
+        assert_eq!(
+            error_of(net(json!({
+                "type": "host-local", "subnet": "10.0.0.0/24", "rangeStart": "x"
+            }))),
+            "invalid range set 0: ipam.rangeStart: invalid IP address: x"
+        );
+        assert_eq!(
+            error_of(net(json!({
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.9.0.0/24", "gateway": "10.9.0.300"}]]
+            }))),
+            "invalid range set 1: ipam.ranges[1][0].gateway: invalid IP address: 10.9.0.300"
+        );
+        assert_eq!(
+            error_of(net(
+                json!({"type": "host-local", "ranges": [[{"rangeStart": "10.0.0.1"}]]})
+            )),
+            "invalid range set 0: ipam.ranges[0][0].subnet: missing"
+        );
+        let mut conf = net(json!({"type": "host-local", "subnet": "10.0.0.0/24"}));
+        conf["runtimeConfig"] = json!({"ipRanges": [[{"subnet": 7}]]});
+        let msg = error_of(conf);
+        assert!(msg.starts_with("runtimeConfig.ipRanges[0][0]: "), "{msg}");
+    }
+
+    #[test]
+    fn overlapping_sets_are_refused() {
+        assert_eq!(
+            error_of(net(json!({
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.0.0.0/16"}], [{"subnet": "10.0.5.0/24"}]]
+            }))),
+            "range set 0 overlaps with 1"
+        );
+    }
+
+    #[test]
+    fn old_versions_allow_one_address_per_family() {
+        let two_v4 = |version: &str| {
+            let mut conf = net(json!({
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.1.0.0/24"}]]
+            }));
+            conf["cniVersion"] = json!(version);
+            load(conf)
+        };
+        assert_eq!(
+            two_v4("0.2.0").unwrap_err().msg,
+            "CNI version 0.2.0 does not support more than 1 address per family"
+        );
+        assert_eq!(two_v4("0.3.1").unwrap().range_sets.len(), 2);
+    }
+
+    #[test]
+    fn requested_addresses_from_every_source_in_order_without_duplicates() {
+        let mut conf = net(json!({"type": "host-local", "subnet": "10.0.0.0/24"}));
+        conf["args"] = json!({"cni": {"ips": ["10.0.0.6/24", "10.0.0.5"]}});
+        conf["runtimeConfig"] = json!({"ips": ["10.0.0.7"]});
+        let c = Config::load(&request_with(conf, "IP=10.0.0.5")).unwrap();
+        let got: Vec<String> = c.requested.iter().map(|ip| ip.to_string()).collect();
+        assert_eq!(got, ["10.0.0.5", "10.0.0.6", "10.0.0.7"]);
+    }
+
+    #[test]
+    fn bad_requested_addresses_and_unknown_args_are_refused() {
+        let conf = net(json!({"type": "host-local", "subnet": "10.0.0.0/24"}));
+        let e = Config::load(&request_with(conf.clone(), "IP=zz")).unwrap_err();
+        assert_eq!(e.msg, "cannot understand ip: IP zz not v4 nor v6");
+        assert!(Config::load(&request_with(conf.clone(), "FOO=1")).is_err());
+        let c = Config::load(&request_with(conf, "IgnoreUnknown=1;FOO=1")).unwrap();
+        assert!(c.requested.is_empty());
+    }
+}

@@ -319,6 +319,148 @@ mod tests {
         }
     }
 
+    fn load(conf: serde_json::Value, cni_args: &str) -> Result<Settings> {
+        let bytes = serde_json::to_vec(&conf).unwrap();
+        Settings::load(&Request::from_config(cni::Command::Add, &bytes, cni_args).unwrap())
+    }
+
+    fn net(extra: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    fn error_of(extra: serde_json::Value) -> String {
+        load(net(extra), "").unwrap_err().msg
+    }
+
+    #[test]
+    fn an_empty_configuration_gives_the_defaults() {
+        let s = load(net(serde_json::json!({})), "").unwrap();
+        let d = tests_support::settings();
+        assert_eq!(s.bridge, "cni0");
+        assert_eq!(
+            (s.is_gateway, s.ip_masq, s.hairpin, s.promisc, s.vlan, s.mtu),
+            (d.is_gateway, d.ip_masq, d.hairpin, d.promisc, d.vlan, d.mtu)
+        );
+        assert!(s.ipam.is_none() && !s.is_l3() && !s.vlan_filtering());
+        assert!(s.mac.is_none() && s.dns.is_none() && s.masq_backend.is_none());
+        // An empty bridge name and mtu 0 mean the defaults too.
+        let s = load(net(serde_json::json!({"bridge": "", "mtu": 0})), "").unwrap();
+        assert_eq!((s.bridge.as_str(), s.mtu), ("cni0", None));
+    }
+
+    #[test]
+    fn keys_are_read_as_the_reference_spells_them() {
+        let s = load(
+            net(serde_json::json!({
+                "bridge": "br-test", "isDefaultGateway": true, "ipMasq": true,
+                "ipMasqBackend": "nftables", "mtu": 1400, "hairpinMode": true,
+                "vlan": 100, "macspoofchk": true, "enabledad": true, "portIsolation": true,
+                "ipam": {"type": "host-local"}, "dns": {"nameservers": ["10.0.0.53"]},
+            })),
+            "",
+        )
+        .unwrap();
+        assert_eq!(s.bridge, "br-test");
+        // isDefaultGateway implies isGateway.
+        assert!(s.is_gateway && s.is_default_gateway && s.ip_masq && s.hairpin);
+        assert_eq!(s.masq_backend, Some(netfilter::Backend::Nftables));
+        assert_eq!((s.mtu, s.vlan), (Some(1400), 100));
+        assert!(s.macspoofchk && s.enable_dad && s.port_isolation && s.vlan_filtering());
+        assert_eq!(s.ipam.as_deref(), Some("host-local"));
+        assert_eq!(
+            s.dns.map(|d| d.nameservers),
+            Some(vec!["10.0.0.53".to_string()])
+        );
+        let s = load(net(serde_json::json!({"vlanTrunk": []})), "").unwrap();
+        assert!(s.trunk.is_empty() && s.trunk_configured && s.vlan_filtering());
+    }
+
+    #[test]
+    fn contradictions_and_out_of_range_values_are_refused() {
+        assert_eq!(
+            error_of(serde_json::json!({"vlan": 4095})),
+            "invalid VLAN ID 4095 (must be between 0 and 4094)"
+        );
+        assert_eq!(
+            error_of(serde_json::json!({"vlan": -1})),
+            "invalid VLAN ID -1 (must be between 0 and 4094)"
+        );
+        assert_eq!(
+            error_of(serde_json::json!({
+                "ipam": {"type": "host-local"}, "disableContainerInterface": true
+            })),
+            "cannot use IPAM when DisableContainerInterface flag is set"
+        );
+        assert_eq!(
+            error_of(serde_json::json!({"hairpinMode": true, "promiscMode": true})),
+            "cannot set hairpin mode and promiscuous mode at the same time"
+        );
+        assert_eq!(
+            error_of(serde_json::json!({"ipMasq": true, "ipMasqBackend": "pf"})),
+            "unknown ipmasq backend \"pf\""
+        );
+        // The reference only looks at the backend when masquerading.
+        let s = load(net(serde_json::json!({"ipMasqBackend": "pf"})), "").unwrap();
+        assert!(s.masq_backend.is_none());
+        assert!(error_of(serde_json::json!({"bridge": "a/b"})).starts_with("invalid bridge name"));
+        assert!(error_of(serde_json::json!({"vlanTrunk": [{"id": 0}]})).contains("trunk id"));
+        let e = load(net(serde_json::json!({"mtu": "big"})), "").unwrap_err();
+        assert!(e.msg.contains("mtu"), "{}", e.msg);
+    }
+
+    #[test]
+    fn mac_comes_from_runtime_config_then_args_then_cni_args() {
+        let mac = |extra: serde_json::Value, cni_args: &str| {
+            load(net(extra), cni_args)
+                .unwrap()
+                .mac
+                .map(|m| m.to_string())
+        };
+        let both = serde_json::json!({
+            "runtimeConfig": {"mac": "02:00:00:00:00:01"},
+            "args": {"cni": {"mac": "02:00:00:00:00:02"}},
+        });
+        assert_eq!(
+            mac(both, "MAC=02:00:00:00:00:03").as_deref(),
+            Some("02:00:00:00:00:01")
+        );
+        let args = serde_json::json!({"args": {"cni": {"mac": "02:00:00:00:00:02"}}});
+        assert_eq!(
+            mac(args, "MAC=02:00:00:00:00:03").as_deref(),
+            Some("02:00:00:00:00:02")
+        );
+        assert_eq!(
+            mac(serde_json::json!({}), "MAC=02-00-00-00-00-0A").as_deref(),
+            Some("02:00:00:00:00:0a")
+        );
+        assert_eq!(mac(serde_json::json!({}), ""), None);
+    }
+
+    #[test]
+    fn macs_the_kernel_would_refuse_later_are_refused_now() {
+        let e = load(net(serde_json::json!({})), "MAC=01:00:00:00:00:01").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "invalid MAC \"01:00:00:00:00:01\" (CNI_ARGS MAC): not a unicast address"
+        );
+        let zero = serde_json::json!({"runtimeConfig": {"mac": "00:00:00:00:00:00"}});
+        assert_eq!(
+            load(net(zero), "").unwrap_err().msg,
+            "invalid MAC \"00:00:00:00:00:00\" (runtimeConfig.mac): the all-zero address"
+        );
+        let e = load(net(serde_json::json!({})), "MAC=zz").unwrap_err();
+        assert_eq!(e.details, "from CNI_ARGS MAC");
+        // Unknown CNI_ARGS keys are refused unless IgnoreUnknown is set.
+        assert!(load(net(serde_json::json!({})), "FOO=1").is_err());
+        assert!(load(net(serde_json::json!({})), "IgnoreUnknown=true;FOO=1").is_ok());
+    }
+
     #[test]
     fn bridge_names_the_kernel_would_refuse_are_refused() {
         assert!(validate_bridge_name("cni0").is_ok());

@@ -102,3 +102,77 @@ impl Plugin for Loopback {
 fn main() {
     cni::run(&Loopback)
 }
+
+/// Everything that is decided before `lo` is touched, run through the
+/// skeleton as a runtime would, without root and without a namespace.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const GONE: &str = "/nonexistent/netns/loopback-test";
+
+    /// Run one verb; (exit status, stdout as JSON or Null when empty).
+    fn run(command: &str, netns: &str, conf: Value) -> (i32, Value) {
+        let env = |k: &str| -> Option<String> {
+            match k {
+                "CNI_COMMAND" => Some(command.to_string()),
+                "CNI_CONTAINERID" => Some("c1".into()),
+                "CNI_NETNS" => Some(netns.to_string()),
+                "CNI_IFNAME" => Some("lo".into()),
+                "CNI_PATH" => Some("/nonexistent".into()),
+                _ => None,
+            }
+        };
+        let stdin = serde_json::to_vec(&conf).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = cni::dispatch(&Loopback, &env, &mut stdin.as_slice(), &mut out, &mut err);
+        let out = if out.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&out).unwrap()
+        };
+        (status, out)
+    }
+
+    fn conf() -> Value {
+        json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"})
+    }
+
+    #[test]
+    fn add_and_check_with_a_missing_netns_are_invalid_netns_errors() {
+        for verb in ["ADD", "CHECK"] {
+            let (status, out) = run(verb, GONE, conf());
+            assert_eq!(status, 1, "{verb}");
+            assert_eq!(out["code"], code::INVALID_NETNS, "{verb}");
+            assert_eq!(
+                out["msg"],
+                format!("failed to open netns {GONE:?}: no such file or directory")
+            );
+        }
+    }
+
+    #[test]
+    fn del_after_the_netns_is_gone_succeeds_silently() {
+        assert_eq!(run("DEL", GONE, conf()), (0, Value::Null));
+        assert_eq!(run("DEL", "", conf()), (0, Value::Null));
+    }
+
+    #[test]
+    fn a_malformed_prev_result_is_refused_before_the_netns_is_opened() {
+        let mut c = conf();
+        c["prevResult"] = json!({"cniVersion": "1.0.0", "ips": [{"address": "bogus"}]});
+        let (status, out) = run("ADD", GONE, c);
+        assert_eq!(status, 1);
+        let msg = out["msg"].as_str().unwrap_or_default();
+        assert!(msg.starts_with("failed to parse prevResult"), "{out}");
+    }
+
+    #[test]
+    fn version_lists_every_supported_version() {
+        let (status, out) = run("VERSION", "", json!({"cniVersion": "1.1.0"}));
+        assert_eq!(status, 0);
+        assert_eq!(out["cniVersion"], cni::version::CURRENT);
+        assert_eq!(out["supportedVersions"], json!(cni::version::SUPPORTED));
+    }
+}

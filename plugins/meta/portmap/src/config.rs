@@ -194,3 +194,140 @@ pub fn parse(req: &Request) -> Result<Config> {
         mappings,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::Command;
+    use serde_json::{Value, json};
+
+    /// A chained portmap configuration; `backend` is always given unless
+    /// the test is about its absence, so no test probes the host.
+    fn conf(extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": "net1", "type": "portmap",
+            "backend": "iptables",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}
+            ]},
+        });
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    fn parse_conf(c: Value) -> Result<Config> {
+        let bytes = serde_json::to_vec(&c).unwrap();
+        parse(&Request::from_config(Command::Add, &bytes, "").unwrap())
+    }
+
+    fn error_of(extra: Value) -> String {
+        parse_conf(conf(extra)).unwrap_err().msg
+    }
+
+    fn mappings(list: Value) -> Value {
+        json!({"runtimeConfig": {"portMappings": list}})
+    }
+
+    #[test]
+    fn defaults_are_the_reference_ones() {
+        let c = parse_conf(conf(json!({}))).unwrap();
+        assert_eq!(c.backend, Backend::Iptables);
+        assert!(c.backend_explicit);
+        assert_eq!(c.snat, Snat::MarkBit(13));
+        assert!(!c.masq_all);
+        assert!(c.conditions_v4.is_empty() && c.conditions_v6.is_empty());
+        assert_eq!(
+            c.mappings,
+            [PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+                host_ip: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn snat_keys_choose_the_masquerade() {
+        let c = parse_conf(conf(json!({"snat": false, "markMasqBit": 5}))).unwrap();
+        assert_eq!(c.snat, Snat::Off);
+        let c = parse_conf(conf(json!({"markMasqBit": 31}))).unwrap();
+        assert_eq!(c.snat, Snat::MarkBit(31));
+        let c = parse_conf(conf(json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}))).unwrap();
+        assert_eq!(c.snat, Snat::ExternalMarkChain("KUBE-MARK-MASQ".into()));
+        assert_eq!(
+            error_of(json!({"externalSetMarkChain": "X", "markMasqBit": 5})),
+            "Cannot specify externalSetMarkChain and markMasqBit"
+        );
+        for bit in [-1, 32] {
+            assert_eq!(
+                error_of(json!({"markMasqBit": bit})),
+                "MasqMarkBit must be between 0 and 31"
+            );
+        }
+    }
+
+    #[test]
+    fn backend_specific_options_must_match_the_backend() {
+        assert_eq!(
+            error_of(json!({"backend": "nftables", "externalSetMarkChain": "X"})),
+            "nftables backend was requested but configuration contains iptables-specific options [externalSetMarkChain]"
+        );
+        assert_eq!(
+            error_of(json!({"conditionsV4": ["ip saddr 10.0.0.1"], "conditionsV6": ["-s", "::1"]})),
+            "iptables backend was requested but configuration contains nftables-specific options [conditionsV4]"
+        );
+        assert_eq!(
+            error_of(json!({"backend": "ebtables"})),
+            "unrecognized backend \"ebtables\""
+        );
+        let c = parse_conf(conf(
+            json!({"backend": "nftables", "conditionsV4": ["ip saddr 10.0.0.1"]}),
+        ))
+        .unwrap();
+        assert_eq!(c.backend, Backend::Nftables);
+        assert_eq!(c.conditions_v4, ["ip saddr 10.0.0.1"]);
+    }
+
+    #[test]
+    fn mappings_are_checked_before_any_rule() {
+        let one = |m: Value| error_of(mappings(json!([m])));
+        assert_eq!(
+            one(json!({"hostPort": 8080, "containerPort": 0})),
+            "Invalid container port number: 0"
+        );
+        assert_eq!(
+            one(json!({"hostPort": 70000, "containerPort": 80})),
+            "Invalid host port number: 70000"
+        );
+        assert_eq!(
+            one(json!({"hostPort": 8080, "containerPort": 80, "protocol": "icmp"})),
+            "Invalid protocol \"icmp\" for host port 8080: must be tcp, udp or sctp"
+        );
+        assert_eq!(
+            one(json!({"hostPort": 8080, "containerPort": 80, "hostIP": "1.2.3"})),
+            "Invalid host IP \"1.2.3\" for host port 8080"
+        );
+        let c = parse_conf(conf(mappings(json!([
+            {"hostPort": 53, "containerPort": 5353, "protocol": "UDP", "hostIP": "127.0.0.1"},
+            {"hostPort": 8443, "containerPort": 443, "protocol": ""}
+        ]))))
+        .unwrap();
+        assert_eq!(c.mappings[0].protocol, Protocol::Udp);
+        assert_eq!(c.mappings[0].host_ip, Some("127.0.0.1".parse().unwrap()));
+        // No protocol means tcp (the reference hands iptables an empty one).
+        assert_eq!(c.mappings[1].protocol, Protocol::Tcp);
+    }
+
+    #[test]
+    fn conditions_and_chain_names_that_could_change_a_rule_are_refused() {
+        assert!(parse_conf(conf(json!({"conditionsV4": ["-s", "10.0.0.0/8"]}))).is_ok());
+        assert!(parse_conf(conf(json!({"conditionsV4": ["-s 1.2.3.4\n-A X"]}))).is_err());
+        assert!(parse_conf(conf(json!({"externalSetMarkChain": "a b"}))).is_err());
+        assert!(parse_conf(conf(json!({"externalSetMarkChain": ""}))).is_err());
+    }
+}
