@@ -133,17 +133,7 @@ fn veths(lab: &Lab) -> Fallible<usize> {
 
 /// Every netfilter rule of the current namespace, both tools.
 pub fn netfilter_dump() -> String {
-    let mut s = String::new();
-    for (prog, args) in [
-        ("iptables-save", &[][..]),
-        ("ip6tables-save", &[]),
-        ("nft", &["list", "ruleset"]),
-    ] {
-        if let Ok(out) = std::process::Command::new(prog).args(args).output() {
-            s.push_str(&String::from_utf8_lossy(&out.stdout));
-        }
-    }
-    s
+    test_support::netfilter_rules(|program| std::process::Command::new(program))
 }
 
 /// `word` occurs in `line` not as part of a longer token (10.90.0.2 must

@@ -5,10 +5,10 @@
 //! host-local touches no network state, so it runs in the bench's own
 //! namespace.
 
-use std::io::Write;
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -64,28 +64,19 @@ pub fn measure(binary: &Path, existing: u32, reps: usize) -> Fallible<Value> {
 }
 
 fn call(binary: &Path, netns: &str, verb: &str, id: &str, conf: &str) -> Fallible<Duration> {
+    let cni_path = binary.parent().unwrap_or(Path::new("/"));
+    let env: [(&str, &OsStr); 5] = [
+        ("CNI_COMMAND", verb.as_ref()),
+        ("CNI_CONTAINERID", id.as_ref()),
+        ("CNI_NETNS", netns.as_ref()),
+        ("CNI_IFNAME", "eth0".as_ref()),
+        ("CNI_PATH", cni_path.as_os_str()),
+    ];
+    let mut cmd = Command::new(binary);
+    test_support::runtime_env(&mut cmd, env);
     let start = Instant::now();
-    let mut child = Command::new(binary)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", binary.parent().unwrap_or(Path::new("/")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-    if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(conf.as_bytes())
-            .map_err(|e| format!("write config to {}: {e}", binary.display()))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("wait for {}: {e}", binary.display()))?;
+    let out = test_support::run_with_stdin(&mut cmd, conf.as_bytes())
+        .map_err(|e| format!("run {}: {e}", binary.display()))?;
     let took = start.elapsed();
     if !out.status.success() {
         return Err(format!(

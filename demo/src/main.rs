@@ -15,9 +15,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -127,14 +125,7 @@ fn preflight(opts: &Options) -> Fallible<()> {
 
 /// Run a display command inside a namespace and return its output.
 fn show(ns: &NetNs, program: &str, args: &[&str]) -> String {
-    let fd = ns.raw_fd();
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    // SAFETY: only the async-signal-safe setns syscall runs before exec.
-    unsafe {
-        cmd.pre_exec(move || netns::enter_for_exec(fd));
-    }
-    match cmd.output() {
+    match test_support::command_in(ns, program).args(args).output() {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
         Err(e) => format!("({program}: {e})"),
     }

@@ -10,12 +10,14 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use integration::{Netns, REFERENCE_DIR, bin_dir, can_run, dir_entries, plugin, temp_dir};
+use integration::{
+    Netns, REFERENCE_DIR, bin_dir, can_run, clean_env, dir_entries, plugin, temp_dir,
+    write_executable,
+};
 use serde_json::{Value, json};
 
 /// Which implementation of the plugins a test drives.
@@ -153,17 +155,12 @@ fi
 exit 0
 "#
         );
-        let path = self.tmp.path().join("fakes").join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_executable(&self.tmp.path().join("fakes"), name, &script).unwrap();
     }
 
     fn base_command(&self, program: &Path) -> Command {
         let mut cmd = self.host.command(program);
-        cmd.env_clear().env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-        );
+        clean_env(&mut cmd);
         cmd
     }
 

@@ -36,13 +36,7 @@ impl PluginConfig {
     /// Decode one plugin configuration document (a `<network>/*.conf`
     /// file of a conflist's plugin directory).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            origin: origin.to_string(),
-            message,
-        };
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
-        Self::from_value(value).map_err(invalid)
+        Self::from_value(json_document(bytes, origin)?).map_err(|m| invalid_in(origin, m))
     }
 
     /// Capabilities the plugin declares (`"capabilities": {"portMappings": true}`).
@@ -79,15 +73,11 @@ pub struct NetworkConfigList {
 
 impl NetworkConfigList {
     /// Parse a `.conflist` document. `origin` names it in errors. Plugins
-    /// kept in a sibling directory are not loaded here (see [`Self::from_file`]).
+    /// kept in a sibling directory are not loaded here (see
+    /// [`crate::config_dir::load_conflist`]).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            origin: origin.to_string(),
-            message,
-        };
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
-        let Value::Object(top) = value else {
+        let invalid = |message: String| invalid_in(origin, message);
+        let Value::Object(top) = json_document(bytes, origin)? else {
             return Err(invalid("not a JSON object".to_string()));
         };
 
@@ -178,13 +168,8 @@ impl NetworkConfigList {
     /// Wrap a single-plugin `.conf`/`.json` document into a one-plugin list,
     /// as libcni does for the pre-conflist format.
     pub fn from_single_plugin_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            origin: origin.to_string(),
-            message,
-        };
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
-        let plugin = PluginConfig::from_value(value).map_err(invalid)?;
+        let invalid = |message: String| invalid_in(origin, message);
+        let plugin = PluginConfig::from_bytes(bytes, origin)?;
         let name = match plugin.raw.get("name") {
             Some(Value::String(n)) => n.clone(),
             None => String::new(),
@@ -222,6 +207,19 @@ impl NetworkConfigList {
         all.dedup();
         all
     }
+}
+
+/// An error about the document `origin`.
+fn invalid_in(origin: &str, message: String) -> Error {
+    Error::InvalidConfig {
+        origin: origin.to_string(),
+        message,
+    }
+}
+
+/// JSON text, or an error naming `origin`.
+fn json_document(bytes: &[u8], origin: &str) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| invalid_in(origin, format!("invalid JSON: {e}")))
 }
 
 #[cfg(test)]

@@ -104,13 +104,9 @@ fn error_from_output(status: ExitStatus, stdout: &[u8]) -> PluginFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
+        test_support::write_executable(dir, name, &format!("#!/bin/sh\n{body}\n")).unwrap()
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! privileges and no network namespace; they check what the runtime sends
 //! and in which order. Real plugins are driven in tests/tests/runtime.rs.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -70,7 +69,6 @@ impl Fakes {
     }
 
     fn install(&self, fake: Fake) {
-        std::fs::create_dir_all(self.bin()).unwrap();
         let versions: Vec<String> = fake.versions.iter().map(|v| format!("\"{v}\"")).collect();
         let (fail_verb, code) = fake.fail_on.unwrap_or(("NEVER", 0));
         let script = format!(
@@ -94,9 +92,7 @@ exit 0
             log = self.log().display(),
             before = fake.before,
         );
-        let path = self.bin().join(fake.name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        test_support::write_executable(&self.bin(), fake.name, &script).unwrap();
     }
 
     fn runtime(&self) -> Runtime {
