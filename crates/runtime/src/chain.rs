@@ -70,6 +70,14 @@ pub struct Runtime {
     forward_stderr: bool,
 }
 
+/// What every plugin of the chain is run with for one attachment verb.
+struct Step<'a> {
+    list: &'a NetworkConfigList,
+    cni_version: &'a str,
+    attachment: &'a Attachment,
+    env: &'a PluginEnv,
+}
+
 impl Runtime {
     /// A runtime looking for plugins in `plugin_dirs` (in order), caching in
     /// the default `/var/lib/cni`, with [`DEFAULT_TIMEOUT`].
@@ -269,6 +277,30 @@ impl Runtime {
         serde_json::to_vec(&Value::Object(request)).unwrap_or_default()
     }
 
+    /// One plugin of the chain for one attachment verb (ADD, CHECK, DEL).
+    fn invoke_step(
+        &self,
+        step: &Step,
+        plugin: &PluginConfig,
+        verb: Verb,
+        prev_result: Option<&Value>,
+    ) -> std::result::Result<Vec<u8>, Box<PluginError>> {
+        let request = attachment_request(
+            plugin,
+            &step.list.name,
+            step.cni_version,
+            prev_result,
+            &step.attachment.capability_args,
+        );
+        self.invoke(
+            &step.list.name,
+            &plugin.plugin_type,
+            verb,
+            step.env,
+            &Self::request_bytes(request),
+        )
+    }
+
     /// ADD the attachment: run the chain in order, each plugin getting the
     /// previous one's result, then cache the final result. On failure the
     /// chain is not undone here: call [`Self::del`] (as a runtime must).
@@ -277,22 +309,15 @@ impl Runtime {
         attachment.validate()?;
         let cni_version = self.negotiate_version(list)?;
         let env = self.attachment_env(attachment);
+        let step = Step {
+            list,
+            cni_version: &cni_version,
+            attachment,
+            env: &env,
+        };
         let mut result: Option<Value> = None;
         for plugin in &list.plugins {
-            let request = attachment_request(
-                plugin,
-                &list.name,
-                &cni_version,
-                result.as_ref(),
-                &attachment.capability_args,
-            );
-            let stdout = self.invoke(
-                &list.name,
-                &plugin.plugin_type,
-                Verb::Add,
-                &env,
-                &Self::request_bytes(request),
-            )?;
+            let stdout = self.invoke_step(&step, plugin, Verb::Add, result.as_ref())?;
             result = Some(parse_result(&list.name, plugin, &stdout)?);
         }
         let result = result.unwrap_or_else(|| Value::Object(Map::new()));
@@ -340,21 +365,14 @@ impl Runtime {
             None => None,
         };
         let env = self.attachment_env(&attachment);
+        let step = Step {
+            list,
+            cni_version: &cni_version,
+            attachment: &attachment,
+            env: &env,
+        };
         for plugin in &list.plugins {
-            let request = attachment_request(
-                plugin,
-                &list.name,
-                &cni_version,
-                prev_result.as_ref(),
-                &attachment.capability_args,
-            );
-            self.invoke(
-                &list.name,
-                &plugin.plugin_type,
-                Verb::Check,
-                &env,
-                &Self::request_bytes(request),
-            )?;
+            self.invoke_step(&step, plugin, Verb::Check, prev_result.as_ref())?;
         }
         Ok(CheckOutcome::Checked)
     }
@@ -397,22 +415,15 @@ impl Runtime {
             .filter(|_| version::parse(&cni_version).is_some_and(Version::has_check))
             .and_then(|r| cached_result_as(r, &cni_version).ok());
         let env = self.attachment_env(&attachment);
+        let step = Step {
+            list,
+            cni_version: &cni_version,
+            attachment: &attachment,
+            env: &env,
+        };
         let mut errors = Vec::new();
         for plugin in list.plugins.iter().rev() {
-            let request = attachment_request(
-                plugin,
-                &list.name,
-                &cni_version,
-                prev_result.as_ref(),
-                &attachment.capability_args,
-            );
-            if let Err(e) = self.invoke(
-                &list.name,
-                &plugin.plugin_type,
-                Verb::Del,
-                &env,
-                &Self::request_bytes(request),
-            ) {
+            if let Err(e) = self.invoke_step(&step, plugin, Verb::Del, prev_result.as_ref()) {
                 errors.push(Error::from(e));
             }
         }
