@@ -21,7 +21,9 @@ pub mod flags;
 mod links;
 mod mac;
 mod route;
+mod rule;
 pub mod sysctl;
+mod table;
 mod veth;
 mod watch;
 
@@ -32,4 +34,6 @@ pub use error::{Error, Result};
 pub use links::{Link, OperState};
 pub use mac::MacAddr;
 pub use route::{Route, scope};
+pub use rule::Rule;
+pub use table::KernelRoute;
 pub use veth::{VethOptions, VethPair, random_veth_name};
