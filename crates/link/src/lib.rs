@@ -16,6 +16,7 @@
 mod address;
 mod bridge;
 mod connection;
+mod device;
 mod error;
 pub mod flags;
 mod links;
