@@ -144,9 +144,15 @@ pub fn find_in_container(
 }
 
 /// Move `dev` back to `host_ns` under `host_name` (its alias) and clear
-/// the alias. Left down, as the reference leaves it: its state before ADD
-/// is not known.
-pub fn move_out(container: &Netlink, dev: &Link, host_name: &str, host_ns: &NetNs) -> Result<()> {
+/// the alias. Left down, as the reference leaves it, since its state
+/// before ADD is not known — unless `up` says it was up (undoing an ADD).
+pub fn move_out(
+    container: &Netlink,
+    dev: &Link,
+    host_name: &str,
+    host_ns: &NetNs,
+    up: bool,
+) -> Result<()> {
     container
         .set_down(dev.index)
         .map_err(|e| Error::internal(format!("failed to set {:?} down: {e}", dev.name)))?;
@@ -160,10 +166,13 @@ pub fn move_out(container: &Netlink, dev: &Link, host_name: &str, host_ns: &NetN
         )));
     }
     let host = Netlink::in_netns(host_ns).map_err(internal)?;
-    if let Ok(Some(back)) = host.link_by_name(host_name)
-        && let Err(e) = host.set_alias(back.index, "")
-    {
-        eprintln!("host-device: failed to unset alias of {host_name:?}: {e}");
+    if let Ok(Some(back)) = host.link_by_name(host_name) {
+        if let Err(e) = host.set_alias(back.index, "") {
+            eprintln!("host-device: failed to unset alias of {host_name:?}: {e}");
+        }
+        if up && let Err(e) = host.set_up(back.index) {
+            eprintln!("host-device: failed to set {host_name:?} up again: {e}");
+        }
     }
     Ok(())
 }

@@ -76,7 +76,7 @@ fn add(req: &Request, conf: &Config) -> Result<CniResult> {
     };
     // From here a failure puts the device back (and releases the address).
     let give_back = |e: Error| {
-        if let Err(back) = device::move_out(&cont, &moved, &dev.name, host.netns()) {
+        if let Err(back) = device::move_out(&cont, &moved, &dev.name, host.netns(), dev.up) {
             eprintln!("host-device: failed to move {:?} back: {back}", dev.name);
         }
         e
@@ -155,7 +155,7 @@ fn del(req: &Request, conf: &Config) -> Result<()> {
         )));
     };
     let host_ns = NetNs::current().map_err(internal)?;
-    device::move_out(&cont, &dev, &host_name, &host_ns)
+    device::move_out(&cont, &dev, &host_name, &host_ns, false)
 }
 
 fn check(req: &Request, conf: &Config) -> Result<()> {
