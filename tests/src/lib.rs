@@ -25,6 +25,7 @@ pub const PLUGINS: &[&str] = &[
     "portmap",
     "static",
     "sbr",
+    "host-device",
 ];
 
 /// Where the Go reference plugins live (Debian's `containernetworking-plugins`).

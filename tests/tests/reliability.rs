@@ -537,6 +537,15 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
             json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-local", "ipam": ipam})
         }
         "loopback" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "loopback"}),
+        "static" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "static",
+            "ipam": {"type": "static", "addresses": [{"address": "10.66.0.5/24"}]}}),
+        "sbr" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "sbr",
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+                "ips": [{"address": "10.66.0.2/24", "interface": 0}]}}),
+        "host-device" => {
+            json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-device", "device": "badhd0"})
+        }
         _ => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "portmap",
             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
@@ -1061,6 +1070,145 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
             mentions,
         );
         c.verb = "CHECK";
+        cases.push(c);
+    }
+    // static, sbr, host-device
+    for (what, plugin, path, value, codes, mentions) in [
+        (
+            "address without prefix",
+            "static",
+            "ipam.addresses.0.address",
+            json!("10.66.0.5"),
+            &[7u64][..],
+            &["10.66.0.5"][..],
+        ),
+        (
+            "gateway invalid",
+            "static",
+            "ipam.addresses.0.gateway",
+            json!("10.66.0.300"),
+            &[7],
+            &["gateway", "10.66.0.300"],
+        ),
+        (
+            "addresses wrong type",
+            "static",
+            "ipam.addresses",
+            json!("10.66.0.5/24"),
+            &[7],
+            &["addresses"],
+        ),
+        (
+            "runtime ips without prefix",
+            "static",
+            "runtimeConfig",
+            json!({"ips": ["10.66.0.9"]}),
+            &[7],
+            &["10.66.0.9"],
+        ),
+        (
+            "dns wrong type",
+            "static",
+            "ipam.dns",
+            json!(5),
+            &[7],
+            &["dns"],
+        ),
+        (
+            "table wrong type",
+            "sbr",
+            "table",
+            json!("100"),
+            &[7],
+            &["table"],
+        ),
+        ("table is main", "sbr", "table", json!(254), &[7], &["254"]),
+        (
+            "gateway invalid",
+            "sbr",
+            "gateways",
+            json!(["nope"]),
+            &[7],
+            &["nope"],
+        ),
+        (
+            "three gateways",
+            "sbr",
+            "gateways",
+            json!(["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+            &[7],
+            &["gateways"],
+        ),
+        (
+            "no prevResult",
+            "sbr",
+            "prevResult",
+            Value::Null,
+            &[7],
+            &["chained", "prevResult"],
+        ),
+        (
+            "device wrong type",
+            "host-device",
+            "device",
+            json!(7),
+            &[7],
+            &["device"],
+        ),
+        (
+            "no device named",
+            "host-device",
+            "device",
+            json!(""),
+            &[7],
+            &["device"],
+        ),
+        (
+            "device ID unknown",
+            "host-device",
+            "runtimeConfig",
+            json!({"deviceID": "0000:ff:1f.7"}),
+            &[7],
+            &["0000:ff:1f.7"],
+        ),
+    ] {
+        cases.push(case(
+            what,
+            plugin,
+            with(plugin, data, path, value),
+            codes,
+            mentions,
+        ));
+    }
+    for (kernelpath, hwaddr) in [(Some("/etc"), None), (None, Some("02:00:00:00:00"))] {
+        let conf = json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-device",
+            "kernelpath": kernelpath, "hwaddr": hwaddr});
+        cases.push(case(
+            "host-device selector invalid",
+            "host-device",
+            serde_json::to_vec(&conf).unwrap(),
+            &[7],
+            &["/etc", "02:00:00:00:00"],
+        ));
+    }
+    for p in ["sbr", "host-device"] {
+        let mut c = case(
+            "netns path does not exist",
+            p,
+            serde_json::to_vec(&good(p, data)).unwrap(),
+            &[8],
+            &["/nonexistent/netns"],
+        );
+        c.env.push(("CNI_NETNS", "/nonexistent/netns".into()));
+        cases.push(c);
+        let mut c = case(
+            "netns path is not a namespace",
+            p,
+            serde_json::to_vec(&good(p, data)).unwrap(),
+            &[8],
+            &["/etc/hostname"],
+        );
+        c.env.push(("CNI_NETNS", "/etc/hostname".into()));
         cases.push(c);
     }
     cases
