@@ -16,6 +16,7 @@
 mod address;
 mod bridge;
 mod connection;
+pub mod container;
 mod error;
 pub mod flags;
 mod links;
