@@ -22,6 +22,7 @@ pub mod flags;
 mod links;
 mod mac;
 mod route;
+mod sublink;
 pub mod sysctl;
 mod veth;
 mod watch;
@@ -33,4 +34,7 @@ pub use error::{Error, Result};
 pub use links::{Link, OperState};
 pub use mac::MacAddr;
 pub use route::{Route, scope};
+pub use sublink::{
+    IpvlanMode, MacvlanMode, SubLinkInfo, SubLinkKind, SubLinkOptions, sublink_message_bytes,
+};
 pub use veth::{VethOptions, VethPair, random_veth_name};
