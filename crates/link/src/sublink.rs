@@ -219,10 +219,12 @@ pub(crate) fn read_sublink_info(infos: &[LinkInfo]) -> Option<SubLinkInfo> {
     for info in infos {
         if let LinkInfo::Data(d) = info {
             return match d {
-                InfoData::MacVlan(v) => Some(SubLinkInfo::Macvlan(v.iter().find_map(|i| match i {
-                    InfoMacVlan::Mode(m) => MacvlanMode::from_netlink(*m),
-                    _ => None,
-                }))),
+                InfoData::MacVlan(v) => {
+                    Some(SubLinkInfo::Macvlan(v.iter().find_map(|i| match i {
+                        InfoMacVlan::Mode(m) => MacvlanMode::from_netlink(*m),
+                        _ => None,
+                    })))
+                }
                 InfoData::IpVlan(v) => Some(SubLinkInfo::Ipvlan(v.iter().find_map(|i| match i {
                     InfoIpVlan::Mode(m) => IpvlanMode::from_netlink(*m),
                     _ => None,
@@ -236,14 +238,6 @@ pub(crate) fn read_sublink_info(infos: &[LinkInfo]) -> Option<SubLinkInfo> {
         }
     }
     None
-}
-
-/// Whether `attrs` carries `IFLA_LINK` = `index` (for tests of messages).
-pub fn message_parent(msg: &LinkMessage) -> Option<u32> {
-    msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Link(i) => Some(*i),
-        _ => None,
-    })
 }
 
 impl Netlink {
@@ -296,6 +290,14 @@ mod tests {
         }
     }
 
+    /// `IFLA_LINK` of a message.
+    fn message_parent(msg: &LinkMessage) -> Option<u32> {
+        msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Link(i) => Some(*i),
+            _ => None,
+        })
+    }
+
     /// The IFLA_LINKINFO attribute of an emitted message, as raw bytes.
     fn linkinfo_bytes(msg: &LinkMessage) -> Vec<u8> {
         let attr = msg
@@ -310,7 +312,11 @@ mod tests {
 
     #[test]
     fn ipvlan_message_is_kind_ipvlan_with_a_u16_mode() {
-        for (mode, raw) in [(IpvlanMode::L2, 0u16), (IpvlanMode::L3, 1), (IpvlanMode::L3s, 2)] {
+        for (mode, raw) in [
+            (IpvlanMode::L2, 0u16),
+            (IpvlanMode::L3, 1),
+            (IpvlanMode::L3s, 2),
+        ] {
             let msg = sublink_message(&opts(SubLinkKind::Ipvlan { mode }));
             assert_eq!(message_parent(&msg), Some(7));
             let b = linkinfo_bytes(&msg);
@@ -346,7 +352,10 @@ mod tests {
             mode: MacvlanMode::Vepa,
             bcqueuelen: None,
         }));
-        assert_eq!(linkinfo_bytes(&with).len(), linkinfo_bytes(&without).len() + 8);
+        assert_eq!(
+            linkinfo_bytes(&with).len(),
+            linkinfo_bytes(&without).len() + 8
+        );
         let b = linkinfo_bytes(&without);
         // mode vepa = 2 as u32
         assert_eq!(&b[b.len() - 4..], &2u32.to_ne_bytes());
@@ -358,9 +367,13 @@ mod tests {
         let bytes = sublink_message_bytes(&o);
         let msg = LinkMessage::parse(&bytes[..]).unwrap();
         let has = |f: &dyn Fn(&LinkAttribute) -> bool| msg.attributes.iter().any(f);
-        assert!(has(&|a| matches!(a, LinkAttribute::IfName(n) if n == "eth0")));
+        assert!(has(
+            &|a| matches!(a, LinkAttribute::IfName(n) if n == "eth0")
+        ));
         assert!(has(&|a| matches!(a, LinkAttribute::Mtu(1400))));
-        assert!(has(&|a| matches!(a, LinkAttribute::Address(m) if m == &[2, 0, 0, 0, 0, 0x42])));
+        assert!(has(
+            &|a| matches!(a, LinkAttribute::Address(m) if m == &[2, 0, 0, 0, 0, 0x42])
+        ));
         assert!(!has(&|a| matches!(a, LinkAttribute::NetNsFd(_))));
         let infos = msg
             .attributes
