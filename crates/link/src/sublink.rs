@@ -5,8 +5,8 @@ use std::fmt;
 
 use netlink_packet_core::Emitable;
 use netlink_packet_route::link::{
-    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVlan, IpVlanMode, LinkAttribute, LinkInfo,
-    LinkMessage, MacVlanMode,
+    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVlan, IpVlanMode, LinkInfo, LinkMessage,
+    MacVlanMode,
 };
 use netns::NetNs;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec};
@@ -278,6 +278,7 @@ impl Netlink {
 mod tests {
     use super::*;
     use netlink_packet_core::Parseable;
+    use netlink_packet_route::link::LinkAttribute;
 
     fn opts(kind: SubLinkKind) -> SubLinkOptions<'static> {
         SubLinkOptions {
