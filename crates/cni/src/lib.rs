@@ -9,7 +9,8 @@
 //! - [`env`], [`args`]: the `CNI_*` environment and `CNI_ARGS`;
 //! - [`skel`]: the [`Plugin`] trait and the dispatcher every plugin's
 //!   `main` calls;
-//! - [`delegate`]: running the IPAM plugin from `CNI_PATH`.
+//! - [`delegate`]: running the IPAM plugin from `CNI_PATH`;
+//! - [`rollback`]: undoing a failed ADD's steps.
 
 pub mod args;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod delegate;
 pub mod env;
 pub mod error;
 pub mod result;
+pub mod rollback;
 pub mod skel;
 pub mod version;
 
@@ -25,4 +27,5 @@ pub use config::{Attachment, NetConf, NetConfList, PortMapping, RuntimeConfig};
 pub use env::Command;
 pub use error::{Error, Result, ResultExt, code};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use rollback::Rollback;
 pub use skel::{Plugin, Request, dispatch, run};
