@@ -199,6 +199,18 @@ fn a_failed_add_leaves_the_device_on_the_host_unchanged() {
         run(&bin, "ADD", &c, &host, &ctr.path_str()).expect_err(code);
         assert_eq!((attrs(&host, "hd0"), ctr.snapshot()), before, "{c}");
     }
+    // An address that was allocated is released again.
+    let data = integration::temp_dir("cnit-hd-ipam");
+    let c = conf(json!({"device": "hd0", "ipam": {"type": "host-local",
+        "ranges": [[{"subnet": "10.95.0.0/24"}]], "dataDir": data.path(),
+        "routes": [{"dst": "192.168.96.0/24", "gw": "10.250.0.1"}]}}));
+    run(&bin, "ADD", &c, &host, &ctr.path_str()).expect_err(999);
+    assert_eq!((attrs(&host, "hd0"), ctr.snapshot()), before);
+    let left: Vec<String> = integration::dir_entries(&data.path().join("hdnet"))
+        .into_iter()
+        .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+        .collect();
+    assert!(left.is_empty(), "reservations left: {left:?}");
 }
 
 #[test]

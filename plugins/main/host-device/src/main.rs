@@ -10,11 +10,11 @@
 //! succeeds when the namespace or the device is already gone; GC is
 //! forwarded to IPAM.
 
+mod check;
 mod config;
 mod device;
-mod setup;
 
-use cni::{CniResult, Command, Error, Interface, Plugin, Request, Result, code};
+use cni::{CniResult, Command, Error, Interface, Plugin, Request, Result, Rollback, code};
 use config::Config;
 use link::{MacAddr, Netlink};
 use netns::NetNs;
@@ -74,30 +74,26 @@ fn add(req: &Request, conf: &Config) -> Result<CniResult> {
             ..Default::default()
         });
     };
-    // From here a failure puts the device back (and releases the address).
-    let give_back = |e: Error| {
-        if let Err(back) = device::move_out(&cont, &moved, &dev.name, host.netns(), dev.up) {
-            eprintln!("host-device: failed to move {:?} back: {back}", dev.name);
-        }
-        e
-    };
-    let mut result = req.delegate_add(ipam).map_err(give_back)?;
-    let release = |e: Error| {
-        if let Err(d) = req.delegate(ipam, Command::Del) {
-            eprintln!("host-device: IPAM DEL after a failed ADD: {d}");
-        }
-        give_back(e)
-    };
+    // From here a failure puts the device back, as it was, and releases
+    // the address.
+    let mut undo = Rollback::new("host-device");
+    undo.push("moving the device in", || {
+        device::move_out(&cont, &moved, &dev.name, host.netns(), dev.up).map_err(|e| e.msg)
+    });
+    let mut result = req.delegate_add(ipam)?;
+    undo.push("the IPAM allocation", || {
+        req.delegate(ipam, Command::Del).map_err(|e| e.msg)
+    });
     if result.ips.is_empty() {
-        return Err(release(Error::internal(
-            "IPAM plugin returned missing IP config",
-        )));
+        return Err(Error::internal("IPAM plugin returned missing IP config"));
     }
     for ip in &mut result.ips {
         ip.interface = Some(0);
     }
     result.interfaces = vec![iface];
-    setup::configure(&cont, moved.index, &req.ifname, &result).map_err(release)?;
+    attach::set_sysctls(&cont, &req.ifname, false)?;
+    attach::configure(&cont, &req.ifname, &result, false)?;
+    undo.commit();
     result.dns = req.config.dns.clone().unwrap_or_default();
     Ok(result)
 }
@@ -202,7 +198,7 @@ fn check(req: &Request, conf: &Config) -> Result<()> {
             )));
         }
     }
-    setup::check(&cont, link.index, &req.ifname, &prev)
+    check::addresses_and_routes(&cont, &link, &prev)
 }
 
 impl Plugin for HostDevice {
