@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use cni::{Error, IpConfig, Result};
+use cni::{Error, IpConfig, Result, Rollback};
 use ipnetwork::IpNetwork;
 use link::{KernelRoute, Netlink, Route, Rule, scope};
 
@@ -31,69 +31,53 @@ fn next_free_table(rules: &[Rule], routes: &[KernelRoute], from: u32) -> u32 {
     t
 }
 
-/// What ADD changed so far, undone in reverse when a later step fails.
-#[derive(Default)]
-struct Undo {
-    rules: Vec<(IpAddr, u32)>,
-    tables: Vec<u32>,
-    oif: Option<u32>,
-    removed_from_main: Vec<KernelRoute>,
-}
-
-impl Undo {
-    fn run(&self, nl: &Netlink) {
-        for r in &self.removed_from_main {
-            let _ = nl.copy_route_to_table(r, MAIN_TABLE);
-        }
-        if let Some(oif) = self.oif {
-            for t in &self.tables {
-                for r in nl.kernel_routes(Some(*t), Some(oif)).unwrap_or_default() {
-                    let _ = nl.delete_kernel_route(&r);
-                }
-            }
-        }
-        let rules = nl.rules().unwrap_or_default();
-        for (ip, table) in &self.rules {
-            for r in rules
-                .iter()
-                .filter(|r| r.table == *table && r.source_host() == Some(*ip))
-            {
-                let _ = nl.delete_rule(r);
-            }
-        }
-    }
-}
-
 pub fn setup(nl: &Netlink, ips: &[IpConfig], ifname: &str, conf: &Config) -> Result<()> {
-    let mut undo = Undo::default();
-    let result = match conf.table {
-        Some(table) => rules_only(nl, ips, table, &mut undo),
-        None => move_routes(nl, ips, ifname, conf, &mut undo),
-    };
-    if result.is_err() {
-        undo.run(nl);
+    let mut undo = Rollback::new("sbr");
+    match conf.table {
+        Some(table) => rules_only(nl, ips, table, &mut undo)?,
+        None => move_routes(nl, ips, ifname, conf, &mut undo)?,
     }
-    result
+    undo.commit();
+    Ok(())
+}
+
+/// Undo of an added source rule: the rule from `ip` to `table`.
+fn undo_rule<'a>(undo: &mut Rollback<'a>, nl: &'a Netlink, ip: IpAddr, table: u32) {
+    undo.push("a source rule", move || {
+        let rules = nl.rules().map_err(|e| e.to_string())?;
+        for r in rules
+            .iter()
+            .filter(|r| r.table == table && r.source_host() == Some(ip))
+        {
+            nl.delete_rule(r).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
 }
 
 /// With a fixed `table` the reference adds the source rules and nothing
 /// else: filling the table is the user's business.
-fn rules_only(nl: &Netlink, ips: &[IpConfig], table: u32, undo: &mut Undo) -> Result<()> {
+fn rules_only<'a>(
+    nl: &'a Netlink,
+    ips: &[IpConfig],
+    table: u32,
+    undo: &mut Rollback<'a>,
+) -> Result<()> {
     for ip in ips {
         let addr = ip.address.ip();
         nl.add_source_rule(addr, table)
             .map_err(internal("failed to add rule"))?;
-        undo.rules.push((addr, table));
+        undo_rule(undo, nl, addr, table);
     }
     Ok(())
 }
 
-fn move_routes(
-    nl: &Netlink,
+fn move_routes<'a>(
+    nl: &'a Netlink,
     ips: &[IpConfig],
     ifname: &str,
     conf: &Config,
-    undo: &mut Undo,
+    undo: &mut Rollback<'a>,
 ) -> Result<()> {
     let rules = nl.rules().map_err(internal("Failed to list all rules"))?;
     let all_routes = nl
@@ -108,7 +92,6 @@ fn move_routes(
                 "Cannot find network interface {ifname}: Link not found"
             ))
         })?;
-    undo.oif = Some(link.index);
     let routes = nl
         .kernel_routes(Some(MAIN_TABLE), Some(link.index))
         .map_err(internal("Unable to list routes"))?;
@@ -117,8 +100,18 @@ fn move_routes(
         let addr = ip.address.ip();
         nl.add_source_rule(addr, table)
             .map_err(internal("Failed to add rule"))?;
-        undo.rules.push((addr, table));
-        undo.tables.push(table);
+        undo_rule(undo, nl, addr, table);
+        // Whatever this table got through the interface goes with it.
+        let oif = link.index;
+        undo.push("routes in the new table", move || {
+            for r in nl
+                .kernel_routes(Some(table), Some(oif))
+                .map_err(|e| e.to_string())?
+            {
+                nl.delete_kernel_route(&r).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
 
         // The previous plugin's default route may be gone from the main
         // table by now, so the table gets one of its own.
@@ -165,7 +158,11 @@ fn move_routes(
         for r in &routes {
             nl.delete_kernel_route(r)
                 .map_err(internal("Failed to delete route"))?;
-            undo.removed_from_main.push(r.clone());
+            let r = r.clone();
+            undo.push("a route removed from main", move || {
+                nl.copy_route_to_table(&r, MAIN_TABLE)
+                    .map_err(|e| e.to_string())
+            });
         }
     }
     Ok(())
