@@ -271,3 +271,46 @@ fn same_link_attributes_and_result_as_the_reference_and_cross_del() {
     }
     assert_eq!(seen[0], seen[1]);
 }
+
+/// The example conflist under cnictl, its `device` pointed at the test's
+/// veth: in with its address, CHECK, back on DEL.
+#[test]
+fn the_example_conflist_runs_under_cnictl() {
+    if !can_run() {
+        return;
+    }
+    let lan = Netns::new("cnit-hd-lan");
+    let host = host_with_device(&lan);
+    let ctr = Netns::bare("cnit-hd-ctr");
+    let dir = integration::temp_dir("cnit-hd-conf");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/runtimes/examples/50-cni-rs-host-device.conflist");
+    let mut list: Value =
+        serde_json::from_slice(&std::fs::read(&example).expect("read example")).expect("JSON");
+    list["plugins"][0]["device"] = json!("hd0");
+    std::fs::write(dir.path().join("50.conflist"), list.to_string()).expect("write");
+    let cache = integration::temp_dir("cnit-hd-cache");
+    let cnictl = |verb: &str| {
+        let out = host
+            .command(plugin("cnictl"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["--conf-dir", &dir.path().display().to_string()])
+            .args(["--cni-path", &integration::bin_dir().display().to_string()])
+            .args(["--cache-dir", &cache.path().display().to_string()])
+            .args(["-i", "net1", verb, "cni-rs-nic", &ctr.path_str()])
+            .output()
+            .expect("run cnictl");
+        assert!(out.status.success(), "cnictl {verb}: {out:?}");
+    };
+    cnictl("add");
+    assert_eq!(attrs(&ctr, "net1")["ifalias"], "hd0");
+    assert!(
+        ctr.addresses("net1")
+            .contains(&"192.168.50.10/24".to_string())
+    );
+    cnictl("check");
+    cnictl("del");
+    assert!(link_json(&ctr, "net1").is_none());
+    assert!(link_json(&host, "hd0").is_some());
+}

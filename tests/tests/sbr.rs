@@ -352,3 +352,43 @@ fn a_failed_add_leaves_no_rule_and_no_route_and_bad_input_changes_nothing() {
     sbr(&bin, "CHECK", &conf, &host, &ctr.path_str()).expect_err(999);
     sbr(&bin, "ADD", &conf, &host, "/var/run/netns/cnit-sbr-missing").expect_err(8);
 }
+
+/// The example conflist (bridge + static + sbr) under cnictl, as a person
+/// would run it: ADD, CHECK, DEL, and nothing left.
+#[test]
+fn the_example_conflist_runs_under_cnictl() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-sbr-host");
+    let ctr = Netns::bare("cnit-sbr-ctr");
+    let dir = integration::temp_dir("cnit-sbr-conf");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/runtimes/examples/40-cni-rs-sbr.conflist");
+    std::fs::copy(&example, dir.path().join("40-cni-rs-sbr.conflist")).expect("copy example");
+    let cache = integration::temp_dir("cnit-sbr-cache");
+    let cnictl = |verb: &str| {
+        let out = host
+            .command(plugin("cnictl"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["--conf-dir", &dir.path().display().to_string()])
+            .args(["--cni-path", &integration::bin_dir().display().to_string()])
+            .args(["--cache-dir", &cache.path().display().to_string()])
+            .args(["-i", "eth1", verb, "cni-rs-second", &ctr.path_str()])
+            .output()
+            .expect("run cnictl");
+        assert!(out.status.success(), "cnictl {verb}: {out:?}");
+    };
+    cnictl("add");
+    assert_eq!(
+        source_rules(&ctr),
+        vec!["32765:\tfrom 10.89.4.5 lookup 100"]
+    );
+    let t100 = ctr.run_ok("ip", &["route", "show", "table", "100"]);
+    assert!(t100.contains("default via 10.89.4.1 dev eth1"), "{t100}");
+    cnictl("check");
+    cnictl("del");
+    assert!(source_rules(&ctr).is_empty());
+    assert!(!ctr.has_link("eth1"));
+}
