@@ -314,3 +314,33 @@ fn the_example_conflist_runs_under_cnictl() {
     assert!(link_json(&ctr, "net1").is_none());
     assert!(link_json(&host, "hd0").is_some());
 }
+
+#[test]
+fn a_name_taken_in_the_container_leaves_the_device_on_the_host() {
+    if !can_run() {
+        return;
+    }
+    let lan = Netns::new("cnit-hd-lan");
+    let host = host_with_device(&lan);
+    let ctr = Netns::new("cnit-hd-ctr");
+    ctr.run_ok(
+        "ip",
+        &[
+            "link", "add", "net1", "type", "veth", "peer", "name", "other1",
+        ],
+    );
+    let before = (attrs(&host, "hd0"), ctr.snapshot());
+    let e = run(
+        &plugin("host-device"),
+        "ADD",
+        &conf(json!({"device": "hd0"})),
+        &host,
+        &ctr.path_str(),
+    )
+    .expect_err(999);
+    assert!(
+        e["msg"].as_str().unwrap_or_default().contains("net1"),
+        "{e}"
+    );
+    assert_eq!((attrs(&host, "hd0"), ctr.snapshot()), before);
+}

@@ -49,22 +49,44 @@ impl Netlink {
     }
 
     /// Move link `index` into namespace `target`, renamed to `name` on the
-    /// way (`ip link set DEV netns NS name NAME`). The kernel takes the
-    /// device down as it moves; it either arrives under `name` or stays
-    /// where it was.
+    /// way (`ip link set DEV netns NS name NAME`). The device either
+    /// arrives under `name` or stays here: the kernel moves it first and
+    /// renames it in `target` after, so a name already taken there would
+    /// leave it in `target` under its old name — it is then moved back.
     pub fn move_to_netns(&self, index: u32, target: &NetNs, name: &str) -> Result<()> {
+        let Some(original) = self.link_by_index(index)? else {
+            return Err(crate::error::Error::Netlink {
+                op: "move link",
+                object: format!("index {index}"),
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            });
+        };
         let msg = LinkUnspec::new_with_index(index)
             .setns_by_fd(target.raw_fd())
             .name(name)
             .build();
         let req = self.handle().link().change(msg);
-        self.block_on(req.execute()).map_err(ctx(
+        let Err(e) = self.block_on(req.execute()) else {
+            return Ok(());
+        };
+        let err = ctx(
             "move link",
-            format!(
-                "{} to {} as {name}",
-                self.describe(index),
-                target.path().display()
-            ),
-        ))
+            format!("{} to {} as {name}", original.name, target.path().display()),
+        )(e);
+        if self.link_by_index(index)?.is_none() {
+            let there = Netlink::in_netns(target)?;
+            if let Some(l) = there.link_by_name(&original.name)?
+                && l.mac == original.mac
+            {
+                let back = LinkUnspec::new_with_index(l.index)
+                    .setns_by_fd(self.netns().raw_fd())
+                    .build();
+                let req = there.handle().link().change(back);
+                there
+                    .block_on(req.execute())
+                    .map_err(ctx("move link back", &original.name))?;
+            }
+        }
+        Err(err)
     }
 }

@@ -88,7 +88,14 @@ pub fn move_in(host: &Netlink, dev: &Link, container: &Netlink, ifname: &str) ->
         let _ = nl.set_alias(index, old_alias.as_deref().unwrap_or(""));
     };
     if let Err(e) = host.move_to_netns(dev.index, container.netns(), ifname) {
-        restore_alias(host, dev.index);
+        // It may have made a round trip (and lost its up state and, with
+        // that, perhaps its index): find it again by name.
+        if let Ok(Some(here)) = host.link_by_name(&dev.name) {
+            restore_alias(host, here.index);
+            if dev.up && !here.up {
+                let _ = host.set_up(here.index);
+            }
+        }
         return Err(Error::internal(format!(
             "failed to move link {:?} to container NS as {ifname:?}: {e}",
             dev.name

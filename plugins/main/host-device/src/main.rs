@@ -3,7 +3,8 @@
 //! device's alias, and on DEL moves it back under that name.
 //!
 //! Beyond the reference: the move and the rename are one netlink request
-//! (no temporary name or namespace, no window for udev to race); a failed
+//! (no temporary name or namespace; a name taken inside sends the device
+//! straight back); a failed
 //! ADD — also a failed IPAM or address setup — leaves the device back on
 //! the host and releases the address; DEL finds the device also when it
 //! was renamed inside the container (by alias or recorded MAC), and
