@@ -1321,3 +1321,76 @@ fn malformed_input_corpus_is_rejected_cleanly() {
     eprintln!("{} cases, {} failures", cases.len(), failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// host-device killed at random points of ADD (before, during and after
+/// the move, during IPAM), then the runtime's DEL: the device is back on
+/// the host under its name, the container is empty, no address is
+/// reserved, and the next ADD works.
+#[test]
+fn kill_during_host_device_add_then_del_leaves_the_device_on_the_host() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::bare("cnit-rel-ctr");
+    host.run_ok(
+        "ip",
+        &[
+            "link", "add", "hd0", "type", "veth", "peer", "name", "hd0peer",
+        ],
+    );
+    let data = temp_dir("cnit-rel-hd");
+    let conf = json!({"cniVersion": "1.0.0", "name": "hdrel", "type": "host-device",
+        "device": "hd0",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.67.0.0/24"}]],
+                 "dataDir": data.path()}});
+    let seed = 0x5eed_0042_u64;
+    let mut rng = Rng(seed);
+    let reservations = || {
+        integration::dir_entries(&data.path().join("hdrel"))
+            .into_iter()
+            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+            .collect::<Vec<_>>()
+    };
+    let ctr_baseline = stable_snapshot(&ctr);
+    let mut finished = 0;
+    let rounds = if stress() { 200 } else { 24 };
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % 80_000);
+        let prev = run_and_kill("host-device", "ADD", &conf, "hdc", &ctr, &host, delay);
+        finished += usize::from(prev.is_some());
+        let mut del = conf.clone();
+        if let Some(p) = &prev {
+            del["prevResult"] = p.clone();
+        }
+        Invocation::new(plugin("host-device"), "DEL")
+            .container_id("hdc")
+            .netns(&ctr)
+            .config(&del)
+            .run(&host)
+            .expect_ok();
+        let what = format!("round {round} (seed {seed}, kill after {delay:?})");
+        assert!(host.has_link("hd0"), "{what}: device not back");
+        assert_eq!(reservations(), Vec::<String>::new(), "{what}");
+        assert_same(
+            &stable_snapshot(&ctr),
+            &ctr_baseline,
+            &format!("{what}: container"),
+        );
+    }
+    eprintln!("{rounds} rounds, {finished} host-device ADDs finished before the kill");
+    let r = Invocation::new(plugin("host-device"), "ADD")
+        .container_id("hdc")
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    assert_eq!(r["interfaces"][0]["name"], "eth0");
+    Invocation::new(plugin("host-device"), "DEL")
+        .container_id("hdc")
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    assert!(host.has_link("hd0"));
+}
