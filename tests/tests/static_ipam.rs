@@ -235,6 +235,23 @@ fn results_match_the_reference() {
         assert_eq!(got, want, "config {conf} args {args:?}");
     }
 
+    // CHECK: both accept their own result and refuse a changed gateway.
+    let conf = bridge_conf(full.clone());
+    for bin in [&reference, &ours] {
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = static_run(bin, "ADD", &conf, "").expect_ok();
+        static_run(bin, "CHECK", &with_prev, "").expect_ok();
+        with_prev["prevResult"]["ips"][0]["gateway"] = json!("10.10.0.254");
+        let out = static_run(bin, "CHECK", &with_prev, "");
+        assert!(
+            !out.success(),
+            "{} accepted a changed gateway",
+            bin.display()
+        );
+        let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains("Failed to match addr 10.10.0.5"), "{msg}");
+    }
+
     // Inputs the reference refuses, we refuse too (our codes are more
     // specific than its 999; the messages name the same value).
     let bad: Vec<(Value, &str, &str)> = vec![
