@@ -1065,10 +1065,9 @@ fn containerfile_matches_the_script_defaults() {
         .expect("the loop copying the binaries")
         .split_whitespace()
         .collect();
-    // `static` is a Rust keyword: its package is `static-ipam`.
     for (binary, package) in integration::PLUGINS
         .iter()
-        .map(|p| (*p, if *p == "static" { "static-ipam" } else { *p }))
+        .map(|p| (*p, *p))
         .chain([("cnictl", "runtime")])
     {
         assert!(copied.contains(&binary), "{binary} not copied: {copied:?}");

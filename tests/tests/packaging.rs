@@ -108,7 +108,7 @@ fn release_build() -> PathBuf {
                 "host-local",
                 "loopback",
                 "portmap",
-                "static-ipam",
+                "static",
                 "sbr",
                 "host-device",
                 "runtime",
