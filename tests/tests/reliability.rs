@@ -1394,3 +1394,68 @@ fn kill_during_host_device_add_then_del_leaves_the_device_on_the_host() {
         .expect_ok();
     assert!(host.has_link("hd0"));
 }
+
+/// sbr killed at random points of ADD, then DEL with prevResult: no source
+/// rule and no route in a table of its own is left.
+#[test]
+fn kill_during_sbr_add_then_del_leaves_no_rule_or_table() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::new("cnit-rel-ctr");
+    ctr.run_ok(
+        "ip",
+        &["link", "add", "eth0", "type", "veth", "peer", "name", "p0"],
+    );
+    ctr.run_ok("ip", &["addr", "add", "10.68.0.5/24", "dev", "eth0"]);
+    ctr.run_ok("ip", &["link", "set", "eth0", "up"]);
+    ctr.run_ok("ip", &["link", "set", "p0", "up"]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "sbrrel", "type": "sbr",
+        "prevResult": {"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": ctr.path_str()}],
+            "ips": [{"address": "10.68.0.5/24", "gateway": "10.68.0.1", "interface": 0}]}});
+    let seed = 0x5eed_0043_u64;
+    let mut rng = Rng(seed);
+    let mut finished = 0;
+    let rounds = if stress() { 200 } else { 24 };
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % 15_000);
+        finished +=
+            usize::from(run_and_kill("sbr", "ADD", &conf, "sbrc", &ctr, &host, delay).is_some());
+        Invocation::new(plugin("sbr"), "DEL")
+            .container_id("sbrc")
+            .netns(&ctr)
+            .config(&conf)
+            .run(&host)
+            .expect_ok();
+        let what = format!("round {round} (seed {seed}, kill after {delay:?})");
+        let rules = ctr.run_ok("ip", &["rule"]);
+        assert!(!rules.contains("10.68.0.5"), "{what}: {rules}");
+        let tables = ctr.run_ok("ip", &["route", "show", "table", "all"]);
+        let own: Vec<&str> = tables
+            .lines()
+            .filter(|l| l.contains("table") && !l.contains("table local"))
+            .collect();
+        assert!(own.is_empty(), "{what}: {own:?}");
+        // The runtime would now delete the interface; here its subnet
+        // route is put back for the next round.
+        let _ = ctr.exec(
+            "ip",
+            &[
+                "route",
+                "replace",
+                "10.68.0.0/24",
+                "dev",
+                "eth0",
+                "proto",
+                "kernel",
+                "scope",
+                "link",
+                "src",
+                "10.68.0.5",
+            ],
+        );
+    }
+    eprintln!("{rounds} rounds, {finished} sbr ADDs finished before the kill");
+}
