@@ -22,7 +22,15 @@ pub use test_support::{
 };
 
 /// The project's plugin binaries.
-pub const PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+pub const PLUGINS: &[&str] = &[
+    "bridge",
+    "host-local",
+    "loopback",
+    "portmap",
+    "static",
+    "sbr",
+    "host-device",
+];
 
 /// Where the Go reference plugins live (Debian's `containernetworking-plugins`).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";

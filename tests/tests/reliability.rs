@@ -537,6 +537,15 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
             json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-local", "ipam": ipam})
         }
         "loopback" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "loopback"}),
+        "static" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "static",
+            "ipam": {"type": "static", "addresses": [{"address": "10.66.0.5/24"}]}}),
+        "sbr" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "sbr",
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+                "ips": [{"address": "10.66.0.2/24", "interface": 0}]}}),
+        "host-device" => {
+            json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-device", "device": "badhd0"})
+        }
         _ => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "portmap",
             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
@@ -1063,6 +1072,145 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
         c.verb = "CHECK";
         cases.push(c);
     }
+    // static, sbr, host-device
+    for (what, plugin, path, value, codes, mentions) in [
+        (
+            "address without prefix",
+            "static",
+            "ipam.addresses.0.address",
+            json!("10.66.0.5"),
+            &[7u64][..],
+            &["10.66.0.5"][..],
+        ),
+        (
+            "gateway invalid",
+            "static",
+            "ipam.addresses.0.gateway",
+            json!("10.66.0.300"),
+            &[7],
+            &["gateway", "10.66.0.300"],
+        ),
+        (
+            "addresses wrong type",
+            "static",
+            "ipam.addresses",
+            json!("10.66.0.5/24"),
+            &[7],
+            &["addresses"],
+        ),
+        (
+            "runtime ips without prefix",
+            "static",
+            "runtimeConfig",
+            json!({"ips": ["10.66.0.9"]}),
+            &[7],
+            &["10.66.0.9"],
+        ),
+        (
+            "dns wrong type",
+            "static",
+            "ipam.dns",
+            json!(5),
+            &[7],
+            &["dns"],
+        ),
+        (
+            "table wrong type",
+            "sbr",
+            "table",
+            json!("100"),
+            &[7],
+            &["table"],
+        ),
+        ("table is main", "sbr", "table", json!(254), &[7], &["254"]),
+        (
+            "gateway invalid",
+            "sbr",
+            "gateways",
+            json!(["nope"]),
+            &[7],
+            &["nope"],
+        ),
+        (
+            "three gateways",
+            "sbr",
+            "gateways",
+            json!(["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+            &[7],
+            &["gateways"],
+        ),
+        (
+            "no prevResult",
+            "sbr",
+            "prevResult",
+            Value::Null,
+            &[7],
+            &["chained", "prevResult"],
+        ),
+        (
+            "device wrong type",
+            "host-device",
+            "device",
+            json!(7),
+            &[7],
+            &["device"],
+        ),
+        (
+            "no device named",
+            "host-device",
+            "device",
+            json!(""),
+            &[7],
+            &["device"],
+        ),
+        (
+            "device ID unknown",
+            "host-device",
+            "runtimeConfig",
+            json!({"deviceID": "0000:ff:1f.7"}),
+            &[7],
+            &["0000:ff:1f.7"],
+        ),
+    ] {
+        cases.push(case(
+            what,
+            plugin,
+            with(plugin, data, path, value),
+            codes,
+            mentions,
+        ));
+    }
+    for (kernelpath, hwaddr) in [(Some("/etc"), None), (None, Some("02:00:00:00:00"))] {
+        let conf = json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-device",
+            "kernelpath": kernelpath, "hwaddr": hwaddr});
+        cases.push(case(
+            "host-device selector invalid",
+            "host-device",
+            serde_json::to_vec(&conf).unwrap(),
+            &[7],
+            &["/etc", "02:00:00:00:00"],
+        ));
+    }
+    for p in ["sbr", "host-device"] {
+        let mut c = case(
+            "netns path does not exist",
+            p,
+            serde_json::to_vec(&good(p, data)).unwrap(),
+            &[8],
+            &["/nonexistent/netns"],
+        );
+        c.env.push(("CNI_NETNS", "/nonexistent/netns".into()));
+        cases.push(c);
+        let mut c = case(
+            "netns path is not a namespace",
+            p,
+            serde_json::to_vec(&good(p, data)).unwrap(),
+            &[8],
+            &["/etc/hostname"],
+        );
+        c.env.push(("CNI_NETNS", "/etc/hostname".into()));
+        cases.push(c);
+    }
     cases
 }
 
@@ -1172,4 +1320,142 @@ fn malformed_input_corpus_is_rejected_cleanly() {
     }
     eprintln!("{} cases, {} failures", cases.len(), failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// host-device killed at random points of ADD (before, during and after
+/// the move, during IPAM), then the runtime's DEL: the device is back on
+/// the host under its name, the container is empty, no address is
+/// reserved, and the next ADD works.
+#[test]
+fn kill_during_host_device_add_then_del_leaves_the_device_on_the_host() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::bare("cnit-rel-ctr");
+    host.run_ok(
+        "ip",
+        &[
+            "link", "add", "hd0", "type", "veth", "peer", "name", "hd0peer",
+        ],
+    );
+    let data = temp_dir("cnit-rel-hd");
+    let conf = json!({"cniVersion": "1.0.0", "name": "hdrel", "type": "host-device",
+        "device": "hd0",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.67.0.0/24"}]],
+                 "dataDir": data.path()}});
+    let seed = 0x5eed_0042_u64;
+    let mut rng = Rng(seed);
+    let reservations = || {
+        integration::dir_entries(&data.path().join("hdrel"))
+            .into_iter()
+            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+            .collect::<Vec<_>>()
+    };
+    let ctr_baseline = stable_snapshot(&ctr);
+    let mut finished = 0;
+    let rounds = if stress() { 200 } else { 24 };
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % 80_000);
+        let prev = run_and_kill("host-device", "ADD", &conf, "hdc", &ctr, &host, delay);
+        finished += usize::from(prev.is_some());
+        let mut del = conf.clone();
+        if let Some(p) = &prev {
+            del["prevResult"] = p.clone();
+        }
+        Invocation::new(plugin("host-device"), "DEL")
+            .container_id("hdc")
+            .netns(&ctr)
+            .config(&del)
+            .run(&host)
+            .expect_ok();
+        let what = format!("round {round} (seed {seed}, kill after {delay:?})");
+        assert!(host.has_link("hd0"), "{what}: device not back");
+        assert_eq!(reservations(), Vec::<String>::new(), "{what}");
+        assert_same(
+            &stable_snapshot(&ctr),
+            &ctr_baseline,
+            &format!("{what}: container"),
+        );
+    }
+    eprintln!("{rounds} rounds, {finished} host-device ADDs finished before the kill");
+    let r = Invocation::new(plugin("host-device"), "ADD")
+        .container_id("hdc")
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    assert_eq!(r["interfaces"][0]["name"], "eth0");
+    Invocation::new(plugin("host-device"), "DEL")
+        .container_id("hdc")
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    assert!(host.has_link("hd0"));
+}
+
+/// sbr killed at random points of ADD, then DEL with prevResult: no source
+/// rule and no route in a table of its own is left.
+#[test]
+fn kill_during_sbr_add_then_del_leaves_no_rule_or_table() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::new("cnit-rel-ctr");
+    ctr.run_ok(
+        "ip",
+        &["link", "add", "eth0", "type", "veth", "peer", "name", "p0"],
+    );
+    ctr.run_ok("ip", &["addr", "add", "10.68.0.5/24", "dev", "eth0"]);
+    ctr.run_ok("ip", &["link", "set", "eth0", "up"]);
+    ctr.run_ok("ip", &["link", "set", "p0", "up"]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "sbrrel", "type": "sbr",
+        "prevResult": {"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": ctr.path_str()}],
+            "ips": [{"address": "10.68.0.5/24", "gateway": "10.68.0.1", "interface": 0}]}});
+    let seed = 0x5eed_0043_u64;
+    let mut rng = Rng(seed);
+    let mut finished = 0;
+    let rounds = if stress() { 200 } else { 24 };
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % 15_000);
+        finished +=
+            usize::from(run_and_kill("sbr", "ADD", &conf, "sbrc", &ctr, &host, delay).is_some());
+        Invocation::new(plugin("sbr"), "DEL")
+            .container_id("sbrc")
+            .netns(&ctr)
+            .config(&conf)
+            .run(&host)
+            .expect_ok();
+        let what = format!("round {round} (seed {seed}, kill after {delay:?})");
+        let rules = ctr.run_ok("ip", &["rule"]);
+        assert!(!rules.contains("10.68.0.5"), "{what}: {rules}");
+        let tables = ctr.run_ok("ip", &["route", "show", "table", "all"]);
+        let own: Vec<&str> = tables
+            .lines()
+            .filter(|l| l.contains("table") && !l.contains("table local"))
+            .collect();
+        assert!(own.is_empty(), "{what}: {own:?}");
+        // The runtime would now delete the interface; here its subnet
+        // route is put back for the next round.
+        let _ = ctr.exec(
+            "ip",
+            &[
+                "route",
+                "replace",
+                "10.68.0.0/24",
+                "dev",
+                "eth0",
+                "proto",
+                "kernel",
+                "scope",
+                "link",
+                "src",
+                "10.68.0.5",
+            ],
+        );
+    }
+    eprintln!("{rounds} rounds, {finished} sbr ADDs finished before the kill");
 }

@@ -795,3 +795,31 @@ fn del_after_the_namespace_is_gone_project_plugins() {
         del_after_the_namespace_is_gone(Plugins::Project);
     }
 }
+
+/// The bridge + static + sbr example across runtimes: cnitool adds (its
+/// result cached where cnictl finds it), cnictl deletes, nothing is left.
+#[test]
+fn sbr_example_add_with_cnitool_del_with_cnictl() {
+    let Some(tool) = cnitool() else {
+        return;
+    };
+    if !(can_run() && Plugins::Project.ready(&["bridge", "static", "sbr"])) {
+        return;
+    }
+    let world = World::new(Plugins::Project);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/runtimes/examples/40-cni-rs-sbr.conflist");
+    std::fs::copy(&example, world.conf_dir().join("40-cni-rs-sbr.conflist")).unwrap();
+    world.cnitool_ok(
+        &tool,
+        &["add", "cni-rs-second", &world.ctr()],
+        &[("CNI_IFNAME", "eth1")],
+    );
+    let rules = world.ctr.run_ok("ip", &["rule"]);
+    assert!(rules.contains("from 10.89.4.5 lookup 100"), "{rules}");
+    world.cnictl_ok(&["del", "cni-rs-second", &world.ctr(), "-i", "eth1"], &[]);
+    let rules = world.ctr.run_ok("ip", &["rule"]);
+    assert!(!rules.contains("10.89.4.5"), "{rules}");
+    assert!(!world.ctr.has_link("eth1"));
+    assert!(world.cached().is_empty(), "{:?}", world.cached());
+}

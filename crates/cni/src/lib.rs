@@ -13,7 +13,8 @@
 //!   `main` calls;
 //! - [`exec`]: finding a plugin in `CNI_PATH` and running it (used by
 //!   delegation and by the runtime crate alike);
-//! - [`delegate`]: running the IPAM plugin from `CNI_PATH`.
+//! - [`delegate`]: running the IPAM plugin from `CNI_PATH`;
+//! - [`rollback`]: undoing a failed ADD's steps.
 
 pub mod args;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod result;
+pub mod rollback;
 pub mod skel;
 pub mod version;
 
@@ -30,4 +32,5 @@ pub use config::{Attachment, NetConf, NetConfList, PortMapping, RuntimeConfig};
 pub use env::Command;
 pub use error::{Error, Result, ResultExt, code};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use rollback::Rollback;
 pub use skel::{Plugin, Request, dispatch, run};

@@ -165,6 +165,25 @@ fn strip_nulls(v: &mut Value) {
 }
 
 impl CniResult {
+    /// The IPs that belong on the interface named `ifname` (the reference's
+    /// check in `ConfigureIface`): IPs without an interface index are
+    /// skipped; an index that is out of range or names another interface is
+    /// an error.
+    pub fn ips_of(&self, ifname: &str) -> Result<Vec<&IpConfig>> {
+        let mut out = Vec::new();
+        for ipc in &self.ips {
+            let Some(idx) = ipc.interface else { continue };
+            if self.interfaces.get(idx).is_none_or(|i| i.name != ifname) {
+                return Err(Error::internal(format!(
+                    "failed to add IP addr {} to {ifname:?}: invalid interface index",
+                    ipc.address
+                )));
+            }
+            out.push(ipc);
+        }
+        Ok(out)
+    }
+
     /// Parse a result printed in `version` (the version of the config that
     /// produced it) into the current format.
     pub fn from_value(mut v: Value, version: &str) -> Result<Self> {

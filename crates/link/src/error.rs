@@ -45,6 +45,13 @@ pub enum Error {
     InvalidMac(String),
     #[error("{0}")]
     Invalid(String),
+    /// What the caller was doing when `source` happened.
+    #[error("{context}: {source}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -55,6 +62,7 @@ impl Error {
             | Error::Socket { source, .. }
             | Error::Ioctl { source, .. }
             | Error::Sysctl { source, .. } => source.raw_os_error(),
+            Error::Context { source, .. } => source.errno(),
             _ => None,
         }
     }

@@ -16,12 +16,17 @@
 mod address;
 mod bridge;
 mod connection;
+pub mod container;
+mod device;
 mod error;
 pub mod flags;
 mod links;
 mod mac;
 mod route;
+mod rule;
+mod sublink;
 pub mod sysctl;
+mod table;
 mod veth;
 mod watch;
 
@@ -32,4 +37,9 @@ pub use error::{Error, Result};
 pub use links::{Link, OperState};
 pub use mac::MacAddr;
 pub use route::{Route, scope};
+pub use rule::Rule;
+pub use sublink::{
+    IpvlanMode, MacvlanMode, SubLinkInfo, SubLinkKind, SubLinkOptions, sublink_message_bytes,
+};
+pub use table::KernelRoute;
 pub use veth::{VethOptions, VethPair, random_veth_name};

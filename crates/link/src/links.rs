@@ -76,6 +76,9 @@ pub struct Link {
     pub isolated: Option<bool>,
     /// For a bridge: whether VLAN filtering is on.
     pub vlan_filtering: Option<bool>,
+    /// For a macvlan, ipvlan or vlan: its mode or VLAN id
+    /// (`peer_index` is then the parent's index).
+    pub sublink: Option<crate::sublink::SubLinkInfo>,
 }
 
 impl Link {
@@ -102,6 +105,7 @@ impl Link {
             hairpin: None,
             isolated: None,
             vlan_filtering: None,
+            sublink: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -119,6 +123,7 @@ impl Link {
     }
 
     fn read_info(&mut self, infos: &[LinkInfo]) {
+        self.sublink = crate::sublink::read_sublink_info(infos);
         for info in infos {
             match info {
                 LinkInfo::Kind(k) => self.kind = Some(kind_name(k)),

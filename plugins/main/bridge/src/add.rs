@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use cni::{CniResult, Command, Error, Interface, Request, Result};
+use cni::{CniResult, Command, Error, Interface, Request, Result, Rollback};
 use link::{BridgeOptions, Link, Netlink, PortOptions, VethOptions, sysctl};
 use netns::NetNs;
 
 use crate::config::Settings;
-use crate::rollback::Rollback;
-use crate::{container, gateway, masquerade, spoofcheck, vlan};
+use crate::{gateway, masquerade, spoofcheck, vlan};
 
 /// The reference polls for up to 2.55 s (0+50+500+1000+1000 ms); we wait as
 /// long, but return as soon as the kernel says the port is up.
@@ -17,6 +16,16 @@ const PORT_UP_DEADLINE: Duration = Duration::from_millis(2550);
 
 fn internal(ctx: impl std::fmt::Display) -> impl FnOnce(link::Error) -> Error {
     move |e| Error::internal(format!("{ctx}: {e}"))
+}
+
+/// What every step works with: the request, its settings, the container
+/// namespace and a netlink socket on each side.
+struct Ctx<'s> {
+    req: &'s Request,
+    s: &'s Settings,
+    ns: NetNs,
+    host: Netlink,
+    cont: Netlink,
 }
 
 fn release_ipam_on_failure<'a>(undo: &mut Rollback<'a>, req: &'a Request, s: &'a Settings) {
@@ -36,9 +45,41 @@ fn add_in<'s>(
     req: &'s Request,
     s: &'s Settings,
 ) -> Result<CniResult> {
-    // Everything that can be found wrong without changing anything is
-    // checked first — the namespace, the IPAM binary — so a bad ADD leaves
-    // not even the bridge behind.
+    let ctx = preflight(req, s)?;
+    let mut undo = Rollback::new("bridge");
+    let early_ipam = ipam_before_bridge(&ctx, &mut undo)?;
+    let bridge = ensure_bridge(&ctx)?;
+    let (host_veth, ipam_result) = veth_and_ipam(scope, &ctx, &bridge, early_ipam, &mut undo)?;
+    let container_link = ctx
+        .cont
+        .require_link(&req.ifname)
+        .map_err(internal(format!("failed to lookup {:?}", req.ifname)))?;
+    let mut result = interfaces_result(req, &bridge, &host_veth, &container_link);
+    if s.macspoofchk {
+        spoofcheck_setup(&ctx, &host_veth, &container_link, &mut undo)?;
+    }
+    if let Some(ipam_result) = ipam_result {
+        configure_l3(&ctx, &bridge, ipam_result, &mut result, &mut undo)?;
+    } else if !s.disable_container_interface {
+        ctx.cont
+            .set_up(container_link.index)
+            .map_err(internal(format!("failed to set {:?} up", req.ifname)))?;
+    }
+    if !s.disable_container_interface {
+        wait_port_up(&ctx.host, host_veth.index)?;
+    }
+    refresh_macs(&ctx.host, &bridge, host_veth.index, &mut result)?;
+    if let Some(dns) = &s.dns {
+        result.dns = dns.clone();
+    }
+    undo.commit();
+    Ok(result)
+}
+
+/// Everything that can be found wrong without changing anything is checked
+/// first — the namespace, the IPAM binary — so a bad ADD leaves not even
+/// the bridge behind.
+fn preflight<'s>(req: &'s Request, s: &'s Settings) -> Result<Ctx<'s>> {
     let ns = NetNs::open(&req.netns).map_err(|e| {
         Error::new(
             cni::code::INVALID_NETNS,
@@ -51,23 +92,41 @@ fn add_in<'s>(
     let host = Netlink::current().map_err(internal("failed to open netlink"))?;
     let cont =
         Netlink::in_netns(&ns).map_err(internal("failed to open netlink in the container"))?;
-    let mut undo = Rollback::default();
+    Ok(Ctx {
+        req,
+        s,
+        ns,
+        host,
+        cont,
+    })
+}
 
-    // The first ADD on a node creates the bridge: IPAM runs first, so a
-    // configuration it refuses leaves no bridge behind. Every later ADD
-    // finds the bridge and lets IPAM (its own process) work while we make
-    // the veth.
-    let bridge_exists = host
+/// The first ADD on a node creates the bridge: IPAM runs first, so a
+/// configuration it refuses leaves no bridge behind. Every later ADD finds
+/// the bridge and lets IPAM (its own process) work while we make the veth
+/// (see [`veth_and_ipam`]).
+fn ipam_before_bridge<'a>(ctx: &Ctx<'a>, undo: &mut Rollback<'a>) -> Result<Option<CniResult>> {
+    let (req, s) = (ctx.req, ctx.s);
+    let Some(ipam) = s.ipam.as_deref() else {
+        return Ok(None);
+    };
+    let bridge_exists = ctx
+        .host
         .link_by_name(&s.bridge)
         .map_err(internal(format!("failed to lookup {:?}", s.bridge)))?
         .is_some();
-    let mut ipam_result = None;
-    if !bridge_exists && let Some(ipam) = s.ipam.as_deref() {
-        ipam_result = Some(req.delegate_add(ipam)?);
-        release_ipam_on_failure(&mut undo, req, s);
+    if bridge_exists {
+        return Ok(None);
     }
+    let result = req.delegate_add(ipam)?;
+    release_ipam_on_failure(undo, req, s);
+    Ok(Some(result))
+}
 
-    let mut bridge = host
+fn ensure_bridge(ctx: &Ctx<'_>) -> Result<Link> {
+    let s = ctx.s;
+    let bridge = ctx
+        .host
         .ensure_bridge(&BridgeOptions {
             name: s.bridge.clone(),
             mtu: s.mtu,
@@ -78,38 +137,50 @@ fn add_in<'s>(
     // The bridge must not autoconfigure from router advertisements of the
     // containers it serves; best effort, as in the reference.
     let _ = sysctl::ensure_if_present(&sysctl::iface_key("ipv6", &s.bridge, "accept_ra"), "0");
+    Ok(bridge)
+}
 
+/// The veth pair with its host end on the bridge, and the IPAM result —
+/// IPAM running on a thread meanwhile unless it ran before the bridge.
+/// Both are registered for undo as soon as they exist.
+fn veth_and_ipam<'s, 'a>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    ctx: &'a Ctx<'s>,
+    bridge: &Link,
+    mut ipam_result: Option<CniResult>,
+    undo: &mut Rollback<'a>,
+) -> Result<(Link, Option<CniResult>)> {
+    let (req, s) = (ctx.req, ctx.s);
     let ipam_job = match (&ipam_result, s.ipam.as_deref()) {
         (None, Some(ipam)) => Some(scope.spawn(move || req.delegate_add(ipam))),
         _ => None,
     };
-    // --- veth pair, host end on the bridge ---
-    let host_veth = create_veth(&host, &cont, &ns, req, s, &bridge);
+    let host_veth = create_veth(&ctx.host, &ctx.cont, &ctx.ns, req, s, bridge);
     let ipam_late = ipam_job.map(|job| {
         job.join()
             .unwrap_or_else(|_| Err(Error::internal("the IPAM thread panicked")))
     });
     if let Some(Ok(_)) = &ipam_late {
-        release_ipam_on_failure(&mut undo, req, s);
+        release_ipam_on_failure(undo, req, s);
     }
     let host_veth = host_veth?;
     let host_index = host_veth.index;
-    undo.push("veth pair", {
-        let host = &host;
-        move || {
-            host.delete_link(host_index)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
+    let host = &ctx.host;
+    undo.push("veth pair", move || {
+        host.delete_link(host_index)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     });
     if let Some(late) = ipam_late {
         ipam_result = Some(late?);
     }
-    let container_link = cont
-        .require_link(&req.ifname)
-        .map_err(internal(format!("failed to lookup {:?}", req.ifname)))?;
+    Ok((host_veth, ipam_result))
+}
 
-    let mut result = CniResult {
+/// The result's interfaces: bridge, host veth, container end (in that order;
+/// IPs point at index 2).
+fn interfaces_result(req: &Request, bridge: &Link, host_veth: &Link, cont: &Link) -> CniResult {
+    CniResult {
         interfaces: vec![
             Interface {
                 name: bridge.name.clone(),
@@ -123,90 +194,111 @@ fn add_in<'s>(
             },
             Interface {
                 name: req.ifname.clone(),
-                mac: container_link.mac.map(|m| m.to_string()),
+                mac: cont.mac.map(|m| m.to_string()),
                 sandbox: Some(req.netns.clone()),
                 ..Default::default()
             },
         ],
         ..Default::default()
-    };
-
-    if s.macspoofchk {
-        let mac = container_link
-            .mac
-            .ok_or_else(|| Error::internal(format!("{:?} has no MAC address", req.ifname)))?;
-        spoofcheck::setup(
-            &req.container_id,
-            &req.ifname,
-            &host_veth.name,
-            &mac.to_string(),
-        )
-        .map_err(|e| Error::internal(format!("failed to setup macspoofchk: {e}")))?;
-        undo.push("macspoofchk rules", || {
-            spoofcheck::teardown(&req.container_id, &req.ifname)
-        });
     }
+}
 
-    if let Some(ipam_result) = ipam_result {
-        // --- addresses from IPAM ---
-        if ipam_result.ips.is_empty() {
-            return Err(Error::internal("IPAM plugin returned missing IP config"));
-        }
-        result.ips = ipam_result.ips;
-        result.routes = ipam_result.routes;
-        result.dns = ipam_result.dns;
-        let gws = gateway::calc(&mut result, s)?;
+fn spoofcheck_setup<'a>(
+    ctx: &Ctx<'a>,
+    host_veth: &Link,
+    container_link: &Link,
+    undo: &mut Rollback<'a>,
+) -> Result<()> {
+    let req = ctx.req;
+    let mac = container_link
+        .mac
+        .ok_or_else(|| Error::internal(format!("{:?} has no MAC address", req.ifname)))?;
+    spoofcheck::setup(
+        &req.container_id,
+        &req.ifname,
+        &host_veth.name,
+        &mac.to_string(),
+    )
+    .map_err(|e| Error::internal(format!("failed to setup macspoofchk: {e}")))?;
+    undo.push("macspoofchk rules", move || {
+        spoofcheck::teardown(&req.container_id, &req.ifname)
+    });
+    Ok(())
+}
 
-        container::set_sysctls(&ns, &req.ifname, s.enable_dad)?;
-        container::configure(&cont, &ns, &req.ifname, &result, s.enable_dad)?;
+/// Addresses from IPAM: the container interface configured, the bridge (or
+/// its VLAN interface) as gateway, forwarding, masquerade.
+fn configure_l3<'a>(
+    ctx: &'a Ctx<'a>,
+    bridge: &Link,
+    ipam_result: CniResult,
+    result: &mut CniResult,
+    undo: &mut Rollback<'a>,
+) -> Result<()> {
+    let (req, s, host) = (ctx.req, ctx.s, &ctx.host);
+    if ipam_result.ips.is_empty() {
+        return Err(Error::internal("IPAM plugin returned missing IP config"));
+    }
+    result.ips = ipam_result.ips;
+    result.routes = ipam_result.routes;
+    result.dns = ipam_result.dns;
+    let gws = gateway::calc(result, s)?;
 
-        if s.is_gateway {
-            // With an access VLAN the gateway lives on `<bridge>.<vlan>`.
-            let (gw_index, gw_name) = if s.vlan != 0 {
-                let gw_link = vlan::ensure_gateway_interface(&host, &bridge, s)?;
-                result.interfaces.push(Interface {
-                    name: gw_link.name.clone(),
-                    mac: gw_link.mac.map(|m| m.to_string()),
-                    ..Default::default()
-                });
-                (gw_link.index, gw_link.name)
-            } else {
-                (bridge.index, bridge.name.clone())
-            };
-            for gw in gws.v4.iter().chain(&gws.v6) {
-                gateway::ensure_addr(&host, gw_index, &gw_name, *gw, s.force_address)
-                    .map_err(|e| e.context("failed to set bridge addr"))?;
-            }
-            gateway::enable_forwarding(&gws)?;
-        }
+    attach::set_sysctls(&ctx.cont, &req.ifname, s.enable_dad)?;
+    attach::configure(&ctx.cont, &req.ifname, result, s.enable_dad)?;
 
-        if s.ip_masq {
-            let addrs: Vec<_> = result.ips.iter().map(|i| i.address).collect();
-            // Undone whatever the outcome: a setup that failed half-way may
-            // have written one family's rules.
-            undo.push("masquerade rules", || {
-                masquerade::teardown(req).map_err(|e| e.msg)
+    if s.is_gateway {
+        // With an access VLAN the gateway lives on `<bridge>.<vlan>`.
+        let (gw_index, gw_name) = if s.vlan != 0 {
+            let gw_link = vlan::ensure_gateway_interface(host, bridge, s)?;
+            result.interfaces.push(Interface {
+                name: gw_link.name.clone(),
+                mac: gw_link.mac.map(|m| m.to_string()),
+                ..Default::default()
             });
-            masquerade::setup(req, s, &addrs)?;
+            (gw_link.index, gw_link.name)
+        } else {
+            (bridge.index, bridge.name.clone())
+        };
+        for gw in gws.v4.iter().chain(&gws.v6) {
+            gateway::ensure_addr(host, gw_index, &gw_name, *gw, s.force_address)
+                .map_err(|e| e.context("failed to set bridge addr"))?;
         }
-    } else if !s.disable_container_interface {
-        cont.set_up(container_link.index)
-            .map_err(internal(format!("failed to set {:?} up", req.ifname)))?;
+        gateway::enable_forwarding(&gws)?;
     }
 
-    if !s.disable_container_interface {
-        let state = host
-            .wait_oper_up(host_index, PORT_UP_DEADLINE)
-            .map_err(internal("failed to check bridge port state"))?;
-        if state != link::OperState::Up {
-            return Err(Error::internal(format!(
-                "bridge port in error state: {state}"
-            )));
-        }
+    if s.ip_masq {
+        let addrs: Vec<_> = result.ips.iter().map(|i| i.address).collect();
+        // Undone whatever the outcome: a setup that failed half-way may
+        // have written one family's rules.
+        undo.push("masquerade rules", move || {
+            masquerade::teardown(req).map_err(|e| e.msg)
+        });
+        masquerade::setup(req, s, &addrs)?;
     }
+    Ok(())
+}
 
-    // Joining the bridge can change both MACs; report what they are now.
-    bridge = host
+fn wait_port_up(host: &Netlink, host_index: u32) -> Result<()> {
+    let state = host
+        .wait_oper_up(host_index, PORT_UP_DEADLINE)
+        .map_err(internal("failed to check bridge port state"))?;
+    if state != link::OperState::Up {
+        return Err(Error::internal(format!(
+            "bridge port in error state: {state}"
+        )));
+    }
+    Ok(())
+}
+
+/// Joining the bridge can change both MACs; report what they are now.
+fn refresh_macs(
+    host: &Netlink,
+    bridge: &Link,
+    host_index: u32,
+    result: &mut CniResult,
+) -> Result<()> {
+    let bridge = host
         .require_link(&bridge.name)
         .map_err(internal(format!("failed to lookup {:?}", bridge.name)))?;
     let host_veth = host
@@ -215,11 +307,7 @@ fn add_in<'s>(
         .ok_or_else(|| Error::internal("the host veth vanished during ADD"))?;
     result.interfaces[0].mac = bridge.mac.map(|m| m.to_string());
     result.interfaces[1].mac = host_veth.mac.map(|m| m.to_string());
-    if let Some(dns) = &s.dns {
-        result.dns = dns.clone();
-    }
-    undo.commit();
-    Ok(result)
+    Ok(())
 }
 
 /// Create the pair with the container end named CNI_IFNAME inside the

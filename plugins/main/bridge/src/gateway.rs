@@ -128,15 +128,7 @@ pub fn ensure_addr(
 /// Forwarding for each family that has a gateway on the bridge; written only
 /// when not already on.
 pub fn enable_forwarding(gws: &Gateways) -> Result<()> {
-    if !gws.v4.is_empty() {
-        link::sysctl::ensure("net/ipv4/ip_forward", "1")
-            .map_err(|e| Error::internal(format!("failed to enable forwarding: {e}")))?;
-    }
-    if !gws.v6.is_empty() {
-        link::sysctl::ensure("net/ipv6/conf/all/forwarding", "1")
-            .map_err(|e| Error::internal(format!("failed to enable forwarding: {e}")))?;
-    }
-    Ok(())
+    attach::enable_forwarding(!gws.v4.is_empty(), !gws.v6.is_empty())
 }
 
 #[cfg(test)]

@@ -6,11 +6,9 @@
 mod add;
 mod check;
 mod config;
-mod container;
 mod del;
 mod gateway;
 mod masquerade;
-mod rollback;
 mod spoofcheck;
 mod vlan;
 

@@ -1,0 +1,95 @@
+//! The container side of an interface plugin (bridge, macvlan, ipvlan,
+//! vlan, host-device): the glue between a [`cni::CniResult`] and
+//! [`link::container`], which takes plain typed values. Failures come back
+//! as CNI errors with the reference's messages.
+
+use cni::{CniResult, Error, Result};
+use link::Netlink;
+use link::container::{IfaceAddress, IfaceConfig};
+
+/// The addresses and routes of `result` that belong on `ifname` (IPs whose
+/// interface index points at it, checked as the reference checks).
+pub fn iface_config(result: &CniResult, ifname: &str, enable_dad: bool) -> Result<IfaceConfig> {
+    let addresses = result
+        .ips_of(ifname)?
+        .into_iter()
+        .map(|ipc| IfaceAddress {
+            address: ipc.address,
+            gateway: ipc.gateway,
+        })
+        .collect();
+    let routes = result
+        .routes
+        .iter()
+        .map(|r| link::Route {
+            destination: r.dst,
+            gateway: r.gw,
+            oif: None,
+            priority: r.priority,
+            table: r.table,
+            scope: r.scope,
+            mtu: r.mtu,
+            advmss: r.advmss,
+        })
+        .collect();
+    Ok(IfaceConfig {
+        addresses,
+        routes,
+        enable_dad,
+    })
+}
+
+/// The container sysctls for DAD and gratuitous ARP on `ifname`.
+pub fn set_sysctls(cont: &Netlink, ifname: &str, enable_dad: bool) -> Result<()> {
+    link::container::set_sysctls(cont, ifname, enable_dad)
+        .map_err(|e| Error::internal(e.to_string()))
+}
+
+/// The reference's `ipam.ConfigureIface`: `result`'s addresses and routes on
+/// `ifname` inside the namespace of `cont`, link up.
+pub fn configure(cont: &Netlink, ifname: &str, result: &CniResult, enable_dad: bool) -> Result<()> {
+    let cfg = iface_config(result, ifname, enable_dad)?;
+    link::container::configure(cont, ifname, &cfg).map_err(|e| Error::internal(e.to_string()))
+}
+
+/// IP forwarding in the calling thread's namespace for the families that
+/// have a gateway.
+pub fn enable_forwarding(v4: bool, v6: bool) -> Result<()> {
+    link::container::enable_forwarding(v4, v6).map_err(|e| Error::internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::{Interface, IpConfig, Route};
+
+    #[test]
+    fn only_ips_of_the_interface_and_every_route() {
+        let r = CniResult {
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                ..Default::default()
+            }],
+            ips: vec![
+                IpConfig {
+                    address: "10.0.0.2/24".parse().unwrap(),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                    interface: Some(0),
+                },
+                IpConfig {
+                    address: "10.0.1.2/24".parse().unwrap(),
+                    gateway: None,
+                    interface: None,
+                },
+            ],
+            routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), None)],
+            ..Default::default()
+        };
+        let cfg = iface_config(&r, "eth0", false).unwrap();
+        assert_eq!(cfg.addresses.len(), 1);
+        assert_eq!(cfg.addresses[0].address, "10.0.0.2/24".parse().unwrap());
+        assert_eq!(cfg.routes.len(), 1);
+        let e = iface_config(&r, "net1", false).unwrap_err();
+        assert!(e.msg.contains("invalid interface index"), "{}", e.msg);
+    }
+}
