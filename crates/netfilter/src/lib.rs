@@ -60,6 +60,7 @@
 
 mod error;
 mod exec;
+pub mod firewall;
 mod hostports;
 mod iptables;
 mod lock;

@@ -74,6 +74,11 @@ pub struct Compat<'a> {
 }
 
 impl Expr {
+    /// The expression's data attributes, undecoded.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Attribute `kind` of the expression's data.
     pub fn attr(&self, kind: u16) -> Option<&[u8]> {
         find(&self.data, kind)
@@ -104,6 +109,13 @@ impl Expr {
             info: self.attr(NFTA_COMPAT_INFO)?,
         })
     }
+}
+
+/// Expressions built by the writer, read back as the reader sees them
+/// (to compare a wanted rule with one in the kernel).
+pub(crate) fn written(exprs: &[crate::nfnl::writer::Expr]) -> Vec<Expr> {
+    let bytes: Vec<u8> = exprs.iter().flat_map(|e| e.as_bytes().to_vec()).collect();
+    expressions(&bytes)
 }
 
 /// The expressions of a rule, in order.

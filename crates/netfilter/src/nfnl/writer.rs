@@ -93,6 +93,13 @@ fn comment_udata(comment: &str) -> Vec<u8> {
 /// One expression of a rule.
 pub struct Expr(Vec<u8>);
 
+impl Expr {
+    /// The `NFTA_LIST_ELEM` attribute as it is sent.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 fn expr(name: &str, data: &[Vec<u8>]) -> Expr {
     let mut e = attr_str(NFTA_EXPR_NAME, name);
     e.extend(nested(NFTA_EXPR_DATA, &data.concat()));
@@ -308,6 +315,33 @@ pub fn accept() -> Vec<Expr> {
     verdict(1 /* NF_ACCEPT */, None)
 }
 
+pub fn drop() -> Vec<Expr> {
+    verdict(0 /* NF_DROP */, None)
+}
+
+/// `iifname|oifname ==|!= <name>` as iptables-nft writes `-i`/`-o`: the
+/// name with its NUL (an exact match, not a `+` prefix).
+pub fn iface_match(out: bool, name: &str, equal: bool) -> Vec<Expr> {
+    let key = if out {
+        7 /* NFT_META_OIFNAME */
+    } else {
+        6 /* NFT_META_IIFNAME */
+    };
+    let mut bytes = name.as_bytes().to_vec();
+    bytes.push(0);
+    vec![
+        expr("meta", &[attr_u32(1, NFT_REG_1), attr_u32(2, key)]),
+        cmp(
+            if equal {
+                0
+            } else {
+                1 /* NFT_CMP_NEQ */
+            },
+            &bytes,
+        ),
+    ]
+}
+
 /// `counter` with both values given as zero, as iptables-nft writes it.
 pub fn counter() -> Vec<Expr> {
     vec![expr(
@@ -474,6 +508,22 @@ impl Batch {
         self.append_rule(family, table, chain, exprs, extra);
     }
 
+    /// Like [`Batch::add_xt_rule`], but the rule goes first in the chain
+    /// (`iptables -I <chain> 1`).
+    pub fn insert_xt_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        proto: u8,
+        exprs: Vec<Expr>,
+    ) {
+        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
+        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
+        let extra = nested(5 /* NFTA_RULE_COMPAT */, &compat);
+        self.new_rule(family, table, chain, exprs, extra, false);
+    }
+
     /// NEWRULE appending `exprs` to `table chain`, followed by the
     /// attributes in `extra`.
     fn append_rule(
@@ -484,12 +534,30 @@ impl Batch {
         exprs: Vec<Expr>,
         extra: Vec<u8>,
     ) {
+        self.new_rule(family, table, chain, exprs, extra, true);
+    }
+
+    /// NEWRULE at the end of the chain (`append`) or at its head.
+    fn new_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        exprs: Vec<Expr>,
+        extra: Vec<u8>,
+        append: bool,
+    ) {
         let mut a = attr_str(NFTA_RULE_TABLE, table);
         a.extend(attr_str(NFTA_RULE_CHAIN, chain));
         let list: Vec<u8> = exprs.into_iter().flat_map(|e| e.0).collect();
         a.extend(nested(NFTA_RULE_EXPRESSIONS, &list));
         a.extend(extra);
-        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);
+        let flags = if append {
+            NLM_F_CREATE | NLM_F_APPEND
+        } else {
+            NLM_F_CREATE
+        };
+        self.push(NFT_MSG_NEWRULE, flags, family, a);
     }
 
     /// Send as one transaction; the first error aborts all of it.
