@@ -1,0 +1,702 @@
+//! firewall, end to end: bridge + host-local + firewall chained as a
+//! runtime chains them, the binaries exec'd inside a throwaway "host"
+//! namespace whose FORWARD policy is DROP (so only the firewall's rules let
+//! traffic through), containers and an outside client as namespaces too.
+//! Against the Go reference (`/usr/lib/cni/firewall`, v1.1.1 here): the same
+//! `iptables-save` and the same nf_tables expressions after ADD, and each
+//! plugin's DEL removes the other's rules.
+
+use std::path::PathBuf;
+
+use integration::{Invocation, Netns, can_run, plugin, reference_plugin, temp_dir};
+use serde_json::{Value, json};
+
+/// One bridge network with host-local and a firewall configuration.
+struct Net {
+    name: String,
+    bridge_conf: Value,
+    fw_conf: Value,
+    _ipam: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+impl Net {
+    /// Network `name` on bridge `br` with subnet `10.<octet>.0.0/24`.
+    fn new(name: &str, br: &str, octet: u8, fw_extra: Value) -> Net {
+        let ipam = temp_dir("cnit-fw-ipam");
+        let data = temp_dir("cnit-fw-data");
+        let bridge_conf = json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "type": "bridge",
+            "bridge": br,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": format!("10.{octet}.0.0/24")}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": ipam.path(),
+            },
+        });
+        let mut fw_conf = json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "type": "firewall",
+            "dataDir": data.path(),
+        });
+        if let (Some(dst), Value::Object(src)) = (fw_conf.as_object_mut(), fw_extra) {
+            dst.extend(src);
+        }
+        Net {
+            name: name.to_string(),
+            bridge_conf,
+            fw_conf,
+            _ipam: ipam,
+            data,
+        }
+    }
+
+    fn fw_config(&self, prev: Option<&Value>) -> Value {
+        let mut c = self.fw_conf.clone();
+        if let Some(p) = prev {
+            c["prevResult"] = p.clone();
+        }
+        c
+    }
+
+    fn fw(
+        &self,
+        bin: PathBuf,
+        cmd: &str,
+        id: &str,
+        ctr: &Netns,
+        prev: Option<&Value>,
+    ) -> Invocation {
+        Invocation::new(bin, cmd)
+            .container_id(id)
+            .netns(ctr)
+            .config(&self.fw_config(prev))
+    }
+
+    fn bridge_add(&self, host: &Netns, ctr: &Netns, id: &str) -> Value {
+        Invocation::new(plugin("bridge"), "ADD")
+            .container_id(id)
+            .netns(ctr)
+            .config(&self.bridge_conf)
+            .run(host)
+            .expect_ok()
+    }
+
+    /// The chain's ADD with `bin` as the firewall; returns its result.
+    fn add_with(&self, bin: PathBuf, host: &Netns, ctr: &Netns, id: &str) -> Value {
+        let prev = self.bridge_add(host, ctr, id);
+        let out = self
+            .fw(bin, "ADD", id, ctr, Some(&prev))
+            .run(host)
+            .expect_ok();
+        assert_eq!(out, prev, "firewall must pass prevResult through unchanged");
+        out
+    }
+
+    fn add(&self, host: &Netns, ctr: &Netns, id: &str) -> Value {
+        self.add_with(plugin("firewall"), host, ctr, id)
+    }
+
+    /// The chain's DEL in reverse order, with the prevResult as a runtime
+    /// sends it.
+    fn del_with(&self, bin: PathBuf, host: &Netns, ctr: &Netns, id: &str, prev: &Value) {
+        self.fw(bin, "DEL", id, ctr, Some(prev))
+            .run(host)
+            .expect_ok();
+        Invocation::new(plugin("bridge"), "DEL")
+            .container_id(id)
+            .netns(ctr)
+            .config(&self.bridge_conf)
+            .run(host)
+            .expect_ok();
+    }
+
+    fn del(&self, host: &Netns, ctr: &Netns, id: &str, prev: &Value) {
+        self.del_with(plugin("firewall"), host, ctr, id, prev);
+    }
+}
+
+fn ip_of(result: &Value) -> String {
+    let a = result["ips"][0]["address"].as_str().unwrap();
+    a.split('/').next().unwrap().to_string()
+}
+
+/// A host whose FORWARD chain drops what no rule accepts, with an outside
+/// client routed to it (10.99.0.2, the host being 10.99.0.1) that reaches
+/// every container subnet through it.
+fn drop_forward_host() -> (Netns, Netns) {
+    let host = Netns::new("cnit-host");
+    let outside = Netns::new("cnit-out");
+    host.wire_to(("up0", "10.99.0.1/24"), &outside, ("out0", "10.99.0.2/24"));
+    outside.run_ok("ip", &["route", "add", "10.0.0.0/8", "via", "10.99.0.1"]);
+    host.run_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    host.run_ok("iptables", &["-P", "FORWARD", "DROP"]);
+    (host, outside)
+}
+
+/// Rules of the `filter` table (both families) naming `ip`.
+fn rules_naming(host: &Netns, ip: &str) -> Vec<String> {
+    let mut out = vec![];
+    for prog in ["iptables-save", "ip6tables-save"] {
+        let text = host.run_ok(prog, &["-t", "filter"]);
+        out.extend(
+            text.lines()
+                .filter(|l| l.starts_with("-A ") && l.contains(&format!(" {ip}/")))
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+/// `iptables-save -t filter` of both families without comments lines and
+/// counters: what two hosts must agree on.
+fn filter_tables(host: &Netns) -> String {
+    let mut s = String::new();
+    for prog in ["iptables-save", "ip6tables-save"] {
+        for line in host.run_ok(prog, &["-t", "filter"]).lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let line = match line.find(" [") {
+                Some(i) if line.starts_with(':') => &line[..i],
+                _ => line,
+            };
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// `nft --debug=netlink` of the iptables-nft filter tables: the
+/// expressions each rule really holds, handles left out.
+fn filter_expressions(host: &Netns) -> String {
+    let mut s = String::new();
+    for family in ["ip", "ip6"] {
+        let out = host.exec(
+            "nft",
+            &["--debug=netlink", "list", "table", family, "filter"],
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(rest) = line.strip_prefix(&format!("{family} filter ")) {
+                // `<family> filter <chain> <handle> [<position>]`
+                let chain = rest.split(' ').next().unwrap_or_default();
+                s.push_str(&format!("{family} filter {chain}\n"));
+            } else if line.trim_start().starts_with('[') {
+                s.push_str(line);
+                s.push('\n');
+            } else if line.is_empty() {
+                s.push('\n');
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn forwarded_traffic_is_allowed_out_and_replies_in_and_del_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let (host, outside) = drop_forward_host();
+    let c = Netns::bare("cnit-ctr");
+    let net = Net::new("fwnet", "fwbr0", 88, json!({"backend": "iptables"}));
+    let prev = net.bridge_add(&host, &c, "fw-a");
+    let ip = ip_of(&prev);
+    // FORWARD drops: nothing leaves the container yet.
+    assert!(!c.ping("10.99.0.2"), "FORWARD DROP should stop the ping");
+    let out = net
+        .fw(plugin("firewall"), "ADD", "fw-a", &c, Some(&prev))
+        .run(&host)
+        .expect_ok();
+    assert_eq!(out, prev);
+    assert!(c.ping("10.99.0.2"), "the container reaches the outside");
+    // Only replies come in: a new connection from outside is dropped.
+    assert!(
+        !outside.ping(&ip),
+        "outside must not open connections to {ip}"
+    );
+    net.fw(plugin("firewall"), "CHECK", "fw-a", &c, Some(&prev))
+        .run(&host)
+        .expect_ok();
+    assert_eq!(
+        rules_naming(&host, &ip).len(),
+        2,
+        "{:?}",
+        rules_naming(&host, &ip)
+    );
+
+    net.del(&host, &c, "fw-a", &prev);
+    assert!(
+        rules_naming(&host, &ip).is_empty(),
+        "{:?}",
+        rules_naming(&host, &ip)
+    );
+    // The shared chains stay, as the reference leaves them.
+    let saved = filter_tables(&host);
+    assert!(
+        saved.contains(
+            "-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"
+        ),
+        "{saved}"
+    );
+    // DEL again, and DEL without a prevResult: idempotent.
+    net.fw(plugin("firewall"), "DEL", "fw-a", &c, Some(&prev))
+        .run(&host)
+        .expect_ok();
+    net.fw(plugin("firewall"), "DEL", "fw-a", &c, None)
+        .run(&host)
+        .expect_ok();
+    assert!(integration::dir_entries(&net.data.path().join(&net.name)).is_empty());
+}
+
+#[test]
+fn del_without_prev_result_uses_the_record() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let c = Netns::bare("cnit-ctr");
+    let net = Net::new("fwrec", "fwbr0", 87, json!({}));
+    let prev = net.add(&host, &c, "fw-r");
+    let ip = ip_of(&prev);
+    assert_eq!(rules_naming(&host, &ip).len(), 2);
+    // A runtime that lost its cache sends no prevResult.
+    net.fw(plugin("firewall"), "DEL", "fw-r", &c, None)
+        .run(&host)
+        .expect_ok();
+    assert!(
+        rules_naming(&host, &ip).is_empty(),
+        "{:?}",
+        rules_naming(&host, &ip)
+    );
+    net.del(&host, &c, "fw-r", &prev);
+}
+
+#[test]
+fn same_bridge_networks_cannot_reach_each_other_but_an_open_one_reaches_them() {
+    if !can_run() {
+        return;
+    }
+    let (host, outside) = drop_forward_host();
+    let iso_a = Net::new(
+        "fwisoa",
+        "fwbra",
+        81,
+        json!({"ingressPolicy": "same-bridge"}),
+    );
+    let iso_b = Net::new("fwisob", "fwbrb", 82, json!({"ingressPolicy": "isolated"}));
+    let open = Net::new("fwopen", "fwbro", 83, json!({}));
+    let (ca, cb, co) = (
+        Netns::bare("cnit-ctr"),
+        Netns::bare("cnit-ctr"),
+        Netns::bare("cnit-ctr"),
+    );
+    let ra = iso_a.add(&host, &ca, "fw-ia");
+    let rb = iso_b.add(&host, &cb, "fw-ib");
+    let ro = open.add(&host, &co, "fw-io");
+    let (ipa, ipb, ipo) = (ip_of(&ra), ip_of(&rb), ip_of(&ro));
+    assert!(!ca.ping(&ipb), "same-bridge → isolated network");
+    assert!(!cb.ping(&ipa), "isolated → same-bridge network");
+    assert!(co.ping(&ipa), "the open network reaches a same-bridge one");
+    assert!(co.ping(&ipb), "the open network reaches an isolated one");
+    assert!(
+        ca.ping("10.99.0.2") && cb.ping("10.99.0.2"),
+        "both still reach the outside"
+    );
+    // Docker's semantics: isolation drops traffic *into* an isolated
+    // bridge from another one; an open network is still reachable.
+    assert!(ca.ping(&ipo), "a same-bridge network reaches an open one");
+    assert!(!outside.ping(&ipa));
+    let saved = filter_tables(&host);
+    for line in [
+        "-A FORWARD -m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge|isolated)\" -j CNI-ISOLATION-STAGE-1",
+        "-A CNI-ISOLATION-STAGE-1 -i fwbrb -o fwbrb -m comment --comment \"CNI firewall plugin rules (ingressPolicy: isolated)\" -j DROP",
+        "-A CNI-ISOLATION-STAGE-1 -i fwbra ! -o fwbra -m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge)\" -j CNI-ISOLATION-STAGE-2",
+        "-A CNI-ISOLATION-STAGE-2 -o fwbrb -m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge|isolated)\" -j DROP",
+    ] {
+        assert!(saved.contains(line), "missing {line}:\n{saved}");
+    }
+    // The jump to the isolation chains comes before CNI-FORWARD's.
+    let forward: Vec<&str> = saved
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD "))
+        .collect();
+    assert_eq!(forward.len(), 2, "{forward:?}");
+    assert!(
+        forward[0].ends_with("-j CNI-ISOLATION-STAGE-1"),
+        "{forward:?}"
+    );
+    // A second ADD on the same bridge adds no isolation rule twice.
+    let ca2 = Netns::bare("cnit-ctr");
+    let ra2 = iso_a.add(&host, &ca2, "fw-ia2");
+    assert_eq!(
+        filter_tables(&host).lines().count(),
+        saved.lines().count() + 2
+    );
+    for (net, ctr, id, r) in [
+        (&iso_a, &ca, "fw-ia", &ra),
+        (&iso_a, &ca2, "fw-ia2", &ra2),
+        (&iso_b, &cb, "fw-ib", &rb),
+        (&open, &co, "fw-io", &ro),
+    ] {
+        net.fw(plugin("firewall"), "CHECK", id, ctr, Some(r))
+            .run(&host)
+            .expect_ok();
+        net.del(&host, ctr, id, r);
+        assert!(rules_naming(&host, &ip_of(r)).is_empty());
+    }
+}
+
+/// PATH with logging wrappers in front of the netfilter programs: counts
+/// the processes a plugin run really starts.
+struct ProcessLog {
+    dir: tempfile::TempDir,
+}
+
+impl ProcessLog {
+    const PROGRAMS: [&str; 7] = [
+        "iptables",
+        "ip6tables",
+        "iptables-save",
+        "ip6tables-save",
+        "iptables-restore",
+        "ip6tables-restore",
+        "nft",
+    ];
+
+    fn new() -> ProcessLog {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("cnit-proclog");
+        for p in Self::PROGRAMS {
+            let real = ["/usr/sbin", "/sbin", "/usr/bin"]
+                .iter()
+                .map(|d| format!("{d}/{p}"))
+                .find(|c| std::path::Path::new(c).exists())
+                .unwrap();
+            let script = format!(
+                "#!/bin/sh\necho {p} >> {}\nexec {real} \"$@\"\n",
+                dir.path().join("log").display()
+            );
+            let path = dir.path().join(p);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ProcessLog { dir }
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.dir.path().display()
+        )
+    }
+
+    /// Processes logged since the last call.
+    fn take(&self) -> Vec<String> {
+        let log = self.dir.path().join("log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        text.lines().map(str::to_string).collect()
+    }
+}
+
+#[test]
+fn no_process_once_the_chains_exist() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let net = Net::new(
+        "fwproc",
+        "fwbr0",
+        86,
+        json!({"ingressPolicy": "same-bridge"}),
+    );
+    let log = ProcessLog::new();
+    let ctrs: Vec<Netns> = (0..2).map(|_| Netns::bare("cnit-ctr")).collect();
+    let mut counts = vec![];
+    let mut results = vec![];
+    for (i, c) in ctrs.iter().enumerate() {
+        let id = format!("fw-p{i}");
+        let prev = net.bridge_add(&host, c, &id);
+        log.take();
+        for cmd in ["ADD", "CHECK"] {
+            net.fw(plugin("firewall"), cmd, &id, c, Some(&prev))
+                .env("PATH", &log.path_env())
+                .run(&host)
+                .expect_ok();
+            counts.push((format!("{cmd} {i}"), log.take()));
+        }
+        results.push(prev);
+    }
+    for (i, c) in ctrs.iter().enumerate() {
+        net.fw(
+            plugin("firewall"),
+            "DEL",
+            &format!("fw-p{i}"),
+            c,
+            Some(&results[i]),
+        )
+        .env("PATH", &log.path_env())
+        .run(&host)
+        .expect_ok();
+        counts.push((format!("DEL {i}"), log.take()));
+    }
+    eprintln!("PROCESSES {counts:?}");
+    // The first ADD in a namespace without a filter table has
+    // iptables-restore make it (one save and one restore).
+    assert!(counts[0].1.len() <= 2, "{counts:?}");
+    for (what, procs) in &counts[1..] {
+        assert!(procs.is_empty(), "{what}: {procs:?}");
+    }
+    for (i, c) in ctrs.iter().enumerate() {
+        net.del(&host, c, &format!("fw-p{i}"), &results[i]);
+    }
+}
+
+/// The same chain on two hosts, one with the Go firewall, one with ours:
+/// the same `iptables-save` and the same nf_tables expressions.
+#[test]
+fn iptables_state_matches_the_reference() {
+    if !can_run() {
+        return;
+    }
+    let Some(go) = reference_plugin("firewall") else {
+        return;
+    };
+    for extra in [json!({}), json!({"ingressPolicy": "same-bridge"})] {
+        let hosts = [Netns::new("cnit-host"), Netns::new("cnit-host")];
+        let mut states = vec![];
+        for (host, bin) in hosts.iter().zip([go.clone(), plugin("firewall")]) {
+            let net = Net::new("fwdiff", "fwbr0", 85, extra.clone());
+            let ctrs = [Netns::bare("cnit-ctr"), Netns::bare("cnit-ctr")];
+            let results: Vec<Value> = ctrs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| net.add_with(bin.clone(), host, c, &format!("fw-d{i}")))
+                .collect();
+            // Debian's Go release names the shared rules after the only
+            // policy it knows; upstream (and we) after both.
+            let saved = filter_tables(host).replace(
+                "(ingressPolicy: same-bridge|isolated)",
+                "(ingressPolicy: same-bridge)",
+            );
+            states.push((saved, filter_expressions(host)));
+            for (i, c) in ctrs.iter().enumerate() {
+                net.del_with(bin.clone(), host, c, &format!("fw-d{i}"), &results[i]);
+            }
+        }
+        assert_eq!(
+            states[0].0, states[1].0,
+            "iptables-save differs for {extra}"
+        );
+        if extra == json!({}) {
+            assert_eq!(states[0].1, states[1].1, "nf_tables expressions differ");
+        } else {
+            // Only the comments' text differs; compare the rest.
+            let strip = |s: &str| {
+                s.lines()
+                    .filter(|l| !l.contains("match name comment"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            assert_eq!(strip(&states[0].1), strip(&states[1].1));
+        }
+    }
+}
+
+/// Go ADD then our DEL, and our ADD then Go DEL: nothing of the container
+/// is left either way; the shared chains stay.
+#[test]
+fn each_plugins_del_removes_the_others_rules() {
+    if !can_run() {
+        return;
+    }
+    let Some(go) = reference_plugin("firewall") else {
+        return;
+    };
+    let host = Netns::new("cnit-host");
+    let net = Net::new("fwcross", "fwbr0", 84, json!({}));
+    for (adder, deleter, id) in [
+        (go.clone(), plugin("firewall"), "fw-go-adds"),
+        (plugin("firewall"), go.clone(), "fw-rust-adds"),
+    ] {
+        let c = Netns::bare("cnit-ctr");
+        let prev = net.add_with(adder.clone(), &host, &c, id);
+        let ip = ip_of(&prev);
+        assert_eq!(rules_naming(&host, &ip).len(), 2);
+        // Each CHECK accepts the other's rules.
+        net.fw(deleter.clone(), "CHECK", id, &c, Some(&prev))
+            .run(&host)
+            .expect_ok();
+        net.del_with(deleter, &host, &c, id, &prev);
+        assert!(
+            rules_naming(&host, &ip).is_empty(),
+            "{id}: {:?}",
+            rules_naming(&host, &ip)
+        );
+    }
+    let saved = filter_tables(&host);
+    assert!(
+        saved.contains(":CNI-FORWARD -") && saved.contains(":CNI-ADMIN -"),
+        "{saved}"
+    );
+}
+
+#[test]
+fn check_names_the_missing_rule() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let c = Netns::bare("cnit-ctr");
+    let net = Net::new("fwcheck", "fwbr0", 80, json!({}));
+    let prev = net.add(&host, &c, "fw-c");
+    let ip = ip_of(&prev);
+    host.run_ok(
+        "iptables",
+        &[
+            "-D",
+            "CNI-FORWARD",
+            "-s",
+            &format!("{ip}/32"),
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    let out = net
+        .fw(plugin("firewall"), "CHECK", "fw-c", &c, Some(&prev))
+        .run(&host);
+    assert!(!out.success());
+    let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+    assert!(
+        msg.contains(&format!("expected rule [-s {ip}/32 -j ACCEPT] not found")),
+        "{msg}"
+    );
+    net.del(&host, &c, "fw-c", &prev);
+    assert!(rules_naming(&host, &ip).is_empty());
+}
+
+#[test]
+fn gc_removes_only_attachments_that_are_not_valid() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let net = Net::new("fwgc", "fwbr0", 79, json!({}));
+    let ctrs = [Netns::bare("cnit-ctr"), Netns::bare("cnit-ctr")];
+    let results: Vec<Value> = ctrs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| net.add(&host, c, &format!("fw-g{i}")))
+        .collect();
+    let mut conf = net.fw_config(None);
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "fw-g0", "ifname": "eth0"}]);
+    Invocation::new(plugin("firewall"), "GC")
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    assert_eq!(rules_naming(&host, &ip_of(&results[0])).len(), 2);
+    assert!(rules_naming(&host, &ip_of(&results[1])).is_empty());
+    for (i, c) in ctrs.iter().enumerate() {
+        net.del(&host, c, &format!("fw-g{i}"), &results[i]);
+    }
+    assert!(rules_naming(&host, &ip_of(&results[0])).is_empty());
+}
+
+/// A prevResult without a bridge plugin before: addresses only.
+fn fake_prev(ip: &str) -> Value {
+    json!({"cniVersion": "1.0.0", "ips": [{"address": format!("{ip}/24")}]})
+}
+
+#[test]
+fn bad_config_is_refused_and_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let c = Netns::bare("cnit-ctr");
+    let net = Net::new("fwbad", "fwbr0", 78, json!({}));
+    let before = host.snapshot();
+    let cases: Vec<(Value, Option<Value>, u64, &str)> = vec![
+        (
+            json!({}),
+            None,
+            999,
+            "missing prevResult from earlier plugin",
+        ),
+        (
+            json!({"ingressPolicy": "bogus"}),
+            Some(fake_prev("10.78.0.5")),
+            7,
+            "unknown ingress policy: \"bogus\"",
+        ),
+        (
+            json!({"backend": "pf"}),
+            Some(fake_prev("10.78.0.5")),
+            7,
+            "unknown backend \"pf\"",
+        ),
+        (
+            json!({"ingressPolicy": "same-bridge"}),
+            Some(fake_prev("10.78.0.5")),
+            7,
+            "interface needs to be set for ingress policy \"same-bridge\"",
+        ),
+        (
+            json!({"iptablesAdminChainName": "-j ACCEPT"}),
+            Some(fake_prev("10.78.0.5")),
+            7,
+            "iptablesAdminChainName",
+        ),
+        (
+            json!({"iptablesAdminChainName": "FORWARD"}),
+            Some(fake_prev("10.78.0.5")),
+            7,
+            "iptablesAdminChainName \"FORWARD\"",
+        ),
+    ];
+    for (extra, prev, code, msg) in cases {
+        let mut conf = net.fw_config(prev.as_ref());
+        if let (Some(dst), Value::Object(src)) = (conf.as_object_mut(), extra.clone()) {
+            dst.extend(src);
+        }
+        let out = Invocation::new(plugin("firewall"), "ADD")
+            .container_id("fw-bad")
+            .netns(&c)
+            .config(&conf)
+            .run(&host);
+        assert!(!out.success(), "{extra} accepted");
+        let err = out.json();
+        assert_eq!(err["code"], code, "{extra}: {err}");
+        assert!(
+            err["msg"].as_str().unwrap_or_default().contains(msg),
+            "{extra}: {err}"
+        );
+        assert_eq!(host.snapshot(), before, "{extra} changed the host");
+    }
+    assert!(integration::dir_entries(net.data.path()).is_empty());
+}
+
+#[test]
+fn status_reports_a_usable_backend() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let net = Net::new("fwstatus", "fwbr0", 77, json!({"backend": "iptables"}));
+    let mut conf = net.fw_config(None);
+    conf["cniVersion"] = json!("1.1.0");
+    Invocation::new(plugin("firewall"), "STATUS")
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+}
