@@ -700,3 +700,138 @@ fn status_reports_a_usable_backend() {
         .run(&host)
         .expect_ok();
 }
+
+/// The nftables backend's table, listed.
+fn nft_table(host: &Netns) -> String {
+    let out = host.exec("nft", &["list", "table", "inet", "cni_firewall"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// nftables (ours only): isolation drops are final whatever else the host
+/// runs, so they are what traffic can show; the accepts are checked as
+/// rules. Everything is netlink: no process on any verb.
+#[test]
+fn nftables_backend_isolates_and_del_leaves_nothing_without_a_process() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    host.run_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    let nft = |policy: &str| json!({"backend": "nftables", "ingressPolicy": policy});
+    let iso_a = Net::new("fwnisoa", "fwbra", 76, nft("same-bridge"));
+    let iso_b = Net::new("fwnisob", "fwbrb", 75, nft("isolated"));
+    let open = Net::new("fwnopen", "fwbro", 74, nft("open"));
+    let log = ProcessLog::new();
+    let (ca, cb, co) = (
+        Netns::bare("cnit-ctr"),
+        Netns::bare("cnit-ctr"),
+        Netns::bare("cnit-ctr"),
+    );
+    let mut results = vec![];
+    for (net, ctr, id) in [
+        (&iso_a, &ca, "fw-na"),
+        (&iso_b, &cb, "fw-nb"),
+        (&open, &co, "fw-no"),
+    ] {
+        let prev = net.bridge_add(&host, ctr, id);
+        log.take();
+        for cmd in ["ADD", "CHECK"] {
+            net.fw(plugin("firewall"), cmd, id, ctr, Some(&prev))
+                .env("PATH", &log.path_env())
+                .run(&host)
+                .expect_ok();
+        }
+        assert!(log.take().is_empty(), "{id}: a process was started");
+        results.push(prev);
+    }
+    let (ipa, ipb, ipo) = (ip_of(&results[0]), ip_of(&results[1]), ip_of(&results[2]));
+    assert!(!ca.ping(&ipb), "same-bridge → isolated network");
+    assert!(!cb.ping(&ipa), "isolated → same-bridge network");
+    assert!(
+        co.ping(&ipa) && co.ping(&ipb),
+        "the open network reaches both"
+    );
+    assert!(ca.ping(&ipo), "a same-bridge network reaches an open one");
+    let table = nft_table(&host);
+    for line in [
+        format!(
+            "ip daddr {ipa} ct state established,related accept comment \"cni firewall net=fwnisoa id=fw-na ifname=eth0\""
+        ),
+        format!("ip saddr {ipb} accept comment \"cni firewall net=fwnisob id=fw-nb ifname=eth0\""),
+        "iifname \"fwbra\" oifname != \"fwbra\" jump isolation_stage_2".to_string(),
+        "iifname \"fwbrb\" oifname \"fwbrb\" drop".to_string(),
+        "oifname \"fwbrb\" drop".to_string(),
+        "type filter hook forward priority filter; policy accept;".to_string(),
+    ] {
+        assert!(table.contains(&line), "missing {line}:\n{table}");
+    }
+    assert!(!table.contains("oifname \"fwbro\""), "{table}");
+    // The netlink-built table is what nft makes of its own listing.
+    let twin = Netns::new("cnit-host");
+    let mut load = twin.command("nft");
+    load.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = load.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), table.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let exprs = |ns: &Netns| {
+        let out = ns.run_ok(
+            "nft",
+            &["--debug=netlink", "list", "table", "inet", "cni_firewall"],
+        );
+        out.lines()
+            .map(|l| match l.strip_prefix("inet cni_firewall ") {
+                Some(rest) => rest.split(' ').next().unwrap_or_default().to_string(),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (ours, nfts) = (exprs(&host), exprs(&twin));
+    let first_difference = ours.lines().zip(nfts.lines()).find(|(a, b)| a != b);
+    assert_eq!(first_difference, None, "netlink-built vs nft's own");
+    assert_eq!(ours.lines().count(), nfts.lines().count());
+    // CHECK notices a missing rule.
+    let handle = host
+        .run_ok(
+            "nft",
+            &["-a", "list", "chain", "inet", "cni_firewall", "containers"],
+        )
+        .lines()
+        .find(|l| l.contains(&format!("ip saddr {ipa} ")))
+        .and_then(|l| l.rsplit(' ').next().map(str::to_string))
+        .unwrap();
+    host.run_ok(
+        "nft",
+        &[
+            "delete",
+            "rule",
+            "inet",
+            "cni_firewall",
+            "containers",
+            "handle",
+            &handle,
+        ],
+    );
+    let out = iso_a
+        .fw(plugin("firewall"), "CHECK", "fw-na", &ca, Some(&results[0]))
+        .run(&host);
+    assert!(!out.success(), "CHECK passed without a rule");
+    for (i, (net, ctr, id)) in [
+        (&iso_a, &ca, "fw-na"),
+        (&iso_b, &cb, "fw-nb"),
+        (&open, &co, "fw-no"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // DEL without a prevResult: found by the attachment's comment.
+        net.fw(plugin("firewall"), "DEL", id, ctr, None)
+            .env("PATH", &log.path_env())
+            .run(&host)
+            .expect_ok();
+        assert!(log.take().is_empty(), "DEL {id}: a process was started");
+        net.del(&host, ctr, id, &results[i]);
+    }
+    let table = nft_table(&host);
+    assert!(!table.contains("cni firewall net="), "{table}");
+}

@@ -14,7 +14,6 @@ use crate::firewall::{Firewall, IngressPolicy};
 use crate::lock::SharedChainsLock;
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, RuleInfo};
-use crate::nfnl::socket::attributes;
 
 const FILTER: &str = "filter";
 const FORWARD: &str = "FORWARD";
@@ -167,7 +166,7 @@ trait View {
     fn find(&mut self, chain: &str, args: &[String]) -> Result<Vec<Found>>;
 }
 
-/// A rule read from the kernel with its [`canonical`] form.
+/// A rule read from the kernel with its [`reader::canonical`] form.
 type Canonical = (RuleInfo, Vec<Vec<u8>>);
 
 struct NetlinkView {
@@ -195,7 +194,7 @@ impl View for NetlinkView {
     fn find(&mut self, chain: &str, args: &[String]) -> Result<Vec<Found>> {
         let wanted = super::xtrules::translate(self.family, args)
             .ok_or_else(|| Error::Missing(format!("cannot encode rule {args:?}")))?;
-        let wanted = canonical(&reader::written(&wanted.exprs));
+        let wanted = reader::canonical(&reader::written(&wanted.exprs));
         if !self.rules.contains_key(chain) {
             let rules = if self.chain_exists(chain)? {
                 reader::rules(self.family.nfproto(), FILTER, chain).map_err(nl)?
@@ -205,7 +204,7 @@ impl View for NetlinkView {
             let with_canon = rules
                 .into_iter()
                 .map(|r| {
-                    let c = canonical(&r.exprs());
+                    let c = reader::canonical(&r.exprs());
                     (r, c)
                 })
                 .collect();
@@ -234,55 +233,6 @@ impl View for TextView {
             .filter(|r| r.spec == spec)
             .map(|r| Found::Spec(r.spec.clone()))
             .collect())
-    }
-}
-
-/// A rule's expressions in a form that compares equal for the same rule
-/// whether built here or dumped by the kernel: counters (their values
-/// change) left out, attributes sorted, nested data flattened, xtables
-/// info without its zero padding.
-fn canonical(exprs: &[reader::Expr]) -> Vec<Vec<u8>> {
-    exprs
-        .iter()
-        .filter(|e| e.name != "counter")
-        .map(|e| {
-            let mut out = e.name.as_bytes().to_vec();
-            out.push(0);
-            flatten(&e.name, e.data(), 0, &mut out);
-            out
-        })
-        .collect()
-}
-
-fn flatten(name: &str, data: &[u8], depth: u8, out: &mut Vec<u8>) {
-    let mut attrs: Vec<(u16, &[u8])> = attributes(data).map(|(k, _, p)| (k, p)).collect();
-    attrs.sort_by_key(|(k, _)| *k);
-    for (kind, payload) in attrs {
-        out.extend(kind.to_ne_bytes());
-        let nested = match depth {
-            // cmp's and immediate's data, bitwise's mask and xor.
-            0 => matches!(
-                (name, kind),
-                ("cmp", 3) | ("immediate", 2) | ("bitwise", 4) | ("bitwise", 5)
-            ),
-            // NFTA_DATA_VERDICT.
-            1 => kind == 2,
-            _ => false,
-        };
-        if nested {
-            out.push(b'{');
-            flatten(name, payload, depth + 1, out);
-            out.push(b'}');
-        } else {
-            let trimmed = if matches!(name, "match" | "target") && kind == 3 {
-                let end = payload.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-                &payload[..end]
-            } else {
-                payload
-            };
-            out.extend((trimmed.len() as u32).to_ne_bytes());
-            out.extend(trimmed);
-        }
     }
 }
 

@@ -55,6 +55,7 @@ const NFT_REG_2: u32 = 2;
 
 /// Netfilter hooks (`NF_INET_*`).
 pub const HOOK_PREROUTING: u32 = 0;
+pub const HOOK_FORWARD: u32 = 2;
 pub const HOOK_OUTPUT: u32 = 3;
 pub const HOOK_POSTROUTING: u32 = 4;
 
@@ -315,6 +316,28 @@ pub fn accept() -> Vec<Expr> {
     verdict(1 /* NF_ACCEPT */, None)
 }
 
+/// `ct state & <mask> != 0` (`ct state related,established` is mask 6),
+/// as nft builds it.
+pub fn ct_state_in(mask: u32) -> Vec<Expr> {
+    vec![
+        expr(
+            "ct",
+            &[attr_u32(1, NFT_REG_1), attr_u32(2, 0 /* NFT_CT_STATE */)],
+        ),
+        expr(
+            "bitwise",
+            &[
+                attr_u32(1, NFT_REG_1),
+                attr_u32(2, NFT_REG_1),
+                attr_u32(3, 4),
+                nested(4, &data_value(&mask.to_ne_bytes())),
+                nested(5, &data_value(&[0; 4])),
+            ],
+        ),
+        cmp(1 /* NFT_CMP_NEQ */, &[0; 4]),
+    ]
+}
+
 pub fn drop() -> Vec<Expr> {
     verdict(0 /* NF_DROP */, None)
 }
@@ -322,13 +345,23 @@ pub fn drop() -> Vec<Expr> {
 /// `iifname|oifname ==|!= <name>` as iptables-nft writes `-i`/`-o`: the
 /// name with its NUL (an exact match, not a `+` prefix).
 pub fn iface_match(out: bool, name: &str, equal: bool) -> Vec<Expr> {
+    iface_cmp(out, name, equal, name.len() + 1)
+}
+
+/// `iifname|oifname ==|!= "<name>"` as nft writes it: the name padded
+/// with NULs to IFNAMSIZ.
+pub fn nft_iface_match(out: bool, name: &str, equal: bool) -> Vec<Expr> {
+    iface_cmp(out, name, equal, 16.max(name.len() + 1))
+}
+
+fn iface_cmp(out: bool, name: &str, equal: bool, len: usize) -> Vec<Expr> {
     let key = if out {
         7 /* NFT_META_OIFNAME */
     } else {
         6 /* NFT_META_IIFNAME */
     };
     let mut bytes = name.as_bytes().to_vec();
-    bytes.push(0);
+    bytes.resize(len, 0);
     vec![
         expr("meta", &[attr_u32(1, NFT_REG_1), attr_u32(2, key)]),
         cmp(
@@ -450,6 +483,34 @@ impl Batch {
             a.extend(nested(NFTA_CHAIN_HOOK, &hk));
             a.extend(attr_str(NFTA_CHAIN_TYPE, "nat"));
         }
+        let flags = if exclusive {
+            NLM_F_CREATE | NLM_F_EXCL
+        } else {
+            NLM_F_CREATE
+        };
+        self.push(NFT_MSG_NEWCHAIN, flags, family, a);
+    }
+
+    /// A `filter` base chain on `hook` with policy accept (or, with
+    /// `exclusive`, the whole batch fails if it exists).
+    pub fn add_filter_chain(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        hook: Hook,
+        exclusive: bool,
+    ) {
+        let mut a = attr_str(NFTA_CHAIN_TABLE, table);
+        a.extend(attr_str(NFTA_CHAIN_NAME, chain));
+        let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, hook.hooknum);
+        hk.extend(attr(NFTA_HOOK_PRIORITY, &hook.priority.to_be_bytes()));
+        a.extend(nested(NFTA_CHAIN_HOOK, &hk));
+        a.extend(attr_u32(
+            5, /* NFTA_CHAIN_POLICY */
+            1, /* NF_ACCEPT */
+        ));
+        a.extend(attr_str(NFTA_CHAIN_TYPE, "filter"));
         let flags = if exclusive {
             NLM_F_CREATE | NLM_F_EXCL
         } else {
