@@ -15,7 +15,6 @@
 //!   in Debian only knows `same-bridge`.
 //! - GC (records in `dataDir`, default `/run/cni/firewall`) and STATUS.
 
-mod config;
 mod firewalld;
 mod records;
 
@@ -25,7 +24,7 @@ use cni::{CniResult, Error, Plugin, Request, Result, code};
 use netfilter::Attachment;
 use netfilter::firewall::{Firewall, IngressPolicy};
 
-use config::{Backend, Config};
+use firewall::config::{self, Backend, Config};
 use records::Records;
 
 struct FirewallPlugin;
