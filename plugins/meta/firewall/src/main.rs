@@ -177,12 +177,9 @@ impl Plugin for FirewallPlugin {
         let mut fw = firewall(req, &req.container_id, &req.ifname, &conf, &addrs, None);
         fw.ingress = IngressPolicy::Open;
         remove(backend(&conf), &conf, &fw)?;
-        if let Some(r) = record {
-            records
-                .remove(&r)
-                .map_err(|e| Error::io(format!("failed to remove the address record: {e}")))?;
-        }
-        Ok(())
+        records
+            .remove_attachment(&req.container_id, &req.ifname)
+            .map_err(|e| Error::io(format!("failed to remove the address record: {e}")))
     }
 
     fn check(&self, req: &Request) -> Result<()> {

@@ -65,10 +65,21 @@ impl Records {
     }
 
     pub fn remove(&self, record: &Record) -> std::io::Result<()> {
-        match fs::remove_file(&record.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_file(&record.path)
+    }
+
+    /// Remove the attachment's record and a temporary file an ADD killed
+    /// mid-write may have left.
+    pub fn remove_attachment(&self, container_id: &str, ifname: &str) -> std::io::Result<()> {
+        remove_file(&self.dir.join(format!(".{container_id}-{ifname}.tmp")))?;
+        remove_file(&self.path(container_id, ifname))
+    }
+}
+
+fn remove_file(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
