@@ -835,3 +835,231 @@ fn nftables_backend_isolates_and_del_leaves_nothing_without_a_process() {
     let table = nft_table(&host);
     assert!(!table.contains("cni firewall net="), "{table}");
 }
+
+/// A firewalld of its own: a private D-Bus daemon (socket in a temporary
+/// directory) and firewalld inside the host namespace, configured from a
+/// temporary directory so the machine's /etc/firewalld is never read or
+/// written. Both processes are ended by PID on drop.
+struct Firewalld {
+    dir: tempfile::TempDir,
+    bus: std::process::Child,
+    daemon: std::process::Child,
+}
+
+impl Firewalld {
+    /// `None` (with a visible message) when dbus-daemon or firewalld is
+    /// not installed, or firewalld does not come up.
+    fn start(host: &Netns) -> Option<Firewalld> {
+        for program in ["dbus-daemon", "firewalld", "firewall-cmd"] {
+            if !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+                .iter()
+                .any(|d| std::path::Path::new(d).join(program).exists())
+            {
+                eprintln!("SKIPPED: {program} not installed (apt-get install firewalld)");
+                return None;
+            }
+        }
+        let dir = temp_dir("cnit-firewalld");
+        let socket = dir.path().join("bus");
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let bus = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--nopidfile"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let config = dir.path().join("etc");
+        std::fs::create_dir(&config).unwrap();
+        let daemon = host
+            .command("firewalld")
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", socket.display()),
+            )
+            .args(["--nofork", "--nopid", "--log-target", "file", "--log-file"])
+            .arg(dir.path().join("firewalld.log"))
+            .arg("--system-config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let fw = Firewalld { dir, bus, daemon };
+        for _ in 0..120 {
+            let state = fw.cmd(host, &["--state"]);
+            if state.status.success() {
+                return Some(fw);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        eprintln!("SKIPPED: firewalld did not come up in 30 s");
+        None
+    }
+
+    fn address(&self) -> String {
+        format!("unix:path={}", self.dir.path().join("bus").display())
+    }
+
+    fn cmd(&self, host: &Netns, args: &[&str]) -> std::process::Output {
+        host.command("firewall-cmd")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.address())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn sources(&self, host: &Netns, zone: &str) -> Vec<String> {
+        let out = self.cmd(host, &[&format!("--zone={zone}"), "--list-sources"]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Firewalld {
+    fn drop(&mut self) {
+        for child in [&mut self.daemon, &mut self.bus] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// firewalld (a real one, on a private bus): the default backend when it
+/// answers; addresses become sources of the zone; the Go plugin's CHECK
+/// and DEL agree with ours both ways; the ingress policy still uses
+/// iptables, as in the reference.
+#[test]
+fn firewalld_backend_against_a_real_firewalld_and_the_go_plugin() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let Some(fwd) = Firewalld::start(&host) else {
+        return;
+    };
+    let bus = fwd.address();
+    // No `backend` key: firewalld, because it answers.
+    let net = Net::new("fwdnet", "fwbr0", 73, json!({"firewalldZone": "trusted"}));
+    let with_bus = |inv: Invocation| inv.env("DBUS_SYSTEM_BUS_ADDRESS", &bus);
+    let c = Netns::bare("cnit-ctr");
+    let prev = net.bridge_add(&host, &c, "fw-fd");
+    let ip = ip_of(&prev);
+    with_bus(net.fw(plugin("firewall"), "ADD", "fw-fd", &c, Some(&prev)))
+        .run(&host)
+        .expect_ok();
+    assert_eq!(fwd.sources(&host, "trusted"), vec![format!("{ip}/32")]);
+    assert!(rules_naming(&host, &ip).is_empty(), "iptables used instead");
+    with_bus(net.fw(plugin("firewall"), "CHECK", "fw-fd", &c, Some(&prev)))
+        .run(&host)
+        .expect_ok();
+    let mut status = net.fw_config(None);
+    status["cniVersion"] = json!("1.1.0");
+    with_bus(Invocation::new(plugin("firewall"), "STATUS").config(&status))
+        .run(&host)
+        .expect_ok();
+    // A repeated ADD (ZONE_ALREADY_SET) succeeds.
+    with_bus(net.fw(plugin("firewall"), "ADD", "fw-fd", &c, Some(&prev)))
+        .run(&host)
+        .expect_ok();
+    if let Some(go) = reference_plugin("firewall") {
+        with_bus(net.fw(go.clone(), "CHECK", "fw-fd", &c, Some(&prev)))
+            .run(&host)
+            .expect_ok();
+        with_bus(net.fw(go.clone(), "DEL", "fw-fd", &c, Some(&prev)))
+            .run(&host)
+            .expect_ok();
+        assert!(fwd.sources(&host, "trusted").is_empty());
+        // Ours notices, then the other way round.
+        let out =
+            with_bus(net.fw(plugin("firewall"), "CHECK", "fw-fd", &c, Some(&prev))).run(&host);
+        assert!(!out.success());
+        assert!(
+            out.json()["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!(
+                    "failed to find the address {ip}/32 in trusted zone"
+                )),
+            "{}",
+            out.stdout
+        );
+        with_bus(net.fw(go, "ADD", "fw-fd", &c, Some(&prev)))
+            .run(&host)
+            .expect_ok();
+        assert_eq!(fwd.sources(&host, "trusted"), vec![format!("{ip}/32")]);
+    }
+    with_bus(net.fw(plugin("firewall"), "DEL", "fw-fd", &c, Some(&prev)))
+        .run(&host)
+        .expect_ok();
+    assert!(fwd.sources(&host, "trusted").is_empty());
+    // DEL again: nothing to remove, still success.
+    with_bus(net.fw(plugin("firewall"), "DEL", "fw-fd", &c, None))
+        .run(&host)
+        .expect_ok();
+
+    // Another zone, and same-bridge: sources in firewalld, isolation in
+    // iptables.
+    let iso = Net::new(
+        "fwdiso",
+        "fwbr1",
+        72,
+        json!({"backend": "firewalld", "firewalldZone": "internal", "ingressPolicy": "same-bridge"}),
+    );
+    let c2 = Netns::bare("cnit-ctr");
+    let prev2 = iso.bridge_add(&host, &c2, "fw-fd2");
+    with_bus(iso.fw(plugin("firewall"), "ADD", "fw-fd2", &c2, Some(&prev2)))
+        .run(&host)
+        .expect_ok();
+    assert_eq!(
+        fwd.sources(&host, "internal"),
+        vec![format!("{}/32", ip_of(&prev2))]
+    );
+    assert!(filter_tables(&host).contains("-A CNI-ISOLATION-STAGE-2 -o fwbr1"));
+    with_bus(iso.fw(plugin("firewall"), "DEL", "fw-fd2", &c2, Some(&prev2)))
+        .run(&host)
+        .expect_ok();
+    assert!(fwd.sources(&host, "internal").is_empty());
+    iso.del(&host, &c2, "fw-fd2", &prev2);
+    net.del(&host, &c, "fw-fd", &prev);
+
+    // firewalld gone: the default is iptables again; an explicit
+    // firewalld backend's STATUS is 50.
+    drop(fwd);
+    let c3 = Netns::bare("cnit-ctr");
+    let prev3 = net.bridge_add(&host, &c3, "fw-fd3");
+    with_bus(net.fw(plugin("firewall"), "ADD", "fw-fd3", &c3, Some(&prev3)))
+        .run(&host)
+        .expect_ok();
+    assert_eq!(rules_naming(&host, &ip_of(&prev3)).len(), 2);
+    with_bus(net.fw(plugin("firewall"), "DEL", "fw-fd3", &c3, Some(&prev3)))
+        .run(&host)
+        .expect_ok();
+    assert!(rules_naming(&host, &ip_of(&prev3)).is_empty());
+    net.del(&host, &c3, "fw-fd3", &prev3);
+    status["backend"] = json!("firewalld");
+    let out = with_bus(Invocation::new(plugin("firewall"), "STATUS").config(&status)).run(&host);
+    assert_eq!(out.json()["code"], 50, "{}", out.stdout);
+}
