@@ -316,6 +316,11 @@ pub fn accept() -> Vec<Expr> {
     verdict(1 /* NF_ACCEPT */, None)
 }
 
+/// `ether saddr <mac>` (bridge family: no dependency).
+pub fn ether_saddr_eq(mac: [u8; 6]) -> Vec<Expr> {
+    vec![payload(0 /* NFT_PAYLOAD_LL_HEADER */, 6, 6), cmp_eq(&mac)]
+}
+
 /// `ct state & <mask> != 0` (`ct state related,established` is mask 6),
 /// as nft builds it.
 pub fn ct_state_in(mask: u32) -> Vec<Expr> {
@@ -447,6 +452,12 @@ impl Batch {
     pub fn add_table(&mut self, family: u8, table: &str, comment: &str) {
         let mut a = attr_str(NFTA_TABLE_NAME, table);
         a.extend(attr(NFTA_TABLE_USERDATA, &comment_udata(comment)));
+        self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, a);
+    }
+
+    /// `add table` (no error if it exists), with no comment.
+    pub fn add_table_plain(&mut self, family: u8, table: &str) {
+        let a = attr_str(NFTA_TABLE_NAME, table);
         self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, a);
     }
 
