@@ -1063,3 +1063,85 @@ fn firewalld_backend_against_a_real_firewalld_and_the_go_plugin() {
     let out = with_bus(Invocation::new(plugin("firewall"), "STATUS").config(&status)).run(&host);
     assert_eq!(out.json()["code"], 50, "{}", out.stdout);
 }
+
+/// Sixteen attachments added and removed at once on a fresh host, both
+/// backends: every per-address rule once, the shared jumps once, nothing
+/// per container afterwards.
+#[test]
+fn parallel_adds_and_dels_leave_each_rule_once_then_nothing() {
+    if !can_run() {
+        return;
+    }
+    for backend in ["iptables", "nftables"] {
+        let host = Netns::new("cnit-host");
+        let net = Net::new(
+            "fwpar",
+            "fwbr0",
+            71,
+            json!({"backend": backend, "ingressPolicy": "same-bridge"}),
+        );
+        let ips: Vec<String> = (2..18).map(|i| format!("10.71.0.{i}")).collect();
+        let prev = |ip: &str| {
+            json!({"cniVersion": "1.0.0",
+                "interfaces": [{"name": "fwbr0"}, {"name": "eth0", "sandbox": "/x"}],
+                "ips": [{"address": format!("{ip}/24"), "interface": 1}]})
+        };
+        let ctr = Netns::bare("cnit-ctr");
+        let run_all = |verb: &'static str| {
+            std::thread::scope(|s| {
+                for (i, ip) in ips.iter().enumerate() {
+                    let (net, host, ctr, p) = (&net, &host, &ctr, prev(ip));
+                    s.spawn(move || {
+                        net.fw(
+                            plugin("firewall"),
+                            verb,
+                            &format!("fw-par{i}"),
+                            ctr,
+                            Some(&p),
+                        )
+                        .run(host)
+                        .expect_ok();
+                    });
+                }
+            });
+        };
+        run_all("ADD");
+        if backend == "iptables" {
+            let saved = filter_tables(&host);
+            for ip in &ips {
+                assert_eq!(rules_naming(&host, ip).len(), 2, "{ip}:\n{saved}");
+            }
+            let count = |needle: &str| saved.lines().filter(|l| l.contains(needle)).count();
+            assert_eq!(
+                count(
+                    "-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"
+                ),
+                1,
+                "{saved}"
+            );
+            assert_eq!(count("-j CNI-ADMIN"), 1, "{saved}");
+            assert_eq!(count("-j CNI-ISOLATION-STAGE-1"), 1, "{saved}");
+            assert_eq!(count("-A CNI-ISOLATION-STAGE-2 -o fwbr0"), 1, "{saved}");
+        } else {
+            let table = nft_table(&host);
+            for ip in &ips {
+                assert_eq!(
+                    table.matches(&format!("addr {ip} ")).count(),
+                    2,
+                    "{ip}:\n{table}"
+                );
+            }
+            assert_eq!(table.matches("jump containers").count(), 1, "{table}");
+            assert_eq!(
+                table.matches("oifname \"fwbr0\" drop").count(),
+                1,
+                "{table}"
+            );
+        }
+        run_all("DEL");
+        for ip in &ips {
+            assert!(rules_naming(&host, ip).is_empty(), "{ip}");
+        }
+        assert!(!nft_table(&host).contains("cni firewall net="));
+    }
+}

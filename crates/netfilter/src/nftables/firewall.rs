@@ -223,6 +223,9 @@ fn plan_add(fw: &Firewall<'_>) -> Result<Batch> {
 }
 
 pub fn add(fw: &Firewall<'_>) -> Result<()> {
+    // Two ADDs planning from the same read would both add a bridge's
+    // isolation rules: one at a time (a file lock, no process).
+    let _lock = crate::lock::SharedChainsLock::acquire();
     // A batch that went stale (the skeleton made meanwhile: EEXIST; a rule
     // gone: ENOENT) is planned again.
     let mut last = None;
