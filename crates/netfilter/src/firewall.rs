@@ -23,11 +23,11 @@
 //! ```
 //!
 //! The rules are written over nf_tables netlink exactly as iptables-nft
-//! encodes them (no process once the `filter` table and its `FORWARD`
-//! chain exist), so `iptables-save`, `-C` and `-D` — the Go plugin's CHECK
-//! and DEL — see the same rules. One `iptables-save` + `iptables-restore`
-//! is used instead when iptables-nft has not made the table yet, or when
-//! an iptables-legacy `filter` table exists. DEL removes the per-address
+//! encodes them (no process; the `filter` table and its `FORWARD` chain
+//! are made as iptables-nft makes them when missing), so `iptables-save`,
+//! `-C` and `-D` — the Go plugin's CHECK and DEL — see the same rules. One
+//! `iptables-save` + `iptables-restore` is used instead when an
+//! iptables-legacy `filter` table exists. DEL removes the per-address
 //! rules and leaves the shared chains and the per-bridge isolation rules,
 //! as the reference does (other containers may use them).
 //!

@@ -237,6 +237,11 @@ impl View for TextView {
 }
 
 enum Op {
+    /// `table filter`, made as iptables-nft makes it (no comment).
+    Table,
+    /// Its `FORWARD` base chain, as iptables-nft makes it when it first
+    /// needs it (`type filter hook forward priority 0; policy accept`).
+    Forward,
     NewChain(String),
     Insert(String, Vec<String>),
     Append(String, Vec<String>),
@@ -271,12 +276,11 @@ fn plan_add(view: &mut dyn View, steps: &[Step]) -> Result<Vec<Op>> {
     Ok(ops)
 }
 
-/// Whether this family's `filter` table can be changed over netlink:
-/// iptables-nft has made it (with its `FORWARD` chain) and no legacy
-/// table hides it.
+/// Whether this family's `filter` table can be read and changed over
+/// netlink: nf_tables answers and no iptables-legacy table hides it.
 fn netlink_usable(family: Family) -> bool {
     !family.legacy_loaded(FILTER)
-        && Inventory::chain_exists(family.nfproto(), FILTER, FORWARD) == Some(true)
+        && Inventory::chain_exists(family.nfproto(), FILTER, FORWARD).is_some()
 }
 
 fn netlink_view(family: Family) -> NetlinkView {
@@ -294,6 +298,14 @@ fn commit_netlink(family: Family, ops: &[Op]) -> Option<Result<()>> {
     let mut b = crate::nfnl::writer::Batch::new();
     for op in ops {
         match op {
+            Op::Table => b.add_table_plain(f, FILTER),
+            Op::Forward => {
+                let hook = crate::nfnl::writer::Hook {
+                    hooknum: crate::nfnl::writer::HOOK_FORWARD,
+                    priority: 0,
+                };
+                b.add_filter_chain(f, FILTER, FORWARD, hook, false);
+            }
             Op::NewChain(c) => b.add_chain(f, FILTER, c, None, false),
             Op::Insert(c, args) => {
                 let r = super::xtrules::translate(family, args)?;
@@ -314,6 +326,8 @@ fn commit_text(family: Family, ops: &[Op]) -> Result<()> {
     let mut b = Batch::default();
     for op in ops {
         match op {
+            // iptables-restore makes the table and chain itself.
+            Op::Table | Op::Forward => {}
             Op::NewChain(c) => b.new_chain(c),
             Op::Insert(c, args) => b.insert_first(c, args),
             Op::Append(c, args) => b.append(c, args),
@@ -334,12 +348,24 @@ fn converge(family: Family, plan: impl Fn(&mut dyn View) -> Result<Vec<Op>>) -> 
     if netlink_usable(family) {
         for _ in 0..ATTEMPTS {
             let mut view = netlink_view(family);
-            let ops = match plan(&mut view) {
+            let mut ops = match plan(&mut view) {
                 Ok(ops) => ops,
                 Err(_) => break,
             };
             if ops.is_empty() {
                 return Ok(());
+            }
+            // A host where nothing has used iptables yet: the table first,
+            // the base chain where iptables-nft would make it (before its
+            // first rule), so the objects are numbered in the same order.
+            if Inventory::chain_exists(family.nfproto(), FILTER, FORWARD) == Some(false) {
+                if Inventory::table_exists(family.nfproto(), FILTER) == Some(false) {
+                    ops.insert(0, Op::Table);
+                }
+                let first_forward = ops.iter().position(
+                    |op| matches!(op, Op::Insert(c, _) | Op::Append(c, _) if c == FORWARD),
+                );
+                ops.insert(first_forward.unwrap_or(ops.len()), Op::Forward);
             }
             match commit_netlink(family, &ops) {
                 Some(Ok(())) => return Ok(()),
