@@ -533,6 +533,41 @@ mod tests {
         }
     }
 
+    /// The iptables-restore path (used where a legacy table exists) and
+    /// the netlink path leave the same `filter` table, and each one's
+    /// reading finds the other's rules.
+    #[test]
+    fn restore_and_netlink_paths_agree() {
+        use crate::testutil::{in_netns, run};
+        let addrs: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let f = fw(&addrs, IngressPolicy::Isolated);
+        let state = |text: bool| {
+            in_netns("cnit-nf-fw", || {
+                for (family, a) in by_family(&f) {
+                    let steps = add_steps(&f, &a);
+                    if text {
+                        let mut view = TextView(read_filter(family).expect("save"));
+                        let ops = plan_add(&mut view, &steps).expect("plan");
+                        commit_text(family, &ops).expect("restore");
+                        let mut nl = netlink_view(family);
+                        assert!(plan_add(&mut nl, &steps).expect("plan").is_empty());
+                    } else {
+                        add(&f).expect("netlink ADD");
+                        let mut view = TextView(read_filter(family).expect("save"));
+                        assert!(plan_add(&mut view, &steps).expect("plan").is_empty());
+                    }
+                }
+                let out = run("iptables-save", &["-t", "filter"])
+                    + &run("ip6tables-save", &["-t", "filter"]);
+                out.lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+            })
+        };
+        assert_eq!(state(true), state(false));
+    }
+
     #[test]
     fn text_view_matches_saved_rules() {
         let saved = "*filter\n:FORWARD ACCEPT [0:0]\n:CNI-FORWARD - [0:0]\n\
