@@ -30,6 +30,7 @@ pub const PLUGINS: &[&str] = &[
     "static",
     "sbr",
     "host-device",
+    "firewall",
 ];
 
 /// Where the Go reference plugins live (Debian's `containernetworking-plugins`).

@@ -24,6 +24,7 @@ const BINARIES: &[&str] = &[
     "static",
     "sbr",
     "host-device",
+    "firewall",
     "cnictl",
 ];
 const BIN_DIR: &str = "/opt/cni/bin";
@@ -111,6 +112,7 @@ fn release_build() -> PathBuf {
                 "static",
                 "sbr",
                 "host-device",
+                "firewall",
                 "runtime",
                 "demo",
             ] {

@@ -8,7 +8,8 @@ use link::{BridgeOptions, Link, Netlink, PortOptions, VethOptions, sysctl};
 use netns::NetNs;
 
 use crate::config::Settings;
-use crate::{gateway, masquerade, spoofcheck, vlan};
+use crate::{gateway, masquerade, vlan};
+use netfilter::bridge_filter as spoofcheck;
 
 /// The reference polls for up to 2.55 s (0+50+500+1000+1000 ms); we wait as
 /// long, but return as soon as the kernel says the port is up.
@@ -221,7 +222,7 @@ fn spoofcheck_setup<'a>(
     )
     .map_err(|e| Error::internal(format!("failed to setup macspoofchk: {e}")))?;
     undo.push("macspoofchk rules", move || {
-        spoofcheck::teardown(&req.container_id, &req.ifname)
+        spoofcheck::teardown(&req.container_id, &req.ifname).map_err(|e| e.to_string())
     });
     Ok(())
 }

@@ -9,7 +9,6 @@ mod config;
 mod del;
 mod gateway;
 mod masquerade;
-mod spoofcheck;
 mod vlan;
 
 use cni::{CniResult, Command, Plugin, Request, Result};
@@ -62,7 +61,7 @@ impl Plugin for Bridge {
                 first_error.get_or_insert(e);
             }
             if s.macspoofchk
-                && let Err(e) = spoofcheck::gc(&keep, host_port_bridge, &s.bridge)
+                && let Err(e) = netfilter::bridge_filter::gc(&keep, host_port_bridge, &s.bridge)
             {
                 first_error.get_or_insert(cni::Error::internal(format!(
                     "failed to garbage-collect macspoofchk rules: {e}"
