@@ -641,6 +641,7 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
         "firewall" => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "firewall",
             "backend": "iptables", "dataDir": data.join("firewall"),
+            "prevResult": {"cniVersion": "1.0.0",
                 "interfaces": [{"name": "bad0"}, {"name": "eth0", "sandbox": "/x"}],
                 "ips": [{"address": "10.66.0.2/24", "interface": 1}]},
         }),
