@@ -5,13 +5,11 @@
 //! ADD leaves nothing in the container, and STATUS reports a missing
 //! master.
 
-mod config;
-
 use attach::sublink::{self, Expect};
 use cni::{CniResult, Error, Plugin, Request, Result};
 use link::{Link, SubLinkInfo};
 
-use config::Conf;
+use ipvlan::config::Conf;
 
 struct Ipvlan;
 

@@ -3,13 +3,11 @@
 //! reference `macvlan` (same keys, defaults and result); a failed ADD
 //! leaves nothing in the container, and STATUS reports a missing master.
 
-mod config;
-
 use attach::sublink::{self, Expect};
 use cni::{CniResult, Error, Plugin, Request, Result};
 use link::{Link, SubLinkInfo};
 
-use config::Conf;
+use macvlan::config::Conf;
 
 struct Macvlan;
 

@@ -3,13 +3,11 @@
 //! reference `vlan`; a failed ADD leaves nothing in the container, DEL
 //! works after the master is gone, and STATUS reports a missing master.
 
-mod config;
-
 use attach::sublink::{self, Expect};
 use cni::{CniResult, Error, Plugin, Request, Result};
 use link::{Link, SubLinkInfo};
 
-use config::Conf;
+use vlan::config::Conf;
 
 struct Vlan;
 
