@@ -537,6 +537,10 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
             json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-local", "ipam": ipam})
         }
         "loopback" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "loopback"}),
+        "macvlan" | "ipvlan" | "vlan" => json!({
+            "cniVersion": "1.0.0", "name": "badnet", "type": plugin,
+            "master": "nosuch0", "vlanId": 10, "ipam": ipam,
+        }),
         _ => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "portmap",
             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
