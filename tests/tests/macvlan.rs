@@ -584,3 +584,57 @@ fn same_kernel_state_as_the_go_plugin_and_cross_del() {
         assert!(theirs.reservations().is_empty());
     }
 }
+
+/// What podman 4 sends for `podman run --network <macvlan net> --ip … --mac-address …`:
+/// CNI_ARGS `IgnoreUnknown=1;K8S_POD_NAME=…;MAC=…;IP=…` and a host-local range with a
+/// gateway and a default route (`podman network create -d macvlan --subnet --gateway`).
+#[test]
+fn podman_style_static_ip_and_mac() {
+    if !can_run() {
+        return;
+    }
+    let lan = Lan::new();
+    let ctr = Netns::bare("cnit-mvctr");
+    let mut net = Net::new(json!({}));
+    net.conf["ipam"]["ranges"] = json!([[{"subnet": "192.168.50.0/24", "gateway": SERVER}]]);
+    let r = net
+        .inv("ADD", &ctr, "podman1")
+        .args("IgnoreUnknown=1;K8S_POD_NAME=web;MAC=02:00:00:00:00:42;IP=192.168.50.20")
+        .run(&lan.host)
+        .expect_ok();
+    assert_eq!(r["ips"][0]["address"], "192.168.50.20/24");
+    assert_eq!(r["ips"][0]["gateway"], SERVER);
+    assert_eq!(link_details(&ctr, "eth0")["address"], "02:00:00:00:00:42");
+    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.20/24"]);
+    assert!(
+        routes(&ctr)
+            .iter()
+            .any(|r| r.starts_with("default via 192.168.50.1 dev eth0"))
+    );
+    assert!(ctr.ping(SERVER));
+    // The same IP again: host-local refuses it, and the second container is left empty.
+    let ctr2 = Netns::bare("cnit-mvctr");
+    let e = net
+        .inv("ADD", &ctr2, "podman2")
+        .args("IgnoreUnknown=1;K8S_POD_NAME=web2;IP=192.168.50.20")
+        .run(&lan.host);
+    assert!(!e.success(), "{}", e.stdout);
+    assert!(only_lo(&ctr2));
+    assert_eq!(net.reservations(), ["192.168.50.20"]);
+    // Without IgnoreUnknown, an unknown key is refused (as the reference does).
+    let e = net
+        .inv("ADD", &ctr2, "podman3")
+        .args("K8S_POD_NAME=web3")
+        .run(&lan.host)
+        .expect_err(4);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("K8S_POD_NAME"),
+        "{e}"
+    );
+    net.run("DEL", &lan.host, &ctr, "podman1").expect_ok();
+    assert!(only_lo(&ctr));
+    assert!(net.reservations().is_empty());
+}
