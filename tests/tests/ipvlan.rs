@@ -42,12 +42,13 @@ fn kernel_has_ipvlan() -> bool {
     }
 }
 
-/// Wait until `ifname` has carrier, so snapshots taken before and after a
+/// Wait until `ifname` has carrier and no address is tentative, so snapshots taken before and after a
 /// plugin run do not differ by the link coming up on its own.
 fn wait_carrier(ns: &Netns, ifname: &str) {
     for _ in 0..100 {
         let l = ns.ip_json(&["link", "show", ifname]);
-        if l[0]["operstate"] == "UP" {
+        let tentative = ns.ip_json(&["-6", "addr", "show", "tentative"]);
+        if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -67,6 +68,7 @@ fn setup(extra: Value) -> Setup {
     let server = Netns::new("cnit-ivsrv");
     // No DAD: tentative flags would flip between snapshots.
     host.run_ok("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
+    host.run_ok("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]);
     server.run_ok("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
     host.wire_to(
         ("lan0", "192.168.60.254/24"),

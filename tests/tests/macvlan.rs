@@ -23,11 +23,17 @@ impl Lan {
     fn new() -> Lan {
         let host = Netns::new("cnit-mvhost");
         let server = Netns::new("cnit-mvsrv");
+        // No DAD on the LAN: tentative flags would flip between snapshots.
+        for ns in [&host, &server] {
+            ns.run_ok("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
+            ns.run_ok("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]);
+        }
         host.wire_to(
             ("lan0", "192.168.50.254/24"),
             &server,
             ("srv0", "192.168.50.1/24"),
         );
+        wait_settled(&host, "lan0");
         Lan { host, server }
     }
 
@@ -39,6 +45,20 @@ impl Lan {
             ("srv1", "10.77.0.1/24"),
         );
     }
+}
+
+/// Wait until `ifname` has carrier and no address is tentative, so snapshots
+/// taken before and after a plugin run do not differ by the link settling.
+fn wait_settled(ns: &Netns, ifname: &str) {
+    for _ in 0..100 {
+        let l = ns.ip_json(&["link", "show", ifname]);
+        let tentative = ns.ip_json(&["-6", "addr", "show", "tentative"]);
+        if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{ifname} never settled");
 }
 
 /// One network's config and host-local's store.

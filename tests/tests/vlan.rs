@@ -43,12 +43,13 @@ fn kernel_has_vlan() -> bool {
     }
 }
 
-/// Wait until `ifname` has carrier, so snapshots taken before and after a
+/// Wait until `ifname` has carrier and no address is tentative, so snapshots taken before and after a
 /// plugin run do not differ by the link coming up on its own.
 fn wait_carrier(ns: &Netns, ifname: &str) {
     for _ in 0..100 {
         let l = ns.ip_json(&["link", "show", ifname]);
-        if l[0]["operstate"] == "UP" {
+        let tentative = ns.ip_json(&["-6", "addr", "show", "tentative"]);
+        if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -65,6 +66,7 @@ struct Setup {
 fn setup(extra: Value) -> Setup {
     let host = Netns::new("cnit-vlhost");
     host.run_ok("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
+    host.run_ok("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"]);
     host.run_ok(
         "ip",
         &[
@@ -192,5 +194,45 @@ fn kernel_vlan_link_has_the_id_and_del_leaves_nothing() {
         .expect_ok();
     s.inv("DEL", &ctr, "c1").run(&s.host).expect_ok();
     assert_eq!(ctr.links(), ["lo"]);
+    assert!(s.reservations().is_empty());
+}
+
+/// Reference #243: two attachments on one master and VLAN id. With the VLAN
+/// link next to the master (`lan0.100`), each gets a macvlan on it; both
+/// come up, and DEL removes only the containers' links.
+#[test]
+fn kernel_two_attachments_share_a_vlan_link_next_to_the_master() {
+    if !can_run() || !kernel_has_vlan() {
+        return;
+    }
+    let s = setup(json!({}));
+    s.host.run_ok(
+        "ip",
+        &[
+            "link", "add", "link", "lan0", "name", "lan0.100", "type", "vlan", "id", "100",
+        ],
+    );
+    s.host.run_ok("ip", &["link", "set", "lan0.100", "up"]);
+    let a = Netns::bare("cnit-vlctr");
+    let b = Netns::bare("cnit-vlctr");
+    for (ctr, id) in [(&a, "a"), (&b, "b")] {
+        let r = s.inv("ADD", ctr, id).run(&s.host).expect_ok();
+        let l = ctr.ip_json(&["-d", "link", "show", "eth0"])[0].clone();
+        assert_eq!(l["linkinfo"]["info_kind"], "macvlan");
+        let mut conf = s.conf.clone();
+        conf["prevResult"] = r;
+        Invocation::new(plugin("vlan"), "CHECK")
+            .container_id(id)
+            .netns(ctr)
+            .config(&conf)
+            .run(&s.host)
+            .expect_ok();
+    }
+    assert_eq!(s.reservations().len(), 2);
+    for (ctr, id) in [(&a, "a"), (&b, "b")] {
+        s.inv("DEL", ctr, id).run(&s.host).expect_ok();
+        assert_eq!(ctr.links(), ["lo"]);
+    }
+    assert!(s.host.has_link("lan0.100"));
     assert!(s.reservations().is_empty());
 }

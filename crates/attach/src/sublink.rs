@@ -40,7 +40,7 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 /// The connection to the namespace the master lives in.
-fn master_side(req: &Request, link_in_container: bool) -> Result<Netlink> {
+pub fn master_side(req: &Request, link_in_container: bool) -> Result<Netlink> {
     if link_in_container {
         Netlink::in_netns(&open_netns(&req.netns)?).map_err(internal)
     } else {
@@ -94,6 +94,12 @@ pub fn add(req: &Request, plan: &Plan) -> Result<CniResult> {
         &host
     };
     let master = find_master(parent_side, &plan.master)?;
+    if cont.link_by_name(&req.ifname).map_err(internal)?.is_some() {
+        return Err(Error::internal(format!(
+            "failed to create {}: container interface {:?} already exists",
+            plan.plugin, req.ifname
+        )));
+    }
     let mut undo = Rollback::new(plan.plugin);
     let iface = create(parent_side, &cont, &ns, req, plan, master.index, &mut undo)?;
     let mut result = CniResult {
@@ -165,9 +171,19 @@ fn create<'a>(
         mac: plan.mac,
         target_ns: (!plan.link_in_container).then_some(ns),
     };
-    parent_side
-        .create_sublink(&opts)
-        .map_err(|e| Error::internal(format!("failed to create {}: {e}", plan.plugin)))?;
+    parent_side.create_sublink(&opts).map_err(|e| {
+        let hint = match plan.kind {
+            // The name is free (checked by the kernel in the container):
+            // the VLAN id is taken on this master, by another attachment.
+            SubLinkKind::Vlan { id } if e.is_exists() => format!(
+                " (one VLAN {id} link per master: to share the VLAN between attachments, \
+                 create it next to the master, e.g. `ip link add link {m} name {m}.{id} type vlan id {id}`)",
+                m = plan.master
+            ),
+            _ => String::new(),
+        };
+        Error::internal(format!("failed to create {}: {e}{hint}", plan.plugin))
+    })?;
     let made = cont.require_link(&req.ifname).map_err(|e| {
         Error::internal(format!(
             "failed to refetch {} {:?}: {e}",
