@@ -658,3 +658,94 @@ fn podman_style_static_ip_and_mac() {
     assert!(only_lo(&ctr));
     assert!(net.reservations().is_empty());
 }
+
+/// The runtimes' way in: the bundled example conflist (master and subnet
+/// pointed at the test LAN) driven by `cnictl`, and by `cnitool` when
+/// installed; each ADD reaches the server, CHECK passes, DEL leaves nothing.
+#[test]
+fn example_conflist_under_cnictl_and_cnitool() {
+    if !can_run() {
+        return;
+    }
+    let lan = Lan::new();
+    let tmp = temp_dir("cnit-mv-rt");
+    let conf_dir = tmp.path().join("conf");
+    let var_lib = tmp.path().join("var-lib");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::create_dir_all(var_lib.join("cni")).unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/runtimes/examples/40-cni-rs-macvlan.conflist");
+    let mut list: Value = serde_json::from_slice(&std::fs::read(&example).unwrap()).unwrap();
+    let name = list["name"].as_str().unwrap().to_string();
+    // The installed cnitool may predate 1.1.0; 1.0.0 has ADD, CHECK and DEL.
+    list["cniVersion"] = json!("1.0.0");
+    list["plugins"][0]["master"] = json!("lan0");
+    list["plugins"][0]["ipam"]["ranges"] =
+        json!([[{"subnet": "192.168.50.0/24", "rangeStart": "192.168.50.100", "gateway": SERVER}]]);
+    list["plugins"][0]["ipam"]["dataDir"] = json!(tmp.path().join("ipam"));
+    std::fs::write(
+        conf_dir.join("40-cni-rs-macvlan.conflist"),
+        list.to_string(),
+    )
+    .unwrap();
+    let cni_path = integration::bin_dir().display().to_string();
+
+    let run = |program: &str, args: &[&str]| {
+        let out = if program == "cnictl" {
+            lan.host
+                .command(plugin("cnictl"))
+                .args(args)
+                .env("CNI_CACHE_DIR", var_lib.join("cni"))
+                .env("NETCONFPATH", &conf_dir)
+                .env("CNI_PATH", &cni_path)
+                .output()
+                .unwrap()
+        } else {
+            // cnitool keeps its cache in /var/lib/cni: give it a private /var/lib.
+            let script = format!(
+                "mount --bind {} /var/lib && exec {program} \"$@\"",
+                var_lib.display()
+            );
+            lan.host
+                .command("unshare")
+                .args(["-m", "sh", "-c", &script, "sh"])
+                .args(args)
+                .env("NETCONFPATH", &conf_dir)
+                .env("CNI_PATH", &cni_path)
+                .output()
+                .unwrap()
+        };
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut tools = vec!["cnictl".to_string()];
+    match ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+    {
+        Some(p) => tools.push(p.to_string()),
+        None => eprintln!("SKIPPED (cnitool part): cnitool not installed"),
+    }
+    for (i, tool) in tools.iter().enumerate() {
+        let ctr = Netns::bare("cnit-mvctr");
+        // host-local hands out the next address after the last one it gave.
+        let want = format!("192.168.50.{}/24", 100 + i);
+        let ns = ctr.path_str();
+        run(tool, &["add", &name, &ns]);
+        assert_eq!(global_addresses(&ctr, "eth0"), [want], "{tool}");
+        assert_eq!(link_shape(&ctr, "eth0")["kind"], "macvlan");
+        assert!(ctr.ping(SERVER), "{tool}: cannot reach the server");
+        run(tool, &["check", &name, &ns]);
+        run(tool, &["del", &name, &ns]);
+        assert!(only_lo(&ctr), "{tool}: left {:?}", ctr.links());
+        assert!(
+            dir_entries(&tmp.path().join("ipam").join(&name))
+                .iter()
+                .all(|f| f == "lock" || f.starts_with("last_reserved_ip"))
+        );
+    }
+}
