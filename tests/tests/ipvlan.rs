@@ -245,3 +245,64 @@ fn kernel_ipvlan_chained_takes_master_and_addresses_from_prev_result() {
         .expect_ok();
     assert_eq!(ctr.links(), ["lo"]);
 }
+
+/// Against the Go ipvlan where the kernel has ipvlan: the same link
+/// attributes, addresses and routes for the same configuration, and each
+/// implementation's DEL removes what the other made.
+#[test]
+fn kernel_same_state_as_the_go_plugin_and_cross_del() {
+    if !can_run() || !kernel_has_ipvlan() {
+        return;
+    }
+    let Some(go) = integration::reference_plugin("ipvlan") else {
+        return;
+    };
+    for mode in ["l2", "l3"] {
+        let ours = setup(json!({"mode": mode, "mtu": 1400}));
+        let a = Netns::bare("cnit-ivctr");
+        let b = Netns::bare("cnit-ivctr");
+        ours.inv("ADD", &a).run(&ours.host).expect_ok();
+        let mut go_conf = ours.conf.clone();
+        let go_data = temp_dir("cnit-iv-ipam");
+        go_conf["ipam"]["dataDir"] = json!(go_data.path());
+        Invocation::new(&go, "ADD")
+            .container_id("c1")
+            .netns(&b)
+            .config(&go_conf)
+            .cni_path("/usr/lib/cni")
+            .run(&ours.host)
+            .expect_ok();
+        let shape = |ns: &Netns| {
+            let l = ns.ip_json(&["-d", "link", "show", "eth0"])[0].clone();
+            json!({"kind": l["linkinfo"]["info_kind"], "mode": l["linkinfo"]["info_data"]["mode"],
+                   "mtu": l["mtu"], "flags": l["flags"]})
+        };
+        assert_eq!(shape(&a), shape(&b), "{mode}");
+        let global = |ns: &Netns| -> Vec<String> {
+            ns.addresses("eth0")
+                .into_iter()
+                .filter(|x| !x.starts_with("fe80:"))
+                .collect()
+        };
+        assert_eq!(global(&a), global(&b));
+        let routes = |ns: &Netns| ns.run_ok("ip", &["route", "show"]);
+        assert_eq!(routes(&a), routes(&b));
+        // Cross-DEL.
+        Invocation::new(&go, "DEL")
+            .container_id("c1")
+            .netns(&a)
+            .config(&ours.conf)
+            .cni_path("/usr/lib/cni")
+            .run(&ours.host)
+            .expect_ok();
+        assert_eq!(a.links(), ["lo"]);
+        assert!(ours.reservations().is_empty());
+        Invocation::new(plugin("ipvlan"), "DEL")
+            .container_id("c1")
+            .netns(&b)
+            .config(&go_conf)
+            .run(&ours.host)
+            .expect_ok();
+        assert_eq!(b.links(), ["lo"]);
+    }
+}

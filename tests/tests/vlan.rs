@@ -236,3 +236,64 @@ fn kernel_two_attachments_share_a_vlan_link_next_to_the_master() {
     assert!(s.host.has_link("lan0.100"));
     assert!(s.reservations().is_empty());
 }
+
+/// Against the Go vlan where the kernel has vlan links (ids 100 and 101, as
+/// one id cannot exist twice on a master): the same link attributes and
+/// addresses, and each implementation's DEL removes what the other made.
+#[test]
+fn kernel_same_state_as_the_go_plugin_and_cross_del() {
+    if !can_run() || !kernel_has_vlan() {
+        return;
+    }
+    let Some(go) = integration::reference_plugin("vlan") else {
+        return;
+    };
+    let ours = setup(json!({"mtu": 1400}));
+    let a = Netns::bare("cnit-vlctr");
+    let b = Netns::bare("cnit-vlctr");
+    ours.inv("ADD", &a, "a").run(&ours.host).expect_ok();
+    let go_data = temp_dir("cnit-vl-ipam");
+    let mut go_conf = ours.conf.clone();
+    go_conf["vlanId"] = json!(101);
+    go_conf["ipam"]["dataDir"] = json!(go_data.path());
+    Invocation::new(&go, "ADD")
+        .container_id("b")
+        .netns(&b)
+        .config(&go_conf)
+        .cni_path("/usr/lib/cni")
+        .run(&ours.host)
+        .expect_ok();
+    let shape = |ns: &Netns| {
+        let l = ns.ip_json(&["-d", "link", "show", "eth0"])[0].clone();
+        json!({"kind": l["linkinfo"]["info_kind"], "protocol": l["linkinfo"]["info_data"]["protocol"],
+               "mtu": l["mtu"], "flags": l["flags"]})
+    };
+    assert_eq!(shape(&a), shape(&b));
+    let id = |ns: &Netns| {
+        ns.ip_json(&["-d", "link", "show", "eth0"])[0]["linkinfo"]["info_data"]["id"].clone()
+    };
+    assert_eq!((id(&a), id(&b)), (json!(100), json!(101)));
+    let global = |ns: &Netns| -> Vec<String> {
+        ns.addresses("eth0")
+            .into_iter()
+            .filter(|x| !x.starts_with("fe80:"))
+            .collect()
+    };
+    assert_eq!(global(&a), global(&b));
+    Invocation::new(&go, "DEL")
+        .container_id("a")
+        .netns(&a)
+        .config(&ours.conf)
+        .cni_path("/usr/lib/cni")
+        .run(&ours.host)
+        .expect_ok();
+    assert_eq!(a.links(), ["lo"]);
+    assert!(ours.reservations().is_empty());
+    Invocation::new(plugin("vlan"), "DEL")
+        .container_id("b")
+        .netns(&b)
+        .config(&go_conf)
+        .run(&ours.host)
+        .expect_ok();
+    assert_eq!(b.links(), ["lo"]);
+}
