@@ -749,3 +749,57 @@ fn example_conflist_under_cnictl_and_cnitool() {
         );
     }
 }
+
+/// IPAM runs once the link exists (so a DHCP client sees the MAC the
+/// container will use): a recording IPAM plugin looks the interface up in
+/// the container's namespace while it runs.
+#[test]
+fn ipam_sees_the_container_link_and_its_mac() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let lan = Lan::new();
+    let ctr = Netns::bare("cnit-mvctr");
+    let tmp = temp_dir("cnit-mv-fakeipam");
+    let seen = tmp.path().join("seen.json");
+    let script = format!(
+        r#"#!/bin/sh
+cat > /dev/null
+case "$CNI_COMMAND" in
+ADD)
+  nsenter --net="$CNI_NETNS" ip -j link show "$CNI_IFNAME" > {seen}
+  echo '{{"cniVersion":"1.0.0","ips":[{{"address":"192.168.50.77/24"}}]}}' ;;
+VERSION)
+  echo '{{"cniVersion":"1.0.0","supportedVersions":["0.3.1","0.4.0","1.0.0","1.1.0"]}}' ;;
+esac
+exit 0
+"#,
+        seen = seen.display()
+    );
+    let fake = tmp.path().join("recording-ipam");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut net = Net::new(json!({"mac": "02:00:00:00:00:77"}));
+    net.conf["ipam"] = json!({"type": "recording-ipam"});
+    let path = format!(
+        "{}:{}",
+        tmp.path().display(),
+        integration::bin_dir().display()
+    );
+    let r = net
+        .inv("ADD", &ctr, "c1")
+        .cni_path(&path)
+        .run(&lan.host)
+        .expect_ok();
+    let during: Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+    assert_eq!(during[0]["ifname"], "eth0");
+    assert_eq!(during[0]["address"], "02:00:00:00:00:77");
+    assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:77");
+    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.77/24"]);
+    net.inv("DEL", &ctr, "c1")
+        .cni_path(&path)
+        .run(&lan.host)
+        .expect_ok();
+    assert!(only_lo(&ctr));
+}
