@@ -803,3 +803,42 @@ exit 0
         .expect_ok();
     assert!(only_lo(&ctr));
 }
+
+/// Dual stack: an IPv6 range with a gateway; ADD waits for DAD before the
+/// routes (as the reference), and the container reaches the server over
+/// both families.
+#[test]
+fn dual_stack_reaches_the_server_over_both_families() {
+    if !can_run() {
+        return;
+    }
+    let lan = Lan::new();
+    lan.server.run_ok(
+        "ip",
+        &["addr", "add", "fd00:50::1/64", "dev", "srv0", "nodad"],
+    );
+    let ctr = Netns::bare("cnit-mvctr");
+    let mut net = Net::new(json!({}));
+    net.conf["ipam"]["ranges"] = json!([
+        [{"subnet": "192.168.50.0/24", "rangeStart": "192.168.50.10", "gateway": SERVER}],
+        [{"subnet": "fd00:50::/64", "rangeStart": "fd00:50::10", "gateway": "fd00:50::1"}]
+    ]);
+    net.conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+    let r = net.run("ADD", &lan.host, &ctr, "c1").expect_ok();
+    assert_eq!(r["ips"][1]["address"], "fd00:50::10/64");
+    assert!(global_addresses(&ctr, "eth0").contains(&"fd00:50::10/64".to_string()));
+    // DAD finished before ADD returned.
+    let tentative = ctr.ip_json(&["-6", "addr", "show", "dev", "eth0", "tentative"]);
+    assert!(
+        tentative.as_array().is_some_and(Vec::is_empty),
+        "{tentative}"
+    );
+    let v6routes = ctr.run_ok("ip", &["-6", "route", "show", "default"]);
+    assert!(v6routes.contains("via fd00:50::1 dev eth0"), "{v6routes}");
+    assert!(ctr.ping(SERVER));
+    assert!(ctr.ping("fd00:50::1"));
+    net.check(&lan.host, &ctr, "c1", &r).expect_ok();
+    net.run("DEL", &lan.host, &ctr, "c1").expect_ok();
+    assert!(only_lo(&ctr));
+    assert!(net.reservations().is_empty());
+}

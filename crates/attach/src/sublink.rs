@@ -131,8 +131,13 @@ pub fn add(req: &Request, plan: &Plan) -> Result<CniResult> {
             if plan.notify_sysctls {
                 crate::set_notify_sysctls(&cont, &req.ifname)?;
             }
-            let has_v6 = result.ips.iter().any(|i| i.address.is_ipv6());
-            crate::configure(&cont, &req.ifname, &result, has_v6)?;
+            // Routes via an IPv6 gateway wait for DAD, as the reference's
+            // ConfigureIface does.
+            let v6_gateway = result
+                .ips
+                .iter()
+                .any(|i| i.gateway.is_some_and(|g| g.is_ipv6()));
+            crate::configure(&cont, &req.ifname, &result, v6_gateway)?;
         }
         None => {
             let l = cont.require_link(&req.ifname).map_err(|e| {
