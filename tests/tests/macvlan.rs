@@ -312,6 +312,18 @@ fn failed_ipam_leaves_no_link_and_no_reservation() {
     assert!(only_lo(&ctr), "left behind: {:?}", ctr.links());
     assert!(net.reservations().is_empty(), "{:?}", net.reservations());
 
+    // Bringing the link up fails after IPAM (a second macvlan with the same
+    // MAC on one parent: EADDRINUSE): link and reservation go again.
+    let net = Net::new(json!({"mac": "02:00:00:00:00:55"}));
+    let first = Netns::bare("cnit-mvctr");
+    net.run("ADD", &lan.host, &first, "dup1").expect_ok();
+    let e = net.run("ADD", &lan.host, &ctr, "dup2");
+    assert!(!e.success(), "{}", e.stdout);
+    assert!(e.stdout.contains("UP"), "{}", e.stdout);
+    assert!(only_lo(&ctr), "left behind: {:?}", ctr.links());
+    assert_eq!(net.reservations(), ["192.168.50.10"]);
+    net.run("DEL", &lan.host, &first, "dup1").expect_ok();
+
     // A missing IPAM binary is found out before anything is made.
     let mut net = Net::new(json!({}));
     net.conf["ipam"]["type"] = json!("no-such-ipam");
