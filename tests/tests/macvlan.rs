@@ -302,6 +302,22 @@ fn failed_ipam_leaves_no_link_and_no_reservation() {
     assert!(e.json()["msg"].as_str().is_some_and(|m| !m.is_empty()));
     assert!(only_lo(&ctr), "left behind: {:?}", ctr.links());
     assert_eq!(lan.host.snapshot(), host_before);
+    // For the record: the Go plugin, same input (its namespace is dropped,
+    // and the link with it).
+    if let Some(go) = reference_plugin("macvlan") {
+        let go_ctr = Netns::bare("cnit-mvctr");
+        let out = Invocation::new(&go, "ADD")
+            .container_id("c1")
+            .netns(&go_ctr)
+            .config(&net.conf)
+            .cni_path("/usr/lib/cni")
+            .run(&lan.host);
+        assert!(!out.success());
+        eprintln!(
+            "the Go macvlan left {:?} after the same failure",
+            go_ctr.links()
+        );
+    }
 
     // IPAM succeeds, configuring the address fails (a route the kernel
     // refuses): the link and the reservation both go.
