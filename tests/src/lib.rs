@@ -31,6 +31,9 @@ pub const PLUGINS: &[&str] = &[
     "sbr",
     "host-device",
     "firewall",
+    "macvlan",
+    "ipvlan",
+    "vlan",
 ];
 
 /// Where the Go reference plugins live (Debian's `containernetworking-plugins`).

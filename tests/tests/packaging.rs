@@ -25,6 +25,9 @@ const BINARIES: &[&str] = &[
     "sbr",
     "host-device",
     "firewall",
+    "macvlan",
+    "ipvlan",
+    "vlan",
     "cnictl",
 ];
 const BIN_DIR: &str = "/opt/cni/bin";

@@ -4,7 +4,8 @@
 //!   network: no address held twice at once, and afterwards no reservation,
 //!   veth or rule left (the host is exactly as before).
 //! - Crash injection: the plugin process group is SIGKILLed at many points
-//!   of ADD; DEL then leaves nothing behind and a later ADD works.
+//!   of ADD (bridge + portmap, and macvlan); DEL then leaves nothing behind
+//!   and a later ADD works.
 //! - The same for the firewall plugin alone (no prevResult on the DEL
 //!   that follows a killed ADD: its record is what DEL goes by).
 //! - A corpus of malformed configurations, results and environments against
@@ -601,6 +602,73 @@ fn kill_during_firewall_add_then_del_leaves_nothing_nftables() {
     crash_during_firewall_add("nftables", if stress() { 200 } else { 12 });
 }
 
+/// macvlan + host-local, SIGKILLed at random points of ADD (the link made,
+/// IPAM running, addresses half set): the runtime's DEL then leaves no link
+/// in the container and no reservation, and a later ADD works.
+#[test]
+fn kill_macvlan_during_add_then_del_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-host");
+    let server = Netns::new("cnit-rel-srv");
+    host.wire_to(
+        ("lan0", "10.78.0.254/24"),
+        &server,
+        ("srv0", "10.78.0.1/24"),
+    );
+    let ctr = Netns::bare("cnit-rel-ctr");
+    let data = temp_dir("cnit-rel-mv");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "relmv", "type": "macvlan", "master": "lan0",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.78.0.0/24"}]], "dataDir": data.path()},
+    });
+    let reservations = || {
+        integration::dir_entries(&data.path().join("relmv"))
+            .into_iter()
+            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+            .collect::<Vec<_>>()
+    };
+    let inv = |verb: &str, id: &str| {
+        Invocation::new(plugin("macvlan"), verb)
+            .container_id(id)
+            .netns(&ctr)
+            .config(&conf)
+    };
+    let t = Instant::now();
+    inv("ADD", "warmup").run(&host).expect_ok();
+    let add_time = t.elapsed();
+    inv("DEL", "warmup").run(&host).expect_ok();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut rng = Rng(seed);
+    let span = u64::try_from(add_time.as_micros())
+        .unwrap_or(1000)
+        .max(1000)
+        * 6
+        / 5;
+    let rounds = if stress() { 100 } else { 16 };
+    for round in 0..rounds {
+        let id = format!("crash{round}");
+        let delay = Duration::from_micros(rng.next() % span);
+        run_and_kill("macvlan", "ADD", &conf, &id, &ctr, &host, delay);
+        inv("DEL", &id).run(&host).expect_ok();
+        let what = format!("round {round} (seed {seed}, kill after {delay:?})");
+        assert_eq!(ctr.links(), ["lo"], "{what}: link left");
+        assert_eq!(
+            reservations(),
+            Vec::<String>::new(),
+            "{what}: reservation left"
+        );
+    }
+    inv("ADD", "after").run(&host).expect_ok();
+    assert!(ctr.ping("10.78.0.1"));
+    inv("DEL", "after").run(&host).expect_ok();
+}
+
 // ------------------------------------------------------------ bad input
 
 /// One malformed case: which plugin, what to send, what must come back.
@@ -644,6 +712,10 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
             "prevResult": {"cniVersion": "1.0.0",
                 "interfaces": [{"name": "bad0"}, {"name": "eth0", "sandbox": "/x"}],
                 "ips": [{"address": "10.66.0.2/24", "interface": 1}]},
+        }),
+        "macvlan" | "ipvlan" | "vlan" => json!({
+            "cniVersion": "1.0.0", "name": "badnet", "type": plugin,
+            "master": "nosuch0", "vlanId": 10, "ipam": ipam,
         }),
         _ => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "portmap",

@@ -3,9 +3,11 @@
 //! [`link::container`], which takes plain typed values. Failures come back
 //! as CNI errors with the reference's messages.
 
+pub mod sublink;
+
 use cni::{CniResult, Error, Result};
-use link::Netlink;
 use link::container::{IfaceAddress, IfaceConfig};
+use link::{Link, Netlink};
 
 /// The addresses and routes of `result` that belong on `ifname` (IPs whose
 /// interface index points at it, checked as the reference checks).
@@ -52,10 +54,55 @@ pub fn configure(cont: &Netlink, ifname: &str, result: &CniResult, enable_dad: b
     link::container::configure(cont, ifname, &cfg).map_err(|e| Error::internal(e.to_string()))
 }
 
+/// `arp_notify` and `ndisc_notify` on `ifname` (macvlan, ipvlan).
+pub fn set_notify_sysctls(cont: &Netlink, ifname: &str) -> Result<()> {
+    link::container::set_notify_sysctls(cont, ifname).map_err(|e| Error::internal(e.to_string()))
+}
+
 /// IP forwarding in the calling thread's namespace for the families that
 /// have a gateway.
 pub fn enable_forwarding(v4: bool, v6: bool) -> Result<()> {
     link::container::enable_forwarding(v4, v6).map_err(|e| Error::internal(e.to_string()))
+}
+
+/// CHECK: every address of `prev` is on `l` (the reference's
+/// `ValidateExpectedInterfaceIPs`).
+pub fn check_addresses(cont: &Netlink, l: &Link, prev: &CniResult) -> Result<()> {
+    let have = cont
+        .addresses(Some(l.index))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    for ipc in &prev.ips {
+        if !have.iter().any(|a| a.network == ipc.address) {
+            return Err(Error::internal(format!(
+                "Failed to match addr {} on interface {}",
+                ipc.address, l.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: every route of `prev` leaves through `l` (the reference's
+/// `ValidateExpectedRoute`).
+pub fn check_routes(cont: &Netlink, l: &Link, prev: &CniResult) -> Result<()> {
+    let have = cont
+        .routes_via(l.index)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    for r in &prev.routes {
+        let found = have.iter().any(|h| {
+            h.destination.network() == r.dst.network()
+                && h.destination.prefix() == r.dst.prefix()
+                && (r.gw.is_none() || h.gateway == r.gw)
+        });
+        if !found {
+            let gw = r.gw.map(|g| g.to_string()).unwrap_or_default();
+            return Err(Error::internal(format!(
+                "Expected Route {{Dst:{} GW:{gw}}} not found in routing table",
+                r.dst
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

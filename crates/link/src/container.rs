@@ -64,6 +64,18 @@ pub fn set_sysctls(cont: &Netlink, ifname: &str, enable_dad: bool) -> Result<()>
     Ok(())
 }
 
+/// Gratuitous ARP and unsolicited neighbour advertisements when `ifname`
+/// comes up (`arp_notify`, `ndisc_notify`), as the reference's macvlan and
+/// ipvlan set them; best effort.
+pub fn set_notify_sysctls(cont: &Netlink, ifname: &str) -> Result<()> {
+    let ifname = ifname.to_string();
+    cont.netns().run(move || {
+        let _ = sysctl::ensure_if_present(&sysctl::iface_key("ipv4", &ifname, "arp_notify"), "1");
+        let _ = sysctl::ensure_if_present(&sysctl::iface_key("ipv6", &ifname, "ndisc_notify"), "1");
+    })?;
+    Ok(())
+}
+
 /// Put `cfg`'s addresses and routes on `ifname` inside the namespace of
 /// `cont`, and bring it up. An identical route already present is fine (the
 /// same route from two IPAM entries, or a repeated ADD).

@@ -3,7 +3,7 @@
 //! (unlike the reference) the masquerade and spoofcheck rules. L2-only
 //! configs are checked too (the reference fails them asking IPAM "").
 
-use cni::{CniResult, Command, Error, Interface, Request, Result};
+use cni::{Command, Error, Interface, Request, Result};
 use link::{Link, Netlink};
 use netns::NetNs;
 
@@ -45,8 +45,8 @@ pub fn check(req: &Request, s: &Settings) -> Result<()> {
     })?;
     let cont = Netlink::in_netns(&ns).map_err(|e| Error::internal(e.to_string()))?;
     let cont_link = check_container_interface(&cont, cont_entry)?;
-    check_addresses(&cont, &cont_link, &prev)?;
-    check_routes(&cont, &cont_link, &prev)?;
+    attach::check_addresses(&cont, &cont_link, &prev)?;
+    attach::check_routes(&cont, &cont_link, &prev)?;
 
     // The host end: a veth whose peer is the container interface and whose
     // controller is the bridge.
@@ -132,40 +132,4 @@ fn check_container_interface(cont: &Netlink, entry: &Interface) -> Result<Link> 
         }
     }
     Ok(l)
-}
-
-fn check_addresses(cont: &Netlink, l: &Link, prev: &CniResult) -> Result<()> {
-    let have = cont
-        .addresses(Some(l.index))
-        .map_err(|e| Error::internal(e.to_string()))?;
-    for ipc in &prev.ips {
-        if !have.iter().any(|a| a.network == ipc.address) {
-            return Err(Error::internal(format!(
-                "Failed to match addr {} on interface {}",
-                ipc.address, l.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_routes(cont: &Netlink, l: &Link, prev: &CniResult) -> Result<()> {
-    let have = cont
-        .routes_via(l.index)
-        .map_err(|e| Error::internal(e.to_string()))?;
-    for r in &prev.routes {
-        let found = have.iter().any(|h| {
-            h.destination.network() == r.dst.network()
-                && h.destination.prefix() == r.dst.prefix()
-                && (r.gw.is_none() || h.gateway == r.gw)
-        });
-        if !found {
-            let gw = r.gw.map(|g| g.to_string()).unwrap_or_default();
-            return Err(Error::internal(format!(
-                "Expected Route {{Dst:{} GW:{gw}}} not found in routing table",
-                r.dst
-            )));
-        }
-    }
-    Ok(())
 }

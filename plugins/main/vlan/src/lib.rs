@@ -1,0 +1,4 @@
+//! The vlan plugin's configuration: keys, defaults and validation (no
+//! kernel access), as a library for the binary and the fuzz targets.
+
+pub mod config;
