@@ -22,6 +22,7 @@ mod links;
 mod mac;
 mod route;
 pub mod sysctl;
+pub mod tc;
 mod veth;
 mod watch;
 
