@@ -18,7 +18,7 @@ use netlink_packet_route::tc::{
     TcActionType, TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcMirror,
     TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
-use rtnetlink::{LinkIfb, LinkMessageBuilder};
+use rtnetlink::{LinkIfb, LinkMessageBuilder, LinkUnspec};
 
 use crate::connection::Netlink;
 use crate::error::{Error, Result, to_io};
@@ -325,7 +325,7 @@ impl Netlink {
             })
     }
 
-    /// The qdiscs of link `index`.
+    /// The qdiscs of link `index` (of every link for 0).
     pub fn qdiscs(&self, index: u32) -> Result<Vec<Qdisc>> {
         let msg = tc_message(index, 0, 0, 0);
         let msgs = self
@@ -341,7 +341,7 @@ impl Netlink {
                 RouteNetlinkMessage::NewQueueDiscipline(q) => Some(qdisc_from(q)),
                 _ => None,
             })
-            .filter(|q| q.index == index)
+            .filter(|q| index == 0 || q.index == index)
             .collect())
     }
 
@@ -461,20 +461,31 @@ impl Netlink {
     /// Create an ifb, up, with `mtu` and a transmit queue length of 0 (as
     /// the reference), tagged with `alias` when given.
     pub fn create_ifb(&self, name: &str, mtu: u32, alias: Option<&str>) -> Result<Link> {
-        let mut b = LinkMessageBuilder::<LinkIfb>::new(name)
+        let b = LinkMessageBuilder::<LinkIfb>::new(name)
             .mtu(mtu)
             .txqueuelen(0)
             .up();
-        if let Some(a) = alias {
-            b = b.alias(a);
-        }
         let req = self.handle().link().add(b.build());
         self.block_on(req.execute()).map_err(|e| Error::Netlink {
             op: "create ifb",
             object: name.to_string(),
             source: to_io(e),
         })?;
-        self.require_link(name)
+        let link = self.require_link(name)?;
+        // The kernel ignores IFLA_IFALIAS in a creation request.
+        if let Some(a) = alias {
+            let msg = LinkUnspec::new_with_index(link.index).alias(a).build();
+            let req = self.handle().link().change(msg);
+            if let Err(e) = self.block_on(req.execute()) {
+                let _ = self.delete_link(link.index);
+                return Err(Error::Netlink {
+                    op: "set alias of",
+                    object: name.to_string(),
+                    source: to_io(e),
+                });
+            }
+        }
+        Ok(link)
     }
 
     /// Every ifb link of the namespace.
