@@ -236,6 +236,16 @@ fn check_tbf(nl: &Netlink, link: &Link, l: &Limit) -> Result<()> {
     Ok(())
 }
 
+/// Every redirect of every filter points to a link that no longer exists
+/// (the kernel reports a deleted target as index 0).
+fn dangling(nl: &Netlink, filters: &[Filter]) -> bool {
+    filters.iter().all(|f| {
+        f.redirects
+            .iter()
+            .all(|&r| r == 0 || matches!(nl.link_by_index(r), Ok(None)))
+    })
+}
+
 fn redirects_to(filters: &[Filter], ifb: u32) -> bool {
     filters.iter().any(|f| f.redirects.contains(&ifb))
 }
@@ -278,14 +288,27 @@ pub fn remove(nl: &Netlink, shaped: Option<&Link>, root: bool, ifb_name: &str) -
         .link_by_name(ifb_name)
         .map_err(internal("find ifb device"))?;
     if let Some(l) = shaped {
-        if let Some(ifb) = &ifb {
-            let filters = nl
-                .ingress_filters(l.index)
-                .map_err(internal(format!("list filters of {}", l.name)))?;
-            if redirects_to(&filters, ifb.index) {
-                nl.delete_ingress_qdisc(l.index)
-                    .map_err(internal(format!("delete ingress qdisc of {}", l.name)))?;
-            }
+        let has_ingress = nl
+            .qdiscs(l.index)
+            .map_err(internal(format!("list qdiscs of {}", l.name)))?
+            .iter()
+            .any(|q| q.is_ingress());
+        let filters = if has_ingress {
+            nl.ingress_filters(l.index)
+                .map_err(internal(format!("list filters of {}", l.name)))?
+        } else {
+            vec![]
+        };
+        let ours = match &ifb {
+            Some(ifb) => redirects_to(&filters, ifb.index),
+            // The ifb is gone already (the reference's DEL deletes only
+            // the ifb): the ingress qdisc is ours when its filters lead
+            // nowhere any more.
+            None => has_ingress && dangling(nl, &filters),
+        };
+        if ours {
+            nl.delete_ingress_qdisc(l.index)
+                .map_err(internal(format!("delete ingress qdisc of {}", l.name)))?;
         }
         if root {
             let ours = nl
