@@ -169,9 +169,12 @@ pub fn parse(stdin: &[u8]) -> Result<Bandwidth> {
             )));
         }
     };
+    // The top-level keys must decode even when the capability wins (Go
+    // decodes both); only the limits in effect are validated.
+    let top = entry(&root, "")?.unwrap_or_default();
     let (bw, prefix) = match from_runtime {
         Some(bw) => (bw, "runtimeConfig.bandwidth."),
-        None => (entry(&root, "")?.unwrap_or_default(), ""),
+        None => (top, ""),
     };
     validate(&bw.ingress, prefix, "ingress")?;
     validate(&bw.egress, prefix, "egress")?;
@@ -217,6 +220,14 @@ mod tests {
         .unwrap();
         assert_eq!(bw.ingress, Limit::default());
         assert_eq!(bw.egress, Limit { rate: 16, burst: 9 });
+    }
+
+    #[test]
+    fn overridden_top_level_keys_must_still_decode() {
+        let e = p(json!({"ingressRate": "x",
+            "runtimeConfig": {"bandwidth": {"egressRate": 16, "egressBurst": 9}}}))
+        .unwrap_err();
+        assert!(e.msg.starts_with("ingressRate"), "{}", e.msg);
     }
 
     #[test]

@@ -71,19 +71,19 @@ impl Plugin for BandwidthPlugin {
         };
         match &found {
             Some(s) => {
-                let root = if s.sandbox.is_none() {
-                    bw.ingress.is_set()
+                let (root, redirect) = if s.sandbox.is_none() {
+                    (bw.ingress.is_set(), bw.egress.is_set())
                 } else {
-                    bw.egress.is_set()
+                    (bw.egress.is_set(), bw.ingress.is_set())
                 };
-                site::remove(&s.nl, Some(&s.link), root, &name)?;
+                site::remove(&s.nl, Some(&s.link), root, redirect, &name)?;
                 if s.sandbox.is_some() {
-                    // A host ifb of the same name (an earlier ADD by the
-                    // reference) still goes.
-                    site::remove(&host()?, None, false, &name)?;
+                    // An ifb of this attachment's name on the host (from a
+                    // time its interface had a host peer) goes too.
+                    site::remove(&host()?, None, false, false, &name)?;
                 }
             }
-            None => site::remove(&host()?, None, false, &name)?,
+            None => site::remove(&host()?, None, false, false, &name)?,
         }
         Ok(())
     }

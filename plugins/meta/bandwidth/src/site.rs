@@ -236,14 +236,12 @@ fn check_tbf(nl: &Netlink, link: &Link, l: &Limit) -> Result<()> {
     Ok(())
 }
 
-/// Every redirect of every filter points to a link that no longer exists
-/// (the kernel reports a deleted target as index 0).
+/// Some filter redirects, and every redirect goes to a link that no
+/// longer exists (the kernel reports a deleted target as index 0). The
+/// u32 dump also lists its hash tables, which have no actions.
 fn dangling(nl: &Netlink, filters: &[Filter]) -> bool {
-    filters.iter().all(|f| {
-        f.redirects
-            .iter()
-            .all(|&r| r == 0 || matches!(nl.link_by_index(r), Ok(None)))
-    })
+    let mut targets = filters.iter().flat_map(|f| &f.redirects).peekable();
+    targets.peek().is_some() && targets.all(|&r| r == 0 || matches!(nl.link_by_index(r), Ok(None)))
 }
 
 fn redirects_to(filters: &[Filter], ifb: u32) -> bool {
@@ -280,10 +278,16 @@ pub fn check(site: &Site, toward: &Limit, from: &Limit, ifb_name: &str) -> Resul
     Ok(())
 }
 
-/// DEL on one namespace: the ingress qdisc of `shaped` when its filter
-/// redirects to our ifb, its root tbf when `root` says we made one, and
-/// the ifb. Everything already gone is fine.
-pub fn remove(nl: &Netlink, shaped: Option<&Link>, root: bool, ifb_name: &str) -> Result<()> {
+/// DEL on one namespace: the ingress qdisc of `shaped` when it is ours,
+/// its root tbf when `root` says we made one (`redirect`: we made an
+/// ifb path), and the ifb. Everything already gone is fine.
+pub fn remove(
+    nl: &Netlink,
+    shaped: Option<&Link>,
+    root: bool,
+    redirect: bool,
+    ifb_name: &str,
+) -> Result<()> {
     let ifb = nl
         .link_by_name(ifb_name)
         .map_err(internal("find ifb device"))?;
@@ -299,13 +303,15 @@ pub fn remove(nl: &Netlink, shaped: Option<&Link>, root: bool, ifb_name: &str) -
         } else {
             vec![]
         };
-        let ours = match &ifb {
-            Some(ifb) => redirects_to(&filters, ifb.index),
-            // The ifb is gone already (the reference's DEL deletes only
-            // the ifb): the ingress qdisc is ours when its filters lead
-            // nowhere any more.
-            None => has_ingress && dangling(nl, &filters),
-        };
+        // Ours: its filter redirects to our ifb; or, with the ifb gone
+        // already (the reference's DEL deletes only the ifb), its filters
+        // lead nowhere any more; or it has no filter yet because an ADD was
+        // killed between the qdisc and the filter.
+        let ours = ifb
+            .as_ref()
+            .is_some_and(|ifb| redirects_to(&filters, ifb.index))
+            || (has_ingress && filters.is_empty() && redirect)
+            || (has_ingress && !filters.is_empty() && dangling(nl, &filters));
         if ours {
             nl.delete_ingress_qdisc(l.index)
                 .map_err(internal(format!("delete ingress qdisc of {}", l.name)))?;
