@@ -107,7 +107,17 @@ fn tc_state(ns: &Netns) -> (Vec<String>, Vec<String>) {
     let mut filters = vec![];
     for link in ns.links() {
         let out = ns.run_ok("tc", &["filter", "show", "dev", &link, "ingress"]);
-        filters.extend(out.lines().map(|l| format!("{link}: {l}")));
+        // Action indices are the kernel's counter, not part of the state.
+        filters.extend(
+            out.lines()
+                .map(|l| match l.trim_start().strip_prefix("index ") {
+                    Some(rest) => format!(
+                        "{link}: index _ {}",
+                        rest.split_once(' ').map_or("", |r| r.1)
+                    ),
+                    None => format!("{link}: {l}"),
+                }),
+        );
     }
     (qdiscs, filters)
 }
@@ -340,26 +350,41 @@ fn same_tc_state_as_the_reference_and_dels_cross_both_ways() {
     let ours = plugin("bandwidth");
     let chain = Chain::new("cnit-bwd");
     let host = &chain.host;
-    let bw = bandwidth_cap();
-
-    // Same container, same veth: ADD with one, read the state, DEL.
-    let first = chain.add(&ours, "diff", &json!({}));
-    let run_bw =
-        |bin: &Path, cmd: &str, prev: &Value| chain.run(bin, cmd, "diff", 2, Some(prev), Some(&bw));
     // The chain's result without shaping: bandwidth's prevResult.
-    let prev = first.clone();
+    let prev = chain.add(&ours, "diff", &json!({}));
+    for bw in [
+        // Different rates each way, so a swapped direction shows.
+        json!({"ingressRate": RATE, "ingressBurst": BURST, "egressRate": 2 * RATE, "egressBurst": 3 * BURST}),
+        // What containerd and CRI-O send for the Kubernetes annotations:
+        // a burst of 2^32 - 1 bits, whose bucket wraps around in the
+        // reference's arithmetic.
+        json!({"ingressRate": 10_000_000, "ingressBurst": 4294967295u64, "egressRate": 5_000_000, "egressBurst": 4294967295u64}),
+        json!({"egressRate": RATE, "egressBurst": BURST}),
+    ] {
+        differential(&chain, &go, &ours, host, &prev, &bw);
+    }
+    chain.del(&ours, "diff", Some(&prev), &json!({}));
+}
+
+/// Same container, same veth: ADD with one, read the state, DEL with the
+/// other, and the other way round.
+fn differential(chain: &Chain, go: &Path, ours: &Path, host: &Netns, prev: &Value, bw: &Value) {
+    let run_bw =
+        |bin: &Path, cmd: &str, prev: &Value| chain.run(bin, cmd, "diff", 2, Some(prev), Some(bw));
     let state_of = |bin: &Path| {
-        let r = run_bw(bin, "ADD", &prev).expect_ok();
+        let r = run_bw(bin, "ADD", prev).expect_ok();
         let s = tc_state(host);
         let i = ifbs(host);
         (r, s, i)
     };
-    let (r_go, s_go, i_go) = state_of(&go);
-    // Our DEL removes the reference's ifb and its qdiscs on the veth.
-    run_bw(&ours, "DEL", &r_go).expect_ok();
-    assert_clean(host, "our DEL after the reference's ADD");
-    let (r_ours, s_ours, i_ours) = state_of(&ours);
-    assert_eq!(s_ours, s_go, "tc state differs from the reference's");
+    let (r_go, s_go, i_go) = state_of(go);
+    // Our CHECK accepts the reference's state; our DEL removes its ifb
+    // and its qdiscs on the veth.
+    run_bw(ours, "CHECK", &r_go).expect_ok();
+    run_bw(ours, "DEL", &r_go).expect_ok();
+    assert_clean(host, &format!("our DEL after the reference's ADD ({bw})"));
+    let (r_ours, s_ours, i_ours) = state_of(ours);
+    assert_eq!(s_ours, s_go, "tc state differs from the reference's ({bw})");
     assert_eq!(i_ours, i_go);
     let strip_mac = |mut r: Value| {
         for i in r["interfaces"].as_array_mut().unwrap() {
@@ -369,14 +394,13 @@ fn same_tc_state_as_the_reference_and_dels_cross_both_ways() {
     };
     assert_eq!(strip_mac(r_ours.clone()), strip_mac(r_go.clone()));
     // The reference's CHECK accepts ours.
-    run_bw(&go, "CHECK", &r_ours).expect_ok();
+    run_bw(go, "CHECK", &r_ours).expect_ok();
     // The reference's DEL removes our ifb (it leaves the veth's qdiscs,
     // which go with the veth).
-    run_bw(&go, "DEL", &r_ours).expect_ok();
+    run_bw(go, "DEL", &r_ours).expect_ok();
     assert!(ifbs(host).is_empty(), "reference DEL left {:?}", ifbs(host));
-    run_bw(&ours, "DEL", &r_ours).expect_ok();
-    assert_clean(host, "our DEL after the reference's DEL");
-    chain.del(&ours, "diff", Some(&first), &json!({}));
+    run_bw(ours, "DEL", &r_ours).expect_ok();
+    assert_clean(host, &format!("our DEL after the reference's DEL ({bw})"));
 }
 
 #[test]

@@ -34,32 +34,36 @@ pub struct TbfParams {
 }
 
 /// The reference's arithmetic (`createTBF` in `ifb_creator.go`), float
-/// rounding included, so the qdiscs read the same in `tc qdisc show`:
-/// buffer = ticks(burst / rate), limit = rate × latency + burst. `None`
-/// when a value does not fit the kernel's 32 bits (the reference would
-/// wrap around).
+/// rounding and 32-bit wrap-around included, so the qdiscs read the same
+/// in `tc qdisc show` and each implementation's CHECK accepts the other's:
+/// buffer = ticks(burst / rate), limit = rate × latency + burst. The
+/// wrap-around matters for Kubernetes: containerd and CRI-O send a burst
+/// of 2^32 - 1 bits, whose bucket in ticks exceeds 32 bits at any rate
+/// below ~150 Mbit/s. `None` when the rate is below one byte per second
+/// or the burst does not fit 32 bits of bytes (both refused by
+/// [`config::parse`]).
 pub fn tbf_params(l: &Limit, ticks_per_usec: f64) -> Option<TbfParams> {
     let rate = l.rate / 8;
     let burst = u32::try_from(l.burst / 8).ok()?;
     if rate == 0 {
         return None;
     }
-    let usecs = burst as f64 * TIME_UNITS_PER_SEC / rate as f64;
-    let usecs = fit_u32(usecs)?;
-    let buffer = fit_u32(usecs as f64 * ticks_per_usec)?;
+    let usecs = go_u32(burst as f64 * TIME_UNITS_PER_SEC / rate as f64);
+    let buffer = go_u32(usecs as f64 * ticks_per_usec);
     let latency = TIME_UNITS_PER_SEC * (LATENCY_MS / 1000.0);
-    let queued = fit_u32(rate as f64 * latency / TIME_UNITS_PER_SEC)?;
-    let limit = queued.checked_add(burst)?;
+    let queued = go_u32(rate as f64 * latency / TIME_UNITS_PER_SEC);
     Some(TbfParams {
         rate,
         buffer,
-        limit,
+        limit: queued.wrapping_add(burst),
     })
 }
 
-/// Go's `uint32(f)` for values that fit; `None` for those that do not.
-fn fit_u32(f: f64) -> Option<u32> {
-    (f.is_finite() && (0.0..=u32::MAX as f64).contains(&f)).then_some(f as u32)
+/// Go's `uint32(f)` as the reference's builds (amd64) compute it: through
+/// a 64-bit integer, keeping the low 32 bits. Every value here is below
+/// 2^63 (a burst under 2^32 bytes, a rate of at least one byte per second).
+fn go_u32(f: f64) -> u32 {
+    (f as i64) as u32
 }
 
 /// `bwp` + the first 12 hex digits of sha512(network + container id):
@@ -107,6 +111,20 @@ mod tests {
         // The reference's unit test: 8 bit/s, 8 bit burst.
         let p = tbf_params(&Limit { rate: 8, burst: 8 }, DEFAULT_TICKS_PER_USEC).unwrap();
         assert_eq!((p.rate, p.buffer, p.limit), (1, 15_625_000, 1));
+    }
+
+    #[test]
+    fn kubernetes_burst_wraps_as_in_the_reference() {
+        // containerd's burst for the `kubernetes.io/*-bandwidth`
+        // annotations; the Go plugin's qdisc reads "burst 193273526b lat
+        // 275s" at 10 Mbit/s.
+        let l = Limit {
+            rate: 10_000_000,
+            burst: u32::MAX as u64,
+        };
+        let p = tbf_params(&l, DEFAULT_TICKS_PER_USEC).unwrap();
+        assert_eq!(p.buffer, 2_415_919_079);
+        assert_eq!(p.limit, 31_250 + 536_870_911);
     }
 
     #[test]
