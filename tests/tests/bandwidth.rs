@@ -723,3 +723,81 @@ fn cnictl_passes_the_capability_and_the_chain_shapes() {
 fn cnitool_passes_the_capability_and_the_chain_shapes() {
     through_runtime("cnitool");
 }
+
+/// The programs one plugin run exec'd (under `strace -f`), the plugin
+/// itself first.
+fn execs(inv_env: &[(&str, String)], conf: &Value, host: &Netns) -> Vec<String> {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = host.command("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=execve", "-e", "signal=none", "-o"])
+        .arg(log.path())
+        .arg(plugin("bandwidth"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_PATH", integration::bin_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in inv_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::read_to_string(log.path())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once("execve(\"").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn add_check_del_and_gc_run_no_helper_process() {
+    if !can_run() {
+        return;
+    }
+    if !Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIPPED: strace not installed (apt-get install strace)");
+        return;
+    }
+    let host = Netns::new("cnit-bwshost");
+    let ctr = Netns::new("cnit-bwsctr");
+    host.wire_to(("vethst", "10.75.0.1/24"), &ctr, ("eth0", "10.75.0.2/24"));
+    let prev = json!({"cniVersion": "1.1.0",
+        "interfaces": [{"name": "vethst"}, {"name": "eth0", "sandbox": ctr.path_str()}],
+        "ips": [{"address": "10.75.0.2/24", "interface": 1}]});
+    let mut conf = json!({"cniVersion": "1.1.0", "name": NETWORK, "type": "bandwidth",
+        "runtimeConfig": {"bandwidth": bandwidth_cap()}, "prevResult": prev});
+    let env = |verb: &str| {
+        vec![
+            ("CNI_COMMAND", verb.to_string()),
+            ("CNI_CONTAINERID", "traced".to_string()),
+            ("CNI_NETNS", ctr.path_str()),
+            ("CNI_IFNAME", "eth0".to_string()),
+        ]
+    };
+    for verb in ["ADD", "CHECK", "DEL"] {
+        let progs = execs(&env(verb), &conf, &host);
+        assert_eq!(progs.len(), 1, "{verb} exec'd {progs:?}");
+    }
+    assert_clean(&host, "traced DEL");
+    conf["cni.dev/valid-attachments"] = json!([]);
+    let gc = vec![("CNI_COMMAND", "GC".to_string())];
+    assert_eq!(execs(&gc, &conf, &host).len(), 1);
+}
