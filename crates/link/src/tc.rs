@@ -8,8 +8,8 @@
 
 use futures::StreamExt;
 use netlink_packet_core::{
-    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage,
-    NetlinkPayload, Nla, NlaBuffer, NlasIterator,
+    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, Nla, NlaBuffer, NlasIterator,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
@@ -36,6 +36,8 @@ pub const INGRESS_HANDLE: u32 = 0xffff_0000;
 /// The `parent` of a root qdisc and of the ingress qdisc.
 const PARENT_ROOT: u32 = 0xffff_ffff;
 const PARENT_INGRESS: u32 = 0xffff_fff1;
+/// How long one tc request may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Microseconds per second: the time unit of tc's rate computations.
 pub const TIME_UNITS_PER_SEC: f64 = 1_000_000.0;
 
@@ -295,7 +297,8 @@ impl Netlink {
         let mut handle = self.handle().clone();
         let mut req = NetlinkMessage::from(payload);
         req.header.flags = NLM_F_REQUEST | flags;
-        self.block_on(async move {
+        // A request the kernel never answers must not hang the plugin.
+        let exchange = async move {
             let mut response = handle.request(req).map_err(to_io)?;
             let mut out = vec![];
             while let Some(msg) = response.next().await {
@@ -306,6 +309,11 @@ impl Netlink {
                 }
             }
             Ok(out)
+        };
+        self.block_on(async {
+            tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT)))
         })
     }
 
@@ -343,6 +351,43 @@ impl Netlink {
             })
             .filter(|q| index == 0 || q.index == index)
             .collect())
+    }
+
+    /// The qdisc attached at `parent` of link `index` (one request, not a
+    /// dump of every link's qdiscs); `None` when there is none.
+    fn qdisc_at(&self, index: u32, parent: u32) -> Result<Option<Qdisc>> {
+        let msg = tc_message(index, 0, parent, 0);
+        // The kernel answers a qdisc GET as a notification: to the TC
+        // multicast group, and to the asker only with NLM_F_ECHO. The
+        // acknowledgement ends the exchange.
+        let flags = NLM_F_ACK | NLM_F_ECHO;
+        match self.tc_request(RouteNetlinkMessage::GetQueueDiscipline(msg), flags) {
+            Ok(msgs) => Ok(msgs.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewQueueDiscipline(q) => Some(qdisc_from(q)),
+                _ => None,
+            })),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINVAL)) => {
+                Ok(None)
+            }
+            Err(source) => Err(Error::Netlink {
+                op: "get qdisc of",
+                object: self.describe(index),
+                source,
+            }),
+        }
+    }
+
+    /// The root qdisc of link `index` (the kernel's default when nothing
+    /// was attached).
+    pub fn root_qdisc(&self, index: u32) -> Result<Option<Qdisc>> {
+        self.qdisc_at(index, PARENT_ROOT)
+    }
+
+    /// The ingress qdisc of link `index`, if it has one.
+    pub fn ingress_qdisc(&self, index: u32) -> Result<Option<Qdisc>> {
+        Ok(self
+            .qdisc_at(index, PARENT_INGRESS)?
+            .filter(|q| q.is_ingress()))
     }
 
     /// `tc qdisc add dev <index> root handle 1: tbf …` (fails if the link

@@ -203,10 +203,10 @@ pub fn apply(
 
 fn check_tbf(nl: &Netlink, link: &Link, l: &Limit) -> Result<()> {
     let want = tbf(l)?;
-    let qdiscs = nl
-        .qdiscs(link.index)
-        .map_err(internal(format!("list qdiscs of {}", link.name)))?;
-    let Some(got) = qdiscs.iter().find(|q| q.is_root() && q.kind == "tbf") else {
+    let root = nl
+        .root_qdisc(link.index)
+        .map_err(internal(format!("get qdisc of {}", link.name)))?;
+    let Some(got) = root.filter(|q| q.kind == "tbf") else {
         return Err(Error::internal(format!(
             "Failed to find qdisc: no tbf on {}",
             link.name
@@ -293,10 +293,9 @@ pub fn remove(
         .map_err(internal("find ifb device"))?;
     if let Some(l) = shaped {
         let has_ingress = nl
-            .qdiscs(l.index)
-            .map_err(internal(format!("list qdiscs of {}", l.name)))?
-            .iter()
-            .any(|q| q.is_ingress());
+            .ingress_qdisc(l.index)
+            .map_err(internal(format!("get ingress qdisc of {}", l.name)))?
+            .is_some();
         let filters = if has_ingress {
             nl.ingress_filters(l.index)
                 .map_err(internal(format!("list filters of {}", l.name)))?
@@ -318,10 +317,9 @@ pub fn remove(
         }
         if root {
             let ours = nl
-                .qdiscs(l.index)
-                .map_err(internal(format!("list qdiscs of {}", l.name)))?
-                .iter()
-                .any(|q| q.is_root() && q.kind == "tbf" && q.handle == ROOT_HANDLE);
+                .root_qdisc(l.index)
+                .map_err(internal(format!("get qdisc of {}", l.name)))?
+                .is_some_and(|q| q.kind == "tbf" && q.handle == ROOT_HANDLE);
             if ours {
                 nl.delete_root_qdisc(l.index)
                     .map_err(internal(format!("delete qdisc of {}", l.name)))?;
