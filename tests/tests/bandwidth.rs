@@ -797,6 +797,20 @@ fn add_check_del_and_gc_run_no_helper_process() {
         assert_eq!(progs.len(), 1, "{verb} exec'd {progs:?}");
     }
     assert_clean(&host, "traced DEL");
+    // A DEL without prevResult (a runtime that lost its cache) still
+    // clears the host veth, found through the container's interface.
+    let inv = |verb: &str, c: &Value| {
+        Invocation::new(plugin("bandwidth"), verb)
+            .container_id("traced")
+            .netns(&ctr)
+            .config(c)
+            .run(&host)
+    };
+    inv("ADD", &conf).expect_ok();
+    let mut bare = conf.clone();
+    bare.as_object_mut().unwrap().remove("prevResult");
+    inv("DEL", &bare).expect_ok();
+    assert_clean(&host, "DEL without prevResult");
     conf["cni.dev/valid-attachments"] = json!([]);
     let gc = vec![("CNI_COMMAND", "GC".to_string())];
     assert_eq!(execs(&gc, &conf, &host).len(), 1);

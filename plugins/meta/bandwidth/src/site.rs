@@ -37,8 +37,9 @@ pub fn open_netns(path: &str) -> Result<NetNs> {
 }
 
 /// The host end of the container's veth when there is one the previous
-/// plugin reported (an interface without sandbox of that name), else the
-/// container's interface itself.
+/// plugin reported (an interface without sandbox of that name; any host
+/// peer when `prev` lists no interface, as on a DEL without prevResult),
+/// else the container's interface itself.
 pub fn find(host: Netlink, netns: &str, ifname: &str, prev: &CniResult) -> Result<Site> {
     let ns = open_netns(netns)?;
     let cont = Netlink::in_netns(&ns).map_err(internal("open netlink in container"))?;
@@ -53,10 +54,11 @@ pub fn find(host: Netlink, netns: &str, ifname: &str, prev: &CniResult) -> Resul
             .link_by_index(peer)
             .map_err(internal("find veth peer"))?;
         if let Some(h) = candidate {
-            let reported = prev
-                .interfaces
-                .iter()
-                .any(|i| i.name == h.name && i.sandbox.as_deref().unwrap_or("").is_empty());
+            let reported = prev.interfaces.is_empty()
+                || prev
+                    .interfaces
+                    .iter()
+                    .any(|i| i.name == h.name && i.sandbox.as_deref().unwrap_or("").is_empty());
             if h.is_veth() && h.peer_index == Some(clink.index) && reported {
                 return Ok(Site {
                     nl: host,
