@@ -34,6 +34,7 @@ pub const PLUGINS: &[&str] = &[
     "macvlan",
     "ipvlan",
     "vlan",
+    "bandwidth",
 ];
 
 /// Where the Go reference plugins live (Debian's `containernetworking-plugins`).

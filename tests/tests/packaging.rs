@@ -28,6 +28,7 @@ const BINARIES: &[&str] = &[
     "macvlan",
     "ipvlan",
     "vlan",
+    "bandwidth",
     "cnictl",
 ];
 const BIN_DIR: &str = "/opt/cni/bin";
@@ -116,6 +117,7 @@ fn release_build() -> PathBuf {
                 "sbr",
                 "host-device",
                 "firewall",
+                "bandwidth",
                 "runtime",
                 "demo",
             ] {

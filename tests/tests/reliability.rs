@@ -717,6 +717,14 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
             "cniVersion": "1.0.0", "name": "badnet", "type": plugin,
             "master": "nosuch0", "vlanId": 10, "ipam": ipam,
         }),
+        "bandwidth" => json!({
+            "cniVersion": "1.0.0", "name": "badnet", "type": "bandwidth",
+            "runtimeConfig": {"bandwidth": {"ingressRate": 8000000, "ingressBurst": 800000,
+                "egressRate": 8000000, "egressBurst": 800000}},
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+                "ips": [{"address": "10.66.0.2/24", "interface": 0}]},
+        }),
         _ => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "portmap",
             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
@@ -1232,6 +1240,66 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
             mentions,
         ));
     }
+    // bandwidth
+    for (what, path, value, codes, mentions) in [
+        (
+            "rate without burst",
+            "runtimeConfig.bandwidth.ingressBurst",
+            json!(0),
+            &[7u64][..],
+            &["ingressBurst"][..],
+        ),
+        (
+            "burst without rate",
+            "runtimeConfig.bandwidth.egressRate",
+            json!(0),
+            &[7],
+            &["egressRate"],
+        ),
+        (
+            "negative rate",
+            "runtimeConfig.bandwidth.ingressRate",
+            json!(-8),
+            &[7],
+            &["ingressRate"],
+        ),
+        (
+            "rate as a string",
+            "runtimeConfig.bandwidth.egressRate",
+            json!("8M"),
+            &[7],
+            &["egressRate", "8M"],
+        ),
+        (
+            "burst over 4GB",
+            "runtimeConfig.bandwidth.egressBurst",
+            json!(40_000_000_000u64),
+            &[7],
+            &["egressBurst", "4GB"],
+        ),
+        (
+            "capability not an object",
+            "runtimeConfig.bandwidth",
+            json!([1, 2]),
+            &[7],
+            &["runtimeConfig.bandwidth"],
+        ),
+        (
+            "top-level rate out of range",
+            "ingressRate",
+            json!(1e30),
+            &[7],
+            &["ingressRate"],
+        ),
+    ] {
+        cases.push(case(
+            what,
+            "bandwidth",
+            with("bandwidth", data, path, value),
+            codes,
+            mentions,
+        ));
+    }
     // results: CHECK decodes the prevResult a runtime cached
     let prev = json!({"cniVersion": "1.0.0",
         "interfaces": [{"name": "bad0"}, {"name": "veth0"}, {"name": "eth0", "sandbox": "/x"}],
@@ -1702,4 +1770,79 @@ fn kill_during_sbr_add_then_del_leaves_no_rule_or_table() {
         );
     }
     eprintln!("{rounds} rounds, {finished} sbr ADDs finished before the kill");
+}
+
+// ------------------------------------------------------------ bandwidth
+
+/// bandwidth ADD SIGKILLed at points spread over its run (tbf, ifb,
+/// ingress qdisc, filter, ifb tbf): the runtime's DEL then leaves no ifb,
+/// qdisc or filter on the host veth, and a later ADD works.
+#[test]
+fn bandwidth_killed_during_add_then_del_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-bwhost");
+    let ctr = Netns::new("cnit-rel-bwctr");
+    host.wire_to(("vethbw", "10.76.0.1/24"), &ctr, ("eth0", "10.76.0.2/24"));
+    let conf = json!({"cniVersion": "1.0.0", "name": NET, "type": "bandwidth",
+        "runtimeConfig": {"bandwidth": {"ingressRate": 8000000, "ingressBurst": 800000,
+            "egressRate": 8000000, "egressBurst": 800000}},
+        "prevResult": {"cniVersion": "1.0.0",
+            "interfaces": [{"name": "vethbw"}, {"name": "eth0", "sandbox": ctr.path_str()}],
+            "ips": [{"address": "10.76.0.2/24", "interface": 1}]}});
+    let tc_state = || {
+        let q = host.run_ok("tc", &["qdisc", "show", "dev", "vethbw"]);
+        let f = host.run_ok("tc", &["filter", "show", "dev", "vethbw", "ingress"]);
+        let ifbs = host.run_ok("ip", &["-o", "link", "show", "type", "ifb"]);
+        format!("{q}{f}{ifbs}")
+    };
+    let baseline = tc_state();
+    let del = |id: &str| {
+        Invocation::new(plugin("bandwidth"), "DEL")
+            .container_id(id)
+            .netns(&ctr)
+            .config(&conf)
+            .run(&host)
+            .expect_ok();
+    };
+    let t = Instant::now();
+    Invocation::new(plugin("bandwidth"), "ADD")
+        .container_id("warmup")
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    let add_time = t.elapsed();
+    del("warmup");
+    assert_eq!(tc_state(), baseline, "warm-up DEL");
+    let rounds = if stress() { 60 } else { 16 };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut finished = 0;
+    for round in 0..rounds {
+        let span = add_time.as_micros() as u64 * 3 / 2 + 1;
+        let delay = Duration::from_micros(rng.next() % span);
+        let id = format!("bwkill{round}");
+        if run_and_kill("bandwidth", "ADD", &conf, &id, &ctr, &host, delay).is_some() {
+            finished += 1;
+        }
+        del(&id);
+        assert_eq!(
+            tc_state(),
+            baseline,
+            "round {round}: killed after {delay:?}"
+        );
+    }
+    eprintln!(
+        "{rounds} rounds, {finished} bandwidth ADDs finished before the kill ({add_time:?} each)"
+    );
+    let id = "bwafter";
+    Invocation::new(plugin("bandwidth"), "ADD")
+        .container_id(id)
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    del(id);
+    assert_eq!(tc_state(), baseline);
 }

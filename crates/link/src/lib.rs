@@ -27,6 +27,7 @@ mod rule;
 mod sublink;
 pub mod sysctl;
 mod table;
+pub mod tc;
 mod veth;
 mod watch;
 
