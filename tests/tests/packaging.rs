@@ -118,6 +118,9 @@ fn release_build() -> PathBuf {
                 "host-device",
                 "firewall",
                 "bandwidth",
+                "macvlan",
+                "ipvlan",
+                "vlan",
                 "runtime",
                 "demo",
             ] {
