@@ -100,7 +100,8 @@ fn every_plugin_is_on_every_shared_list() {
             "README.md section",
             readme.lines().any(|l| {
                 l.strip_prefix("### ")
-                    .is_some_and(|h| h.split_whitespace().next() == Some(name.as_str()))
+                    .and_then(|h| h.split(" (").next())
+                    .is_some_and(|h| h.split(", ").any(|w| w == name.as_str()))
             }),
         );
     }
