@@ -1,0 +1,560 @@
+//! dhcp IPAM against a real DHCP server: dnsmasq serves a throwaway "LAN"
+//! namespace on a bridge; each container namespace gets a veth whose other
+//! end is a port of that bridge (what macvlan on the LAN would give it).
+//! The plugin is exec'd as a delegating main plugin would exec it, and the
+//! test then configures the result on the interface as that plugin would.
+//! The daemon runs from the test in a throwaway "host" namespace with its
+//! own socket and state directory, and is killed by PID when the test ends.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use integration::{Invocation, Netns, Outcome, can_run, plugin, reference_plugin, temp_dir};
+use serde_json::{Value, json};
+
+const NET: &str = "lan";
+const SERVER: &str = "10.77.0.1";
+
+fn have_dnsmasq() -> bool {
+    let found = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if !found {
+        eprintln!("SKIPPED: dnsmasq is not installed (Debian package dnsmasq-base)");
+    }
+    found
+}
+
+/// A process started by the test, killed (by its PID) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The LAN: a bridge with the server address, dnsmasq on it (unless
+/// `serve` is false: a LAN where nobody answers DHCP).
+struct Lan {
+    _dnsmasq: Option<Proc>,
+    ns: Netns,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    ports: std::sync::atomic::AtomicUsize,
+}
+
+impl Lan {
+    fn new(serve: bool) -> Lan {
+        let ns = Netns::new("dhlan");
+        ns.run_ok("ip", &["link", "add", "br0", "type", "bridge"]);
+        ns.run_ok(
+            "ip",
+            &["addr", "add", &format!("{SERVER}/24"), "dev", "br0"],
+        );
+        ns.run_ok("ip", &["link", "set", "br0", "up"]);
+        let dir = temp_dir("dhcp-lan");
+        let log = dir.path().join("dnsmasq.log");
+        let dnsmasq = serve.then(|| {
+            let child = ns
+                .command("dnsmasq")
+                .args([
+                    "--no-daemon",
+                    "--port=0",
+                    "--interface=br0",
+                    "--bind-interfaces",
+                    "--dhcp-range=10.77.0.50,10.77.0.150,255.255.255.0,2m",
+                    // Renew after 4 s, so renewal is seen within a test.
+                    "--dhcp-option=option:T1,4s",
+                    "--dhcp-option=option:dns-server,10.77.0.1",
+                    "--log-dhcp",
+                ])
+                .arg(format!("--log-facility={}", log.display()))
+                .arg(format!(
+                    "--dhcp-leasefile={}",
+                    dir.path().join("leases").display()
+                ))
+                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq");
+            let p = Proc(child);
+            wait_for("dnsmasq to start", Duration::from_secs(10), || {
+                fs::read_to_string(&log).is_ok_and(|l| l.contains("DHCP, IP range"))
+            });
+            p
+        });
+        Lan {
+            _dnsmasq: dnsmasq,
+            ns,
+            log,
+            _dir: dir,
+            ports: Default::default(),
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A container namespace with `eth0` on the LAN (down, no address).
+    fn container(&self) -> Netns {
+        let ctr = Netns::new("dhctr");
+        let n = self.ports.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = format!("p{n}");
+        self.ns.run_ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ctr.name(),
+            ],
+        );
+        self.ns
+            .run_ok("ip", &["link", "set", &port, "master", "br0", "up"]);
+        ctr
+    }
+
+    fn released(&self, addr: &str) -> bool {
+        self.log()
+            .lines()
+            .any(|l| l.contains("DHCPRELEASE") && l.contains(&format!(" {addr} ")))
+    }
+}
+
+/// `dhcp daemon` (ours or the reference's) in the host namespace.
+struct Daemon {
+    proc: Option<Proc>,
+    binary: PathBuf,
+    socket: PathBuf,
+    state: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    fn start(host: &Netns, dir: &Path, binary: PathBuf, extra: &[&str]) -> Daemon {
+        let mut d = Daemon {
+            proc: None,
+            binary,
+            socket: dir.join("dhcp.sock"),
+            state: dir.join("state"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.restart(host);
+        d
+    }
+
+    fn restart(&mut self, host: &Netns) {
+        self.proc = None;
+        let _ = fs::remove_file(&self.socket);
+        let mut cmd = host.command(&self.binary);
+        cmd.arg("daemon")
+            .arg("-socketpath")
+            .arg(&self.socket)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.binary == plugin("dhcp") {
+            cmd.arg("-statedir").arg(&self.state);
+        }
+        self.proc = Some(Proc(cmd.spawn().expect("start dhcp daemon")));
+        let sock = self.socket.clone();
+        wait_for("the daemon's socket", Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    fn records(&self) -> usize {
+        fs::read_dir(&self.state).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+fn conf(socket: &Path, ipam: Value) -> Value {
+    let mut ipam = ipam;
+    ipam["type"] = json!("dhcp");
+    ipam["daemonSocketPath"] = json!(socket.display().to_string());
+    json!({"cniVersion": "1.1.0", "name": NET, "type": "macvlan", "ipam": ipam})
+}
+
+fn call(
+    bin: &Path,
+    cmd: &str,
+    id: &str,
+    ctr: Option<&Netns>,
+    conf: &Value,
+    host: &Netns,
+) -> Outcome {
+    let mut inv = Invocation::new(bin, cmd).container_id(id).config(conf);
+    if let Some(c) = ctr {
+        inv = inv.netns(c);
+    }
+    inv.run(host)
+}
+
+/// What the main plugin does with the IPAM result.
+fn configure(ctr: &Netns, result: &Value) {
+    let addr = result["ips"][0]["address"].as_str().expect("address");
+    ctr.run_ok("ip", &["addr", "add", addr, "dev", "eth0"]);
+    for r in result["routes"].as_array().into_iter().flatten() {
+        let (dst, gw) = (r["dst"].as_str().unwrap(), r["gw"].as_str().unwrap());
+        ctr.run_ok("ip", &["route", "add", dst, "via", gw, "dev", "eth0"]);
+    }
+}
+
+fn ip_of(result: &Value) -> String {
+    let a = result["ips"][0]["address"].as_str().expect("address");
+    a.split('/').next().unwrap().to_string()
+}
+
+fn in_range(ip: &str) -> bool {
+    let last: u32 = ip
+        .strip_prefix("10.77.0.")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (50..=150).contains(&last)
+}
+
+fn setup() -> Option<(Lan, Netns, tempfile::TempDir)> {
+    if !can_run() || !have_dnsmasq() {
+        return None;
+    }
+    Some((
+        Lan::new(true),
+        Netns::new("dhhost"),
+        temp_dir("dhcp-daemon"),
+    ))
+}
+
+#[test]
+fn lease_from_dnsmasq_gives_route_reaches_server_checks_and_releases() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let ctr = lan.container();
+    // Option 6 (DNS) is asked for on top of the default routers and mask.
+    let c = conf(&d.socket, json!({"request": [{"option": "6"}]}));
+    let r = call(&plugin("dhcp"), "ADD", "c1", Some(&ctr), &c, &host).expect_ok();
+    let ip = ip_of(&r);
+    assert!(in_range(&ip), "{r}");
+    assert_eq!(r["ips"][0]["address"], format!("{ip}/24"));
+    assert_eq!(r["ips"][0]["gateway"], SERVER);
+    assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0", "gw": SERVER}]));
+    assert_eq!(r["dns"]["nameservers"], json!([SERVER]));
+    assert_eq!(d.records(), 1);
+    configure(&ctr, &r);
+    let routes = ctr.run_ok("ip", &["route", "show", "default"]);
+    assert!(
+        routes.contains(&format!("default via {SERVER} dev eth0")),
+        "{routes}"
+    );
+    assert!(
+        ctr.ping(SERVER),
+        "the server is not reachable from the lease"
+    );
+    // ADD again for the same attachment returns the lease it holds.
+    let again = call(&plugin("dhcp"), "ADD", "c1", Some(&ctr), &c, &host).expect_ok();
+    assert_eq!(ip_of(&again), ip);
+
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = r.clone();
+    call(
+        &plugin("dhcp"),
+        "CHECK",
+        "c1",
+        Some(&ctr),
+        &with_prev,
+        &host,
+    )
+    .expect_ok();
+
+    // Renewal before expiry: T1 is 4 s.
+    wait_for("a renewal", Duration::from_secs(15), || {
+        lan.log()
+            .lines()
+            .filter(|l| l.contains("DHCPACK") && l.contains(&format!(" {ip} ")))
+            .count()
+            >= 2
+    });
+
+    call(&plugin("dhcp"), "DEL", "c1", Some(&ctr), &c, &host).expect_ok();
+    assert!(
+        lan.released(&ip),
+        "no DHCPRELEASE in the log:\n{}",
+        lan.log()
+    );
+    assert_eq!(d.records(), 0, "a lease record is left");
+    call(
+        &plugin("dhcp"),
+        "CHECK",
+        "c1",
+        Some(&ctr),
+        &with_prev,
+        &host,
+    )
+    .expect_err(999);
+    // DEL is idempotent.
+    call(&plugin("dhcp"), "DEL", "c1", Some(&ctr), &c, &host).expect_ok();
+}
+
+#[test]
+fn daemon_restart_between_add_and_del_keeps_the_lease_and_releases_it() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let mut d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let ctr = lan.container();
+    let c = conf(&d.socket, json!({}));
+    let r = call(&plugin("dhcp"), "ADD", "c1", Some(&ctr), &c, &host).expect_ok();
+    configure(&ctr, &r);
+    let ip = ip_of(&r);
+    d.kill();
+    let down = call(&plugin("dhcp"), "DEL", "c1", Some(&ctr), &c, &host).expect_err(999);
+    assert!(
+        down["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dhcp daemon"),
+        "the error says how to start the daemon: {down}"
+    );
+    d.restart(&host);
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = r.clone();
+    call(
+        &plugin("dhcp"),
+        "CHECK",
+        "c1",
+        Some(&ctr),
+        &with_prev,
+        &host,
+    )
+    .expect_ok();
+    call(&plugin("dhcp"), "DEL", "c1", Some(&ctr), &c, &host).expect_ok();
+    assert!(
+        lan.released(&ip),
+        "no DHCPRELEASE after restart:\n{}",
+        lan.log()
+    );
+    assert_eq!(d.records(), 0);
+}
+
+#[test]
+fn two_containers_get_distinct_leases() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let c = conf(&d.socket, json!({}));
+    let (a, b) = (lan.container(), lan.container());
+    let ra = call(&plugin("dhcp"), "ADD", "ca", Some(&a), &c, &host).expect_ok();
+    let rb = call(&plugin("dhcp"), "ADD", "cb", Some(&b), &c, &host).expect_ok();
+    assert_ne!(ip_of(&ra), ip_of(&rb));
+    configure(&a, &ra);
+    configure(&b, &rb);
+    assert!(
+        a.ping(&ip_of(&rb)),
+        "containers on the LAN reach each other"
+    );
+    for (id, ns) in [("ca", &a), ("cb", &b)] {
+        call(&plugin("dhcp"), "DEL", id, Some(ns), &c, &host).expect_ok();
+    }
+    assert!(lan.released(&ip_of(&ra)) && lan.released(&ip_of(&rb)));
+}
+
+#[test]
+fn sixteen_concurrent_adds_all_get_leases() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let c = conf(&d.socket, json!({}));
+    let ctrs: Vec<Netns> = (0..16).map(|_| lan.container()).collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = ctrs
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (c, host) = (&c, &host);
+                s.spawn(move || {
+                    call(&plugin("dhcp"), "ADD", &format!("c{i}"), Some(ns), c, host).expect_ok()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<String> = results.iter().map(ip_of).collect();
+    assert!(ips.iter().all(|ip| in_range(ip)), "{ips:?}");
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 16, "leases are not distinct: {ips:?}");
+    assert_eq!(d.records(), 16);
+    for (i, ns) in ctrs.iter().enumerate() {
+        call(
+            &plugin("dhcp"),
+            "DEL",
+            &format!("c{i}"),
+            Some(ns),
+            &c,
+            &host,
+        )
+        .expect_ok();
+    }
+    assert!(ips.iter().all(|ip| lan.released(ip)));
+    assert_eq!(d.records(), 0);
+}
+
+#[test]
+fn gc_releases_leases_of_attachments_that_are_gone_and_status_asks_the_daemon() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let mut d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let c = conf(&d.socket, json!({}));
+    let (a, b) = (lan.container(), lan.container());
+    let ra = call(&plugin("dhcp"), "ADD", "ka", Some(&a), &c, &host).expect_ok();
+    let rb = call(&plugin("dhcp"), "ADD", "kb", Some(&b), &c, &host).expect_ok();
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ka", "ifname": "eth0"}]);
+    Invocation::new(plugin("dhcp"), "GC")
+        .config(&gc)
+        .run(&host)
+        .expect_ok();
+    assert!(lan.released(&ip_of(&rb)), "GC did not release kb");
+    assert!(
+        !lan.released(&ip_of(&ra)),
+        "GC released a listed attachment"
+    );
+    assert_eq!(d.records(), 1);
+    Invocation::new(plugin("dhcp"), "STATUS")
+        .config(&c)
+        .run(&host)
+        .expect_ok();
+    call(&plugin("dhcp"), "DEL", "ka", Some(&a), &c, &host).expect_ok();
+    d.kill();
+    let e = Invocation::new(plugin("dhcp"), "STATUS")
+        .config(&c)
+        .run(&host)
+        .expect_err(50);
+    assert!(e["msg"].as_str().unwrap().contains("dhcp.sock"), "{e}");
+}
+
+#[test]
+fn bad_input_fails_within_the_timeout_and_leaves_nothing() {
+    if !can_run() || !have_dnsmasq() {
+        return;
+    }
+    let host = Netns::new("dhhost");
+    let dir = temp_dir("dhcp-daemon");
+    let d = Daemon::start(
+        &host,
+        dir.path(),
+        plugin("dhcp"),
+        &["-timeout", "1s", "-resendtimeout", "3s"],
+    );
+    let silent = Lan::new(false);
+    let ctr = silent.container();
+    // Unknown option names: code 7 naming the field, before any exchange.
+    let bad = conf(
+        &d.socket,
+        json!({"request": [{"option": "no-such-option"}]}),
+    );
+    let e = call(&plugin("dhcp"), "ADD", "b1", Some(&ctr), &bad, &host).expect_err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("ipam.request[0].option"),
+        "{e}"
+    );
+    // No daemon on the socket: a clear error saying how to start one.
+    let nowhere = conf(&dir.path().join("none.sock"), json!({}));
+    let e = call(&plugin("dhcp"), "ADD", "b1", Some(&ctr), &nowhere, &host).expect_err(999);
+    assert!(
+        e["details"].as_str().unwrap().contains("dhcp daemon"),
+        "{e}"
+    );
+    // A LAN where no server answers: error within the resend timeout.
+    let t = Instant::now();
+    let c = conf(&d.socket, json!({}));
+    let e = call(&plugin("dhcp"), "ADD", "b1", Some(&ctr), &c, &host).expect_err(11);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(e["msg"].as_str().unwrap().contains("no DHCP answer"), "{e}");
+    assert_eq!(d.records(), 0);
+    assert!(ctr.addresses("eth0").iter().all(|a| a.starts_with("fe80")));
+    // A netns that does not exist.
+    let e = Invocation::new(plugin("dhcp"), "ADD")
+        .container_id("b2")
+        .netns_path("/run/netns/dhcp-no-such-ns")
+        .config(&c)
+        .run(&host);
+    assert!(!e.success());
+    assert_eq!(d.records(), 0);
+}
+
+/// The Go reference daemon and plugin against the same server. Recorded
+/// differences: the reference keeps leases in memory only (a restart loses
+/// them, so DEL after a restart releases nothing), returns no DNS, and its
+/// CHECK re-runs ADD instead of checking the lease.
+#[test]
+fn reference_daemon_gets_the_same_result_and_client_id() {
+    let Some(reference) = reference_plugin("dhcp") else {
+        return;
+    };
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let ours = Daemon::start(&host, &dir.path().join("ours"), plugin("dhcp"), &[]);
+    fs::create_dir_all(dir.path().join("go")).unwrap();
+    let go = Daemon::start(&host, &dir.path().join("go"), reference.clone(), &[]);
+    let (a, b) = (lan.container(), lan.container());
+    // The reference plugin speaks up to 1.0.0 (1.1.1 has no STATUS/GC).
+    let v100 = |mut v: Value| {
+        v["cniVersion"] = json!("1.0.0");
+        v
+    };
+    let co = v100(conf(&ours.socket, json!({})));
+    let ra = call(&plugin("dhcp"), "ADD", "same", Some(&a), &co, &host).expect_ok();
+    let cg = v100(conf(&go.socket, json!({})));
+    let rb = call(&reference, "ADD", "same", Some(&b), &cg, &host).expect_ok();
+    let strip = |mut v: Value| {
+        v["ips"][0]["address"] = json!("X");
+        v.as_object_mut().unwrap().remove("dns");
+        v
+    };
+    assert_eq!(strip(ra.clone()), strip(rb.clone()));
+    // Both send the client id 0x00 + "same/lan/eth0": dnsmasq keys leases
+    // by client id, so it gives the second MAC the first one's address.
+    assert_eq!(ip_of(&ra), ip_of(&rb), "client ids differ");
+    call(&reference, "DEL", "same", Some(&b), &cg, &host).expect_ok();
+    assert!(lan.released(&ip_of(&rb)));
+    call(&plugin("dhcp"), "DEL", "same", Some(&a), &co, &host).expect_ok();
+    let releases = lan.log().matches("DHCPRELEASE").count();
+    assert_eq!(releases, 2, "{}", lan.log());
+}
