@@ -558,3 +558,97 @@ fn reference_daemon_gets_the_same_result_and_client_id() {
     let releases = lan.log().matches("DHCPRELEASE").count();
     assert_eq!(releases, 2, "{}", lan.log());
 }
+
+/// The socket comes from systemd (`LISTEN_FDS`, fd 3), here from
+/// `systemd-socket-activate`, which execs the daemon on the first request.
+#[test]
+fn socket_activation_serves_on_the_passed_socket() {
+    let activate = Path::new("/usr/bin/systemd-socket-activate");
+    if !activate.exists() {
+        eprintln!("SKIPPED: systemd-socket-activate is not installed");
+        return;
+    }
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let socket = dir.path().join("activated.sock");
+    let state = dir.path().join("state");
+    let _activator = Proc(
+        host.command(activate)
+            .arg("-l")
+            .arg(&socket)
+            .arg(plugin("dhcp"))
+            .args(["daemon", "-statedir"])
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start systemd-socket-activate"),
+    );
+    wait_for("the activation socket", Duration::from_secs(10), || {
+        socket.exists()
+    });
+    let ctr = lan.container();
+    let c = conf(&socket, json!({}));
+    let r = call(&plugin("dhcp"), "ADD", "sa", Some(&ctr), &c, &host).expect_ok();
+    assert!(in_range(&ip_of(&r)), "{r}");
+    assert_eq!(fs::read_dir(&state).unwrap().count(), 1);
+    call(&plugin("dhcp"), "DEL", "sa", Some(&ctr), &c, &host).expect_ok();
+    assert!(lan.released(&ip_of(&r)));
+}
+
+/// A runtime's view: cnictl runs bridge with dhcp IPAM. The bridge is the
+/// LAN's (dnsmasq serves it), so the container's veth is on the LAN; the
+/// bridge plugin configures the lease on `eth0`.
+#[test]
+fn bridge_with_dhcp_ipam_under_cnictl() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let conf_dir = dir.path().join("net.d");
+    fs::create_dir_all(&conf_dir).unwrap();
+    let list = json!({"cniVersion": "1.1.0", "name": NET, "plugins": [{
+        "type": "bridge", "bridge": "br0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": d.socket.display().to_string()}
+    }]});
+    fs::write(conf_dir.join("10-lan.conflist"), list.to_string()).unwrap();
+    let ctr = Netns::new("dhctr");
+    let cnictl = |args: &[&str]| {
+        let out = lan
+            .ns
+            .command(plugin("cnictl"))
+            .arg("--conf-dir")
+            .arg(&conf_dir)
+            .arg("--cni-path")
+            .arg(integration::bin_dir())
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(args)
+            .output()
+            .expect("run cnictl");
+        assert!(
+            out.status.success(),
+            "cnictl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let path = ctr.path_str();
+    let r: Value = serde_json::from_str(&cnictl(&["--json", "add", NET, &path])).unwrap();
+    let ip = ip_of(&r);
+    assert!(in_range(&ip), "{r}");
+    assert!(ctr.addresses("eth0").iter().any(|a| a.starts_with(&ip)));
+    let routes = ctr.run_ok("ip", &["route", "show", "default"]);
+    assert!(
+        routes.contains(&format!("default via {SERVER}")),
+        "{routes}"
+    );
+    assert!(ctr.ping(SERVER));
+    cnictl(&["check", NET, &path]);
+    cnictl(&["del", NET, &path]);
+    assert!(lan.released(&ip), "{}", lan.log());
+    assert_eq!(d.records(), 0);
+    assert!(!ctr.has_link("eth0"));
+}

@@ -87,7 +87,7 @@ impl Daemon {
         }
     }
 
-    fn client(&self, lease: &Lease) -> Result<Client, ExchangeError> {
+    fn client(&self, lease: &Lease, wait: bool) -> Result<Client, ExchangeError> {
         let a = &lease.attachment;
         Client::open(
             &a.netns,
@@ -95,6 +95,7 @@ impl Daemon {
             &a.client_id,
             &a.options,
             self.flags.timing,
+            wait,
         )
     }
 
@@ -174,7 +175,7 @@ impl Daemon {
             },
         };
         let binding = {
-            let client = self.client(&lease).map_err(exchange_err)?;
+            let client = self.client(&lease, true).map_err(exchange_err)?;
             let binding = client.acquire().map_err(exchange_err)?;
             lease.binding = binding.clone();
             if let Err(e) = self.store.save(&lease) {
@@ -263,7 +264,10 @@ impl Daemon {
         }
         let lease = lock(&held.lease).clone();
         if release {
-            match self.client(&lease).and_then(|c| c.release(&lease.binding)) {
+            match self
+                .client(&lease, false)
+                .and_then(|c| c.release(&lease.binding))
+            {
                 Ok(()) => log(format!("{id}: released {}", lease.binding.address)),
                 Err(e) => log(format!("{id}: failed to release DHCP lease: {e}")),
             }
@@ -288,7 +292,7 @@ impl Daemon {
             if now >= b.renew_at() {
                 let rebinding = now >= b.rebind_at();
                 let outcome = self
-                    .client(&lease)
+                    .client(&lease, false)
                     .and_then(|c| c.extend(b, rebinding))
                     .and_then(|nb| {
                         if nb.address == b.address {

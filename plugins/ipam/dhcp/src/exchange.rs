@@ -16,6 +16,9 @@ use crate::config::LeaseOptions;
 use crate::lease::{Binding, ClasslessRoute, DEFAULT_LEASE_SECS, unix_now};
 use crate::packet::{PacketSocket, resend_delays};
 
+/// How long ADD waits for the interface to appear in the namespace.
+const LINK_WAIT: Duration = Duration::from_secs(5);
+
 /// The daemon's client timing flags.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -80,26 +83,37 @@ fn random_u32() -> u32 {
 
 impl Client {
     /// Open the client inside `netns` on `ifname`, bringing the link up
-    /// first if it is down (as the reference does).
+    /// first if it is down (as the reference does). `wait`: whether to
+    /// give the interface a moment to appear (ADD only).
     pub fn open(
         netns: &str,
         ifname: &str,
         client_id: &str,
         options: &LeaseOptions,
         timing: Timing,
+        wait: bool,
     ) -> Result<Self> {
         let ns = NetNs::open(netns)
             .map_err(|e| ExchangeError::Interface(format!("open netns {netns}: {e}")))?;
         let nl = link::Netlink::in_netns(&ns)
             .map_err(|e| ExchangeError::Interface(format!("netlink in {netns}: {e}")))?;
-        let l = nl
-            .link_by_name(ifname)
-            .map_err(|e| ExchangeError::Interface(format!("error looking up {ifname:?}: {e}")))?
-            .ok_or_else(|| {
-                ExchangeError::Interface(format!(
-                    "error looking up {ifname:?}: Link not found in {netns}"
-                ))
+        // A main plugin may run IPAM while it is still creating the
+        // interface (ours does, in parallel with the veth): wait a moment.
+        let wait_end = Instant::now() + if wait { LINK_WAIT } else { Duration::ZERO };
+        let l = loop {
+            let found = nl.link_by_name(ifname).map_err(|e| {
+                ExchangeError::Interface(format!("error looking up {ifname:?}: {e}"))
             })?;
+            match found {
+                Some(l) => break l,
+                None if Instant::now() < wait_end => std::thread::sleep(Duration::from_millis(20)),
+                None => {
+                    return Err(ExchangeError::Interface(format!(
+                        "error looking up {ifname:?}: Link not found in {netns}"
+                    )));
+                }
+            }
+        };
         if !l.up {
             nl.set_up(l.index)
                 .map_err(|e| ExchangeError::Interface(format!("set {ifname} up: {e}")))?;

@@ -62,7 +62,11 @@ fn add_in<'s>(
         .map_err(internal(format!("failed to lookup {:?}", s.bridge)))?
         .is_some();
     let mut ipam_result = None;
-    if !bridge_exists && let Some(ipam) = s.ipam.as_deref() {
+    // dhcp needs the container's interface, which does not exist yet.
+    if !bridge_exists
+        && let Some(ipam) = s.ipam.as_deref()
+        && !crate::config::ipam_needs_interface(ipam)
+    {
         ipam_result = Some(req.delegate_add(ipam)?);
         release_ipam_on_failure(&mut undo, req, s);
     }
