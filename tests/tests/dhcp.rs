@@ -341,6 +341,19 @@ fn daemon_restart_between_add_and_del_keeps_the_lease_and_releases_it() {
         "the error says how to start the daemon: {down}"
     );
     d.restart(&host);
+    // The restarted daemon keeps renewing the lease it read back (T1 4 s).
+    let acks = |lan: &Lan| {
+        lan.log()
+            .lines()
+            .filter(|l| l.contains("DHCPACK") && l.contains(&format!(" {ip} ")))
+            .count()
+    };
+    let before = acks(&lan);
+    wait_for(
+        "a renewal after the restart",
+        Duration::from_secs(15),
+        || acks(&lan) > before,
+    );
     let mut with_prev = c.clone();
     with_prev["prevResult"] = r.clone();
     call(
@@ -651,4 +664,49 @@ fn bridge_with_dhcp_ipam_under_cnictl() {
     assert!(lan.released(&ip), "{}", lan.log());
     assert_eq!(d.records(), 0);
     assert!(!ctr.has_link("eth0"));
+}
+
+/// An expired lease brings the interface down (the reference's behaviour).
+/// The expiry is staged through the state directory: the daemon is stopped,
+/// the record's ACK time moved an hour back, and the daemon restarted.
+#[test]
+fn expired_lease_sets_the_interface_down() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let mut d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let ctr = lan.container();
+    let c = conf(&d.socket, json!({}));
+    let r = call(&plugin("dhcp"), "ADD", "ex", Some(&ctr), &c, &host).expect_ok();
+    configure(&ctr, &r);
+    d.kill();
+    let record = fs::read_dir(&d.state)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut lease: Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    let bound = lease["binding"]["bound_at"].as_u64().unwrap();
+    lease["binding"]["bound_at"] = json!(bound - 3600);
+    fs::write(&record, lease.to_string()).unwrap();
+    d.restart(&host);
+    wait_for("eth0 to go down", Duration::from_secs(10), || {
+        !ctr.run_ok("ip", &["-o", "link", "show", "eth0"])
+            .contains(",UP")
+    });
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = r.clone();
+    let e = call(
+        &plugin("dhcp"),
+        "CHECK",
+        "ex",
+        Some(&ctr),
+        &with_prev,
+        &host,
+    )
+    .expect_err(999);
+    assert!(e["msg"].as_str().unwrap().contains("expired"), "{e}");
+    call(&plugin("dhcp"), "DEL", "ex", Some(&ctr), &c, &host).expect_ok();
+    assert_eq!(d.records(), 0);
 }
