@@ -610,11 +610,11 @@ fn socket_activation_serves_on_the_passed_socket() {
     assert!(lan.released(&ip_of(&r)));
 }
 
-/// A runtime's view: cnictl runs bridge with dhcp IPAM. The bridge is the
+/// A runtime's view: cnictl, then cnitool, run bridge with dhcp IPAM. The bridge is the
 /// LAN's (dnsmasq serves it), so the container's veth is on the LAN; the
 /// bridge plugin configures the lease on `eth0`.
 #[test]
-fn bridge_with_dhcp_ipam_under_cnictl() {
+fn bridge_with_dhcp_ipam_under_cnictl_and_cnitool() {
     let Some((lan, host, dir)) = setup() else {
         return;
     };
@@ -664,6 +664,84 @@ fn bridge_with_dhcp_ipam_under_cnictl() {
     assert!(lan.released(&ip), "{}", lan.log());
     assert_eq!(d.records(), 0);
     assert!(!ctr.has_link("eth0"));
+
+    // The same through libcni's cnitool, when it is installed.
+    let Some(tool) = ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        eprintln!("SKIPPED (cnitool part): cnitool is not installed");
+        return;
+    };
+    // Debian's libcni speaks up to 1.0.0.
+    let mut list = list;
+    list["cniVersion"] = json!("1.0.0");
+    fs::write(conf_dir.join("10-lan.conflist"), list.to_string()).unwrap();
+    let var_lib = dir.path().join("var-lib");
+    fs::create_dir_all(&var_lib).unwrap();
+    let cnitool = |args: &[&str]| {
+        let mut cmd = lan.ns.command(&tool);
+        cmd.env("NETCONFPATH", &conf_dir)
+            .env("CNI_PATH", integration::bin_dir())
+            .args(args);
+        let source = std::ffi::CString::new(var_lib.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: only unshare and mount run between fork and exec, on
+        // memory prepared before the fork.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                private_var_lib(&source)
+            });
+        }
+        let out = cmd.output().expect("run cnitool");
+        assert!(
+            out.status.success(),
+            "cnitool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let r: Value = serde_json::from_str(&cnitool(&["add", NET, &path])).unwrap();
+    let ip = ip_of(&r);
+    assert!(in_range(&ip), "{r}");
+    assert!(ctr.ping(SERVER));
+    cnitool(&["check", NET, &path]);
+    cnitool(&["del", NET, &path]);
+    assert!(lan.released(&ip), "{}", lan.log());
+    assert_eq!(d.records(), 0);
+}
+
+/// cnitool keeps its result cache in /var/lib/cni and has no option for
+/// another place: run it in a private mount namespace whose /var/lib is a
+/// test directory.
+fn private_var_lib(source: &std::ffi::CString) -> std::io::Result<()> {
+    use nix::libc;
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain syscalls with NUL-terminated strings that outlive them.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            source.as_ptr(),
+            c"/var/lib".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))
+    }
 }
 
 /// An expired lease brings the interface down (the reference's behaviour).
