@@ -109,6 +109,11 @@ impl Lan {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server goes away (killed by its PID).
+    fn stop_server(&mut self) {
+        self._dnsmasq = None;
+    }
+
     /// A container namespace with `eth0` on the LAN (down, no address).
     fn container(&self) -> Netns {
         let ctr = Netns::new("dhctr");
@@ -185,6 +190,18 @@ impl Daemon {
 
     fn kill(&mut self) {
         self.proc = None;
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("daemon running").0.id()
+    }
+
+    /// SIGTERM, as systemd stops the service, and wait for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut p = self.proc.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(p.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        p.0.wait().expect("wait for the daemon")
     }
 
     fn records(&self) -> usize {
@@ -786,5 +803,65 @@ fn expired_lease_sets_the_interface_down() {
     .expect_err(999);
     assert!(e["msg"].as_str().unwrap().contains("expired"), "{e}");
     call(&plugin("dhcp"), "DEL", "ex", Some(&ctr), &c, &host).expect_ok();
+    assert_eq!(d.records(), 0);
+}
+
+/// Stopping the daemon (SIGTERM) removes its socket and pidfile but keeps
+/// the leases, unreleased, for the next daemon.
+#[test]
+fn sigterm_keeps_leases_and_removes_socket_and_pidfile() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let pidfile = dir.path().join("dhcp.pid");
+    let pidarg = pidfile.display().to_string();
+    let mut d = Daemon::start(&host, dir.path(), plugin("dhcp"), &["-pidfile", &pidarg]);
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), d.pid().to_string());
+    let ctr = lan.container();
+    let c = conf(&d.socket, json!({}));
+    let r = call(&plugin("dhcp"), "ADD", "st", Some(&ctr), &c, &host).expect_ok();
+    assert!(d.terminate().success());
+    assert!(!d.socket.exists() && !pidfile.exists());
+    assert_eq!(d.records(), 1);
+    assert!(
+        !lan.released(&ip_of(&r)),
+        "stopping the daemon released a lease"
+    );
+    d.restart(&host);
+    call(&plugin("dhcp"), "DEL", "st", Some(&ctr), &c, &host).expect_ok();
+    assert!(lan.released(&ip_of(&r)));
+    // A relative pidfile is refused, as by the reference.
+    let out = host
+        .command(plugin("dhcp"))
+        .args(["daemon", "-pidfile", "rel.pid", "-socketpath"])
+        .arg(dir.path().join("other.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("path not absolute"));
+}
+
+/// With the server gone, a renewal keeps retrying for `-resendtimeout`
+/// (3m28s); DEL cancels it instead of waiting.
+#[test]
+fn del_during_a_failing_renewal_returns_promptly() {
+    let Some((mut lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let ctr = lan.container();
+    let c = conf(&d.socket, json!({}));
+    let r = call(&plugin("dhcp"), "ADD", "rn", Some(&ctr), &c, &host).expect_ok();
+    configure(&ctr, &r);
+    lan.stop_server();
+    // Past T1 (4 s): the renewal is resending to nobody.
+    std::thread::sleep(Duration::from_secs(6));
+    let t = Instant::now();
+    call(&plugin("dhcp"), "DEL", "rn", Some(&ctr), &c, &host).expect_ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "DEL took {:?}",
+        t.elapsed()
+    );
     assert_eq!(d.records(), 0);
 }

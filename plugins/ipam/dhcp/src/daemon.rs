@@ -14,6 +14,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -34,6 +35,8 @@ const RETRY_MAX: u64 = 60;
 struct Held {
     lease: Arc<Mutex<Lease>>,
     stop: mpsc::Sender<()>,
+    /// Set with `stop`: ends a renewal in progress.
+    stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -71,6 +74,7 @@ fn exchange_err(e: ExchangeError) -> Error {
         ExchangeError::NoAnswer(m) => Error::try_again(m),
         ExchangeError::Io(m) => Error::io(m),
         ExchangeError::Interface(m) | ExchangeError::Refused(m) => Error::internal(m),
+        ExchangeError::Cancelled => Error::try_again("the request was cancelled"),
     }
 }
 
@@ -234,11 +238,13 @@ impl Daemon {
         let id = lease.attachment.client_id.clone();
         let shared = Arc::new(Mutex::new(lease));
         let (tx, rx) = mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
         let daemon = Arc::clone(self);
         let l = Arc::clone(&shared);
+        let flag = Arc::clone(&stopping);
         let thread = std::thread::Builder::new()
             .name("lease".into())
-            .spawn(move || daemon.maintain(&l, &rx))
+            .spawn(move || daemon.maintain(&l, &rx, &flag))
             .map_err(|e| log(format!("{id}: cannot start lease maintenance: {e}")))
             .ok();
         lock(&self.leases).insert(
@@ -246,6 +252,7 @@ impl Daemon {
             Held {
                 lease: shared,
                 stop: tx,
+                stopping,
                 thread,
             },
         );
@@ -258,6 +265,7 @@ impl Daemon {
         let Some(mut held) = lock(&self.leases).remove(id) else {
             return;
         };
+        held.stopping.store(true, Ordering::Relaxed);
         let _ = held.stop.send(());
         if let Some(t) = held.thread.take() {
             let _ = t.join();
@@ -277,7 +285,12 @@ impl Daemon {
         }
     }
 
-    fn maintain(&self, shared: &Mutex<Lease>, stop: &mpsc::Receiver<()>) {
+    fn maintain(
+        &self,
+        shared: &Mutex<Lease>,
+        stop: &mpsc::Receiver<()>,
+        stopping: &Arc<AtomicBool>,
+    ) {
         loop {
             let lease = lock(shared).clone();
             let id = &lease.attachment.client_id;
@@ -293,7 +306,7 @@ impl Daemon {
                 let rebinding = now >= b.rebind_at();
                 let outcome = self
                     .client(&lease, false)
-                    .and_then(|c| c.extend(b, rebinding))
+                    .and_then(|c| c.cancelled_by(Arc::clone(stopping)).extend(b, rebinding))
                     .and_then(|nb| {
                         if nb.address == b.address {
                             Ok(nb)
@@ -317,6 +330,7 @@ impl Daemon {
                         }
                         wait = l.binding.renew_secs.into();
                     }
+                    Err(ExchangeError::Cancelled) => return,
                     Err(ExchangeError::Interface(e)) => {
                         log(format!(
                             "{id}: {e}; interface no longer exists, terminating lease maintenance"
@@ -362,6 +376,8 @@ impl Daemon {
 }
 
 fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
+    // A client that connects and sends nothing must not hold a thread.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let reply = match protocol::read_message::<Request>(&mut stream) {
         Ok(req) => match daemon.handle(req) {
             Ok(b) => Reply::Ok(b),

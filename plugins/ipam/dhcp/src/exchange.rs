@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{
@@ -15,6 +17,9 @@ use netns::NetNs;
 use crate::config::LeaseOptions;
 use crate::lease::{Binding, ClasslessRoute, DEFAULT_LEASE_SECS, unix_now};
 use crate::packet::{PacketSocket, resend_delays};
+
+/// How often a waiting exchange looks at its cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(200);
 
 /// How long ADD waits for the interface to appear in the namespace.
 const LINK_WAIT: Duration = Duration::from_secs(5);
@@ -41,6 +46,8 @@ pub enum ExchangeError {
     /// The server refused (DHCPNAK) or sent something unusable.
     Refused(String),
     Io(String),
+    /// The lease is being released (DEL) while the exchange ran.
+    Cancelled,
 }
 
 impl fmt::Display for ExchangeError {
@@ -50,6 +57,7 @@ impl fmt::Display for ExchangeError {
             | ExchangeError::NoAnswer(m)
             | ExchangeError::Refused(m)
             | ExchangeError::Io(m) => f.write_str(m),
+            ExchangeError::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -64,6 +72,7 @@ pub struct Client {
     client_id: String,
     options: LeaseOptions,
     timing: Timing,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 fn random_u32() -> u32 {
@@ -134,7 +143,14 @@ impl Client {
             client_id: client_id.to_string(),
             options: options.clone(),
             timing,
+            cancel: None,
         })
+    }
+
+    /// Give up any exchange as soon as `flag` is set.
+    pub fn cancelled_by(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
     }
 
     fn message(&self, kind: MessageType, xid: u32, ciaddr: Ipv4Addr) -> Message {
@@ -197,11 +213,27 @@ impl Client {
                 .send(src, dst, &bytes)
                 .map_err(|e| ExchangeError::Io(format!("send {what} on {}: {e}", self.ifname)))?;
             let wait_end = (now + delay.min(self.timing.timeout)).min(end);
-            while let Some(r) = self
-                .sock
-                .recv_until(wait_end)
-                .map_err(|e| ExchangeError::Io(format!("receive on {}: {e}", self.ifname)))?
-            {
+            loop {
+                if self
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| c.load(Ordering::Relaxed))
+                {
+                    return Err(ExchangeError::Cancelled);
+                }
+                let now = Instant::now();
+                if now >= wait_end {
+                    break;
+                }
+                // Short slices, so that a cancelled exchange stops soon.
+                let slice_end = (now + CANCEL_POLL).min(wait_end);
+                let Some(r) = self
+                    .sock
+                    .recv_until(slice_end)
+                    .map_err(|e| ExchangeError::Io(format!("receive on {}: {e}", self.ifname)))?
+                else {
+                    continue;
+                };
                 let Ok(reply) = Message::from_bytes(&r.payload) else {
                     continue;
                 };
