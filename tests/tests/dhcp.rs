@@ -865,3 +865,44 @@ fn del_during_a_failing_renewal_returns_promptly() {
     );
     assert_eq!(d.records(), 0);
 }
+
+/// `provide` options reach the server: host-name from `CNI_ARGS`, a vendor
+/// class by number; `request` adds to the parameter request list.
+#[test]
+fn provided_options_reach_the_server() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let ctr = lan.container();
+    let c = conf(
+        &d.socket,
+        json!({
+            "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"},
+                        {"option": "60", "value": "cni-rs-test"}],
+            "request": [{"option": "15"}]
+        }),
+    );
+    let r = Invocation::new(plugin("dhcp"), "ADD")
+        .container_id("po")
+        .netns(&ctr)
+        .args("IgnoreUnknown=1;K8S_POD_NAME=web-1")
+        .config(&c)
+        .run(&host)
+        .expect_ok();
+    let log = lan.log();
+    assert!(log.contains("client provides name: web-1"), "{log}");
+    assert!(log.contains("vendor class: cni-rs-test"), "{log}");
+    assert!(
+        log.contains("requested options: 15:domain-name, 3:router, 1:netmask"),
+        "{log}"
+    );
+    Invocation::new(plugin("dhcp"), "DEL")
+        .container_id("po")
+        .netns(&ctr)
+        .args("IgnoreUnknown=1;K8S_POD_NAME=web-1")
+        .config(&c)
+        .run(&host)
+        .expect_ok();
+    assert!(lan.released(&ip_of(&r)));
+}

@@ -179,8 +179,9 @@ impl Client {
                     .collect(),
             ));
         }
-        if kind != MessageType::Release {
-            for o in &self.options.provide {
+        // A release names the lease by the same client id, provided or not.
+        for o in &self.options.provide {
+            if kind != MessageType::Release || o.code == u8::from(OptionCode::ClientIdentifier) {
                 opts.insert(DhcpOption::Unknown(UnknownOption::new(
                     OptionCode::from(o.code),
                     o.value.clone(),

@@ -31,6 +31,10 @@ fn call(
         )
         .with_details(how_to_start(socket))
     })?;
+    if req.verb == Verb::Status {
+        // STATUS asks whether the daemon answers, not whether it is busy.
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    }
     protocol::write_message(&mut stream, &req)
         .map_err(|e| Error::io(format!("error calling DHCP daemon at {socket}: {e}")))?;
     match protocol::read_message::<Reply>(&mut stream) {
