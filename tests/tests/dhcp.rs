@@ -550,8 +550,8 @@ fn bad_input_fails_within_the_timeout_and_leaves_nothing() {
 
 /// The Go reference daemon and plugin against the same server. Recorded
 /// differences: the reference keeps leases in memory only (a restart loses
-/// them, so DEL after a restart releases nothing), returns no DNS, and its
-/// CHECK re-runs ADD instead of checking the lease.
+/// them, so DEL after a restart releases nothing, asserted below), returns
+/// no DNS, and its CHECK re-runs ADD instead of checking the lease.
 #[test]
 fn reference_daemon_gets_the_same_result_and_client_id() {
     let Some(reference) = reference_plugin("dhcp") else {
@@ -587,6 +587,20 @@ fn reference_daemon_gets_the_same_result_and_client_id() {
     call(&plugin("dhcp"), "DEL", "same", Some(&a), &co, &host).expect_ok();
     let releases = lan.log().matches("DHCPRELEASE").count();
     assert_eq!(releases, 2, "{}", lan.log());
+
+    // The recorded difference: the reference daemon forgets its leases
+    // when restarted, so its DEL afterwards succeeds without a release.
+    let mut go = go;
+    let c = lan.container();
+    let rc = call(&reference, "ADD", "gone", Some(&c), &cg, &host).expect_ok();
+    go.kill();
+    go.restart(&host);
+    call(&reference, "DEL", "gone", Some(&c), &cg, &host).expect_ok();
+    assert!(
+        !lan.released(&ip_of(&rc)),
+        "the reference released after a restart: {}",
+        lan.log()
+    );
 }
 
 /// The socket comes from systemd (`LISTEN_FDS`, fd 3), here from
