@@ -16,7 +16,16 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const PACKAGE: &str = "cni-plugins";
-const BINARIES: &[&str] = &["bridge", "host-local", "loopback", "portmap", "cnictl"];
+const BINARIES: &[&str] = &[
+    "bridge",
+    "host-local",
+    "loopback",
+    "portmap",
+    "dhcp",
+    "cnictl",
+];
+/// The dhcp daemon's systemd units (socket activation, as podman's docs ask).
+const SYSTEMD_UNITS: &[&str] = &["cni-dhcp.socket", "cni-dhcp.service"];
 const BIN_DIR: &str = "/opt/cni/bin";
 const DOC_DIR: &str = "/usr/share/doc/cni-plugins";
 
@@ -99,6 +108,7 @@ fn release_build() -> PathBuf {
                 "host-local",
                 "loopback",
                 "portmap",
+                "dhcp",
                 "runtime",
                 "demo",
             ] {
@@ -270,9 +280,19 @@ fn deb_ships_the_plugins_cnictl_and_the_example_conflists() {
         };
         assert_eq!(mode, want, "{path}");
     }
+    for unit in SYSTEMD_UNITS {
+        let path = format!("/lib/systemd/system/{unit}");
+        assert_eq!(
+            files.get(&path).map(String::as_str),
+            Some("-rw-r--r--"),
+            "{path}"
+        );
+    }
     for path in files.keys() {
         assert!(
-            path.starts_with(&format!("{BIN_DIR}/")) || path.starts_with(&format!("{DOC_DIR}/")),
+            path.starts_with(&format!("{BIN_DIR}/"))
+                || path.starts_with(&format!("{DOC_DIR}/"))
+                || path.starts_with("/lib/systemd/system/cni-dhcp."),
             "{path}: the package installs only plugins and documentation (never /etc/cni/net.d)"
         );
     }
@@ -370,9 +390,19 @@ fn rpm_ships_the_same_files_with_license_and_requirements() {
         files.contains_key("/usr/share/licenses/cni-plugins/LICENSE"),
         "{listing}"
     );
+    for unit in SYSTEMD_UNITS {
+        let path = format!("/usr/lib/systemd/system/{unit}");
+        assert_eq!(
+            files.get(&path).map(String::as_str),
+            Some("-rw-r--r--"),
+            "{path}"
+        );
+    }
     for path in files.keys() {
         assert!(
-            path.starts_with(&format!("{BIN_DIR}/")) || path.starts_with("/usr/share/"),
+            path.starts_with(&format!("{BIN_DIR}/"))
+                || path.starts_with("/usr/share/")
+                || path.starts_with("/usr/lib/systemd/system/cni-dhcp."),
             "{path}: unexpected location"
         );
     }
