@@ -453,10 +453,13 @@ fn block_signals() -> io::Result<libc::sigset_t> {
 pub fn main(args: &[String]) -> i32 {
     let flags = match flags::parse(args) {
         Ok(f) => f,
+        // -h prints the usage and succeeds, as Go's flag package does.
+        Err(e) if e.is_empty() => {
+            eprint!("{}", flags::USAGE);
+            return 0;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("{e}");
-            }
+            eprintln!("{e}");
             eprint!("{}", flags::USAGE);
             return 2;
         }

@@ -114,6 +114,18 @@ pub fn parse(args: &[String]) -> Result<DaemonFlags, String> {
             };
             continue;
         }
+        const VALUED: [&str; 7] = [
+            "socketpath",
+            "hostprefix",
+            "pidfile",
+            "statedir",
+            "timeout",
+            "resendmax",
+            "resendtimeout",
+        ];
+        if !VALUED.contains(&name) {
+            return Err(format!("flag provided but not defined: -{name}"));
+        }
         let value = match inline {
             Some(v) => v,
             None => it
@@ -176,7 +188,10 @@ mod tests {
         assert_eq!(f.timing.timeout, Duration::from_secs(2));
         assert_eq!(f.timing.resend_timeout, Duration::from_secs(5));
         assert!(f.timing.broadcast);
-        assert!(parse(&args(&["-bogus", "1"])).is_err());
+        assert_eq!(
+            parse(&args(&["-bogus"])).unwrap_err(),
+            "flag provided but not defined: -bogus"
+        );
         assert!(parse(&args(&["-timeout", "ten"])).is_err());
         assert!(parse(&args(&["-pidfile"])).is_err());
     }
