@@ -588,6 +588,16 @@ fn reference_daemon_gets_the_same_result_and_client_id() {
     let releases = lan.log().matches("DHCPRELEASE").count();
     assert_eq!(releases, 2, "{}", lan.log());
 
+    // Our plugin and the Go daemon do not speak the same protocol: a clear
+    // error, and no lease taken.
+    let before = lan.log().matches("DHCPDISCOVER").count();
+    let e = call(&plugin("dhcp"), "ADD", "mixed", Some(&b), &cg, &host).expect_err(5);
+    assert!(
+        e["details"].as_str().unwrap().contains("Go reference"),
+        "{e}"
+    );
+    assert_eq!(lan.log().matches("DHCPDISCOVER").count(), before);
+
     // The recorded difference: the reference daemon forgets its leases
     // when restarted, so its DEL afterwards succeeds without a release.
     let mut go = go;

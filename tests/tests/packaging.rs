@@ -26,6 +26,9 @@ const BINARIES: &[&str] = &[
 ];
 /// The dhcp daemon's systemd units (socket activation, as podman's docs ask).
 const SYSTEMD_UNITS: &[&str] = &["cni-dhcp.socket", "cni-dhcp.service"];
+/// Where the packages put them: the administrator's unit directory, which
+/// overrides the same-named units of the distribution's Go plugins.
+const UNIT_DIR: &str = "/etc/systemd/system";
 const BIN_DIR: &str = "/opt/cni/bin";
 const DOC_DIR: &str = "/usr/share/doc/cni-plugins";
 
@@ -281,7 +284,7 @@ fn deb_ships_the_plugins_cnictl_and_the_example_conflists() {
         assert_eq!(mode, want, "{path}");
     }
     for unit in SYSTEMD_UNITS {
-        let path = format!("/lib/systemd/system/{unit}");
+        let path = format!("{UNIT_DIR}/{unit}");
         assert_eq!(
             files.get(&path).map(String::as_str),
             Some("-rw-r--r--"),
@@ -292,7 +295,7 @@ fn deb_ships_the_plugins_cnictl_and_the_example_conflists() {
         assert!(
             path.starts_with(&format!("{BIN_DIR}/"))
                 || path.starts_with(&format!("{DOC_DIR}/"))
-                || path.starts_with("/lib/systemd/system/cni-dhcp."),
+                || path.starts_with(&format!("{UNIT_DIR}/cni-dhcp.")),
             "{path}: the package installs only plugins and documentation (never /etc/cni/net.d)"
         );
     }
@@ -391,7 +394,7 @@ fn rpm_ships_the_same_files_with_license_and_requirements() {
         "{listing}"
     );
     for unit in SYSTEMD_UNITS {
-        let path = format!("/usr/lib/systemd/system/{unit}");
+        let path = format!("{UNIT_DIR}/{unit}");
         assert_eq!(
             files.get(&path).map(String::as_str),
             Some("-rw-r--r--"),
@@ -402,7 +405,7 @@ fn rpm_ships_the_same_files_with_license_and_requirements() {
         assert!(
             path.starts_with(&format!("{BIN_DIR}/"))
                 || path.starts_with("/usr/share/")
-                || path.starts_with("/usr/lib/systemd/system/cni-dhcp."),
+                || path.starts_with(&format!("{UNIT_DIR}/cni-dhcp.")),
             "{path}: unexpected location"
         );
     }
@@ -490,6 +493,12 @@ fn install_blocker() -> Option<String> {
     if Path::new(DOC_DIR).exists() {
         return Some(format!("{DOC_DIR} already exists"));
     }
+    for unit in SYSTEMD_UNITS {
+        let p = Path::new(UNIT_DIR).join(unit);
+        if p.exists() || p.is_symlink() {
+            return Some(format!("{} already exists", p.display()));
+        }
+    }
     let owners = Command::new("dpkg").args(["-S", BIN_DIR]).output();
     if owners.as_ref().is_ok_and(|o| o.status.success()) {
         return Some(format!(
@@ -519,6 +528,10 @@ fn machine_state() -> Vec<String> {
         "{BIN_DIR}: {:?}",
         integration::dir_entries(Path::new(BIN_DIR))
     ));
+    for unit in SYSTEMD_UNITS {
+        let p = Path::new(UNIT_DIR).join(unit);
+        v.push(format!("{}: exists={}", p.display(), p.exists()));
+    }
     v
 }
 

@@ -42,7 +42,11 @@ fn call(
         Ok(Reply::Error(e)) => Err(e),
         Err(e) => Err(Error::io(format!(
             "error reading the DHCP daemon's reply on {socket}: {e}"
-        ))),
+        ))
+        .with_details(
+            "the plugin speaks only to its own `dhcp daemon`; another daemon \
+             (such as the Go reference's) may be listening on this socket",
+        )),
     }
 }
 
