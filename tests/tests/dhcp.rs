@@ -930,3 +930,54 @@ fn provided_options_reach_the_server() {
         .expect_ok();
     assert!(lan.released(&ip_of(&r)));
 }
+
+/// A namespace path reused by another namespace (a named netns deleted and
+/// created again; a /proc/<pid>/ns/net after pid reuse) is not the lease's:
+/// DEL forgets the lease without sending a release from a stranger's
+/// interface.
+#[test]
+fn a_reused_namespace_path_is_not_the_lease_namespace() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let c = conf(&d.socket, json!({}));
+    let ctr = lan.container();
+    let name = ctr.name().to_string();
+    let path = ctr.path_str();
+    let r = call(&plugin("dhcp"), "ADD", "ru", Some(&ctr), &c, &host).expect_ok();
+    drop(ctr);
+    struct Named(String);
+    impl Drop for Named {
+        fn drop(&mut self) {
+            let _ = netns::remove_named(&self.0);
+        }
+    }
+    netns::create_named(&name).expect("recreate the namespace");
+    let _again = Named(name.clone());
+    lan.ns.run_ok(
+        "ip",
+        &[
+            "link", "add", "ru0", "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ],
+    );
+    lan.ns
+        .run_ok("ip", &["link", "set", "ru0", "master", "br0", "up"]);
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = r.clone();
+    let e = Invocation::new(plugin("dhcp"), "CHECK")
+        .container_id("ru")
+        .netns_path(&path)
+        .config(&with_prev)
+        .run(&host)
+        .expect_err(8);
+    assert!(e["msg"].as_str().unwrap().contains("no longer"), "{e}");
+    Invocation::new(plugin("dhcp"), "DEL")
+        .container_id("ru")
+        .netns_path(&path)
+        .config(&c)
+        .run(&host)
+        .expect_ok();
+    assert!(!lan.released(&ip_of(&r)), "released from another namespace");
+    assert_eq!(d.records(), 0);
+}

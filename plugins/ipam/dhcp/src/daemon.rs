@@ -100,6 +100,7 @@ impl Daemon {
             &a.options,
             self.flags.timing,
             wait,
+            a.netns_id,
         )
     }
 
@@ -158,6 +159,7 @@ impl Daemon {
             network: req.network,
             ifname: req.ifname,
             netns: format!("{}{}", self.flags.host_prefix, req.netns),
+            netns_id: None,
             options: req.options,
         };
         log(format!("{id}: acquiring lease"));
@@ -182,6 +184,7 @@ impl Daemon {
             let client = self.client(&lease, true).map_err(exchange_err)?;
             let binding = client.acquire().map_err(exchange_err)?;
             lease.binding = binding.clone();
+            lease.attachment.netns_id = Some(client.namespace());
             if let Err(e) = self.store.save(&lease) {
                 // Nothing may outlive a failed ADD: give the address back.
                 let _ = client.release(&binding);
@@ -213,6 +216,13 @@ impl Daemon {
         let a = &lease.attachment;
         let ns = netns::NetNs::open(&a.netns)
             .map_err(|e| Error::new(cni::code::INVALID_NETNS, e.to_string()))?;
+        let id = crate::exchange::namespace_id(&ns).map_err(exchange_err)?;
+        if a.netns_id.is_some_and(|want| want != id) {
+            return Err(Error::new(
+                cni::code::INVALID_NETNS,
+                format!("dhcp: {} is no longer the namespace of the lease", a.netns),
+            ));
+        }
         let nl = link::Netlink::in_netns(&ns).map_err(|e| Error::internal(e.to_string()))?;
         let l = nl
             .link_by_name(&a.ifname)

@@ -73,6 +73,23 @@ pub struct Client {
     options: LeaseOptions,
     timing: Timing,
     cancel: Option<Arc<AtomicBool>>,
+    ns_id: NamespaceId,
+}
+
+/// A namespace's identity: the device and inode of its nsfs file.
+pub type NamespaceId = (u64, u64);
+
+pub fn namespace_id(ns: &NetNs) -> Result<NamespaceId> {
+    // SAFETY: fstat on a descriptor `ns` keeps open, into a local.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(ns.raw_fd(), &mut st) } != 0 {
+        return Err(ExchangeError::Interface(format!(
+            "stat {}: {}",
+            ns.path().display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok((st.st_dev, st.st_ino))
 }
 
 fn random_u32() -> u32 {
@@ -101,9 +118,20 @@ impl Client {
         options: &LeaseOptions,
         timing: Timing,
         wait: bool,
+        expect_ns: Option<NamespaceId>,
     ) -> Result<Self> {
         let ns = NetNs::open(netns)
             .map_err(|e| ExchangeError::Interface(format!("open netns {netns}: {e}")))?;
+        let ns_id = namespace_id(&ns)?;
+        if let Some(want) = expect_ns
+            && want != ns_id
+        {
+            // A /proc/<pid>/ns/net path after the process is gone (or a
+            // reboot) may name somebody else's namespace.
+            return Err(ExchangeError::Interface(format!(
+                "{netns} is no longer the namespace the lease was taken in"
+            )));
+        }
         let nl = link::Netlink::in_netns(&ns)
             .map_err(|e| ExchangeError::Interface(format!("netlink in {netns}: {e}")))?;
         // A main plugin may run IPAM while it is still creating the
@@ -144,7 +172,13 @@ impl Client {
             options: options.clone(),
             timing,
             cancel: None,
+            ns_id,
         })
+    }
+
+    /// The namespace this client works in.
+    pub fn namespace(&self) -> NamespaceId {
+        self.ns_id
     }
 
     /// Give up any exchange as soon as `flag` is set.

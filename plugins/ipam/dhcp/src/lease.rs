@@ -31,6 +31,10 @@ pub struct Attachment {
     pub ifname: String,
     /// The namespace path as the daemon opens it (`-hostprefix` applied).
     pub netns: String,
+    /// Device and inode of that namespace at ADD: a path that later names
+    /// another namespace is not used.
+    #[serde(default)]
+    pub netns_id: Option<(u64, u64)>,
     pub options: LeaseOptions,
 }
 
