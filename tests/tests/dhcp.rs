@@ -981,3 +981,33 @@ fn a_reused_namespace_path_is_not_the_lease_namespace() {
     assert!(!lan.released(&ip_of(&r)), "released from another namespace");
     assert_eq!(d.records(), 0);
 }
+
+/// ADD again for the same attachment in another namespace (a runtime
+/// retrying with a fresh netns) takes a lease there instead of returning
+/// the old namespace's.
+#[test]
+fn add_again_from_another_namespace_takes_a_new_lease_there() {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    let d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let c = conf(&d.socket, json!({}));
+    let (a, b) = (lan.container(), lan.container());
+    call(&plugin("dhcp"), "ADD", "re", Some(&a), &c, &host).expect_ok();
+    let rb = call(&plugin("dhcp"), "ADD", "re", Some(&b), &c, &host).expect_ok();
+    configure(&b, &rb);
+    assert_eq!(d.records(), 1);
+    let record = fs::read_dir(&d.state)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let lease: Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    assert_eq!(lease["attachment"]["netns"], b.path_str());
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = rb.clone();
+    call(&plugin("dhcp"), "CHECK", "re", Some(&b), &with_prev, &host).expect_ok();
+    call(&plugin("dhcp"), "DEL", "re", Some(&b), &c, &host).expect_ok();
+    assert!(lan.released(&ip_of(&rb)));
+}

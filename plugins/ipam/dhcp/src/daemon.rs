@@ -142,13 +142,23 @@ impl Daemon {
     fn add(self: &Arc<Self>, req: Request) -> Result<Binding, Error> {
         let id = client_id(&req.container_id, &req.network, &req.ifname);
         let _busy = self.claim(&id);
+        let netns_path = format!("{}{}", self.flags.host_prefix, req.netns);
+        let same_ns = |a: &Attachment| {
+            a.netns == netns_path
+                && netns::NetNs::open(&a.netns)
+                    .ok()
+                    .and_then(|ns| crate::exchange::namespace_id(&ns).ok())
+                    == a.netns_id
+        };
         if let Some(h) = lock(&self.leases).get(&id) {
             let l = lock(&h.lease);
-            if !l.binding.expired() && l.attachment.options == req.options {
+            if !l.binding.expired() && l.attachment.options == req.options && same_ns(&l.attachment)
+            {
                 return Ok(l.binding.clone());
             }
         }
-        // A stale lease of the same id (expired, or other options) goes.
+        // A stale lease of the same id (expired, other options, another
+        // namespace) goes.
         self.forget(&id, true);
         if req.netns.is_empty() {
             return Err(Error::invalid_env("CNI_NETNS is required for ADD"));
@@ -158,7 +168,7 @@ impl Daemon {
             container_id: req.container_id,
             network: req.network,
             ifname: req.ifname,
-            netns: format!("{}{}", self.flags.host_prefix, req.netns),
+            netns: netns_path,
             netns_id: None,
             options: req.options,
         };
