@@ -35,6 +35,7 @@ pub const PLUGINS: &[&str] = &[
     "ipvlan",
     "vlan",
     "bandwidth",
+    "dhcp",
 ];
 
 /// Where the Go reference plugins live (Debian's `containernetworking-plugins`).

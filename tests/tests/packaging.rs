@@ -29,8 +29,14 @@ const BINARIES: &[&str] = &[
     "ipvlan",
     "vlan",
     "bandwidth",
+    "dhcp",
     "cnictl",
 ];
+/// The dhcp daemon's systemd units (socket activation, as podman's docs ask).
+const SYSTEMD_UNITS: &[&str] = &["cni-dhcp.socket", "cni-dhcp.service"];
+/// Where the packages put them: the administrator's unit directory, which
+/// overrides the same-named units of the distribution's Go plugins.
+const UNIT_DIR: &str = "/etc/systemd/system";
 const BIN_DIR: &str = "/opt/cni/bin";
 const DOC_DIR: &str = "/usr/share/doc/cni-plugins";
 
@@ -121,6 +127,7 @@ fn release_build() -> PathBuf {
                 "macvlan",
                 "ipvlan",
                 "vlan",
+                "dhcp",
                 "runtime",
                 "demo",
             ] {
@@ -292,9 +299,19 @@ fn deb_ships_the_plugins_cnictl_and_the_example_conflists() {
         };
         assert_eq!(mode, want, "{path}");
     }
+    for unit in SYSTEMD_UNITS {
+        let path = format!("{UNIT_DIR}/{unit}");
+        assert_eq!(
+            files.get(&path).map(String::as_str),
+            Some("-rw-r--r--"),
+            "{path}"
+        );
+    }
     for path in files.keys() {
         assert!(
-            path.starts_with(&format!("{BIN_DIR}/")) || path.starts_with(&format!("{DOC_DIR}/")),
+            path.starts_with(&format!("{BIN_DIR}/"))
+                || path.starts_with(&format!("{DOC_DIR}/"))
+                || path.starts_with(&format!("{UNIT_DIR}/cni-dhcp.")),
             "{path}: the package installs only plugins and documentation (never /etc/cni/net.d)"
         );
     }
@@ -392,9 +409,19 @@ fn rpm_ships_the_same_files_with_license_and_requirements() {
         files.contains_key("/usr/share/licenses/cni-plugins/LICENSE"),
         "{listing}"
     );
+    for unit in SYSTEMD_UNITS {
+        let path = format!("{UNIT_DIR}/{unit}");
+        assert_eq!(
+            files.get(&path).map(String::as_str),
+            Some("-rw-r--r--"),
+            "{path}"
+        );
+    }
     for path in files.keys() {
         assert!(
-            path.starts_with(&format!("{BIN_DIR}/")) || path.starts_with("/usr/share/"),
+            path.starts_with(&format!("{BIN_DIR}/"))
+                || path.starts_with("/usr/share/")
+                || path.starts_with(&format!("{UNIT_DIR}/cni-dhcp.")),
             "{path}: unexpected location"
         );
     }
@@ -482,6 +509,12 @@ fn install_blocker() -> Option<String> {
     if Path::new(DOC_DIR).exists() {
         return Some(format!("{DOC_DIR} already exists"));
     }
+    for unit in SYSTEMD_UNITS {
+        let p = Path::new(UNIT_DIR).join(unit);
+        if p.exists() || p.is_symlink() {
+            return Some(format!("{} already exists", p.display()));
+        }
+    }
     let owners = Command::new("dpkg").args(["-S", BIN_DIR]).output();
     if owners.as_ref().is_ok_and(|o| o.status.success()) {
         return Some(format!(
@@ -511,6 +544,10 @@ fn machine_state() -> Vec<String> {
         "{BIN_DIR}: {:?}",
         integration::dir_entries(Path::new(BIN_DIR))
     ));
+    for unit in SYSTEMD_UNITS {
+        let p = Path::new(UNIT_DIR).join(unit);
+        v.push(format!("{}: exists={}", p.display(), p.exists()));
+    }
     v
 }
 

@@ -116,7 +116,9 @@ fn ipam_before_bridge<'a>(ctx: &Ctx<'a>, undo: &mut Rollback<'a>) -> Result<Opti
         .link_by_name(&s.bridge)
         .map_err(internal(format!("failed to lookup {:?}", s.bridge)))?
         .is_some();
-    if bridge_exists {
+    // dhcp needs the container's interface, which does not exist yet: it
+    // runs beside the veth's creation (its daemon waits for the interface).
+    if bridge_exists || crate::config::ipam_needs_interface(ipam) {
         return Ok(None);
     }
     let result = req.delegate_add(ipam)?;

@@ -262,6 +262,13 @@ fn requested_mac(req: &Request) -> Result<Option<MacAddr>> {
     Ok(Some(mac))
 }
 
+/// IPAM plugins that talk on the container's interface (dhcp runs its
+/// exchange there): ADD must create the interface first, DEL must call them
+/// before removing it.
+pub fn ipam_needs_interface(ipam: &str) -> bool {
+    ipam == "dhcp"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,10 +18,21 @@ pub fn del(req: &Request, s: &Settings) -> Result<()> {
     // The steps are independent, and each waits on something else (the
     // kernel tearing down a veth, the IPAM process, iptables/nft): run them
     // side by side.
+    // dhcp releases its lease from the container's interface, so it must
+    // run before the interface goes (the reference's order for every IPAM).
+    let mut early = Vec::new();
+    if let Some(ipam) = s
+        .ipam
+        .as_deref()
+        .filter(|i| crate::config::ipam_needs_interface(i))
+    {
+        early.push(req.delegate(ipam, Command::Del));
+    }
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let ipam = s
             .ipam
             .as_ref()
+            .filter(|i| !crate::config::ipam_needs_interface(i))
             .map(|ipam| scope.spawn(move || req.delegate(ipam, Command::Del)));
         let rules = scope.spawn(move || teardown_rules(req, s));
         let mut out = vec![delete_container_interface(req, s)];
@@ -35,7 +46,7 @@ pub fn del(req: &Request, s: &Settings) -> Result<()> {
         out
     });
     let mut first_error = None;
-    for e in results.into_iter().filter_map(|r| r.err()) {
+    for e in early.into_iter().chain(results).filter_map(|r| r.err()) {
         eprintln!("bridge DEL: {e}");
         first_error.get_or_insert(e);
     }
