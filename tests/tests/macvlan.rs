@@ -687,6 +687,84 @@ fn podman_style_static_ip_and_mac() {
     assert!(net.reservations().is_empty());
 }
 
+/// A conflist directory driven by `cnictl` and, when installed, `cnitool`
+/// from the host namespace of a [`Lan`], each with a private cache.
+struct Runtimes {
+    tmp: tempfile::TempDir,
+    conf_dir: std::path::PathBuf,
+    var_lib: std::path::PathBuf,
+    tools: Vec<String>,
+}
+
+impl Runtimes {
+    fn new() -> Runtimes {
+        let tmp = temp_dir("cnit-mv-rt");
+        let conf_dir = tmp.path().join("conf");
+        let var_lib = tmp.path().join("var-lib");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::create_dir_all(var_lib.join("cni")).unwrap();
+        let mut tools = vec!["cnictl".to_string()];
+        match ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
+            .iter()
+            .find(|p| std::path::Path::new(p).is_file())
+        {
+            Some(p) => tools.push(p.to_string()),
+            None => eprintln!("SKIPPED (cnitool part): cnitool not installed"),
+        }
+        Runtimes {
+            tmp,
+            conf_dir,
+            var_lib,
+            tools,
+        }
+    }
+
+    /// A bundled example conflist, made 1.0.0 (the installed cnitool may
+    /// predate 1.1.0; 1.0.0 has ADD, CHECK and DEL) and its first plugin's
+    /// master pointed at the test LAN; `edit` adjusts it before it is
+    /// written. Returns the network name.
+    fn install_example(&self, file: &str, edit: impl FnOnce(&mut Value)) -> String {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/runtimes/examples")
+            .join(file);
+        let mut list: Value = serde_json::from_slice(&std::fs::read(&example).unwrap()).unwrap();
+        list["cniVersion"] = json!("1.0.0");
+        list["plugins"][0]["master"] = json!("lan0");
+        edit(&mut list);
+        std::fs::write(self.conf_dir.join(file), list.to_string()).unwrap();
+        list["name"].as_str().unwrap().to_string()
+    }
+
+    /// `program args` in the host namespace with `env` (CNI_ARGS, CAP_ARGS).
+    fn run(&self, lan: &Lan, program: &str, args: &[&str], env: &[(&str, &str)]) {
+        let cni_path = integration::bin_dir().display().to_string();
+        let mut cmd = if program == "cnictl" {
+            let mut c = lan.host.command(plugin("cnictl"));
+            c.args(args).env("CNI_CACHE_DIR", self.var_lib.join("cni"));
+            c
+        } else {
+            // cnitool keeps its cache in /var/lib/cni: give it a private /var/lib.
+            let script = format!(
+                "mount --bind {} /var/lib && exec {program} \"$@\"",
+                self.var_lib.display()
+            );
+            let mut c = lan.host.command("unshare");
+            c.args(["-m", "sh", "-c", &script, "sh"]).args(args);
+            c
+        };
+        cmd.env("NETCONFPATH", &self.conf_dir)
+            .env("CNI_PATH", &cni_path)
+            .envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?} {env:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The runtimes' way in: the bundled example conflist (master and subnet
 /// pointed at the test LAN) driven by `cnictl`, and by `cnitool` when
 /// installed; each ADD reaches the server, CHECK passes, DEL leaves nothing.
@@ -696,82 +774,28 @@ fn example_conflist_under_cnictl_and_cnitool() {
         return;
     }
     let lan = Lan::new();
-    let tmp = temp_dir("cnit-mv-rt");
-    let conf_dir = tmp.path().join("conf");
-    let var_lib = tmp.path().join("var-lib");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    std::fs::create_dir_all(var_lib.join("cni")).unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/runtimes/examples/40-cni-rs-macvlan.conflist");
-    let mut list: Value = serde_json::from_slice(&std::fs::read(&example).unwrap()).unwrap();
-    let name = list["name"].as_str().unwrap().to_string();
-    // The installed cnitool may predate 1.1.0; 1.0.0 has ADD, CHECK and DEL.
-    list["cniVersion"] = json!("1.0.0");
-    list["plugins"][0]["master"] = json!("lan0");
-    list["plugins"][0]["ipam"]["ranges"] =
-        json!([[{"subnet": "192.168.50.0/24", "rangeStart": "192.168.50.100", "gateway": SERVER}]]);
-    list["plugins"][0]["ipam"]["dataDir"] = json!(tmp.path().join("ipam"));
-    std::fs::write(
-        conf_dir.join("40-cni-rs-macvlan.conflist"),
-        list.to_string(),
-    )
-    .unwrap();
-    let cni_path = integration::bin_dir().display().to_string();
-
-    let run = |program: &str, args: &[&str]| {
-        let out = if program == "cnictl" {
-            lan.host
-                .command(plugin("cnictl"))
-                .args(args)
-                .env("CNI_CACHE_DIR", var_lib.join("cni"))
-                .env("NETCONFPATH", &conf_dir)
-                .env("CNI_PATH", &cni_path)
-                .output()
-                .unwrap()
-        } else {
-            // cnitool keeps its cache in /var/lib/cni: give it a private /var/lib.
-            let script = format!(
-                "mount --bind {} /var/lib && exec {program} \"$@\"",
-                var_lib.display()
-            );
-            lan.host
-                .command("unshare")
-                .args(["-m", "sh", "-c", &script, "sh"])
-                .args(args)
-                .env("NETCONFPATH", &conf_dir)
-                .env("CNI_PATH", &cni_path)
-                .output()
-                .unwrap()
-        };
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let mut tools = vec!["cnictl".to_string()];
-    match ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
-        .iter()
-        .find(|p| std::path::Path::new(p).is_file())
-    {
-        Some(p) => tools.push(p.to_string()),
-        None => eprintln!("SKIPPED (cnitool part): cnitool not installed"),
-    }
-    for (i, tool) in tools.iter().enumerate() {
+    let rt = Runtimes::new();
+    let ipam_dir = rt.tmp.path().join("ipam");
+    let name = rt.install_example("40-cni-rs-macvlan.conflist", |list| {
+        list["plugins"][0]["ipam"]["ranges"] = json!([[
+            {"subnet": "192.168.50.0/24", "rangeStart": "192.168.50.100", "gateway": SERVER}
+        ]]);
+        list["plugins"][0]["ipam"]["dataDir"] = json!(ipam_dir);
+    });
+    for (i, tool) in rt.tools.iter().enumerate() {
         let ctr = Netns::bare("cnit-mvctr");
         // host-local hands out the next address after the last one it gave.
         let want = format!("192.168.50.{}/24", 100 + i);
         let ns = ctr.path_str();
-        run(tool, &["add", &name, &ns]);
+        rt.run(&lan, tool, &["add", &name, &ns], &[]);
         assert_eq!(global_addresses(&ctr, "eth0"), [want], "{tool}");
         assert_eq!(link_shape(&ctr, "eth0")["kind"], "macvlan");
         assert!(ctr.ping(SERVER), "{tool}: cannot reach the server");
-        run(tool, &["check", &name, &ns]);
-        run(tool, &["del", &name, &ns]);
+        rt.run(&lan, tool, &["check", &name, &ns], &[]);
+        rt.run(&lan, tool, &["del", &name, &ns], &[]);
         assert!(only_lo(&ctr), "{tool}: left {:?}", ctr.links());
         assert!(
-            dir_entries(&tmp.path().join("ipam").join(&name))
+            dir_entries(&ipam_dir.join(&name))
                 .iter()
                 .all(|f| f == "lock" || f.starts_with("last_reserved_ip"))
         );
@@ -869,4 +893,178 @@ fn dual_stack_reaches_the_server_over_both_families() {
     net.run("DEL", &lan.host, &ctr, "c1").expect_ok();
     assert!(only_lo(&ctr));
     assert!(net.reservations().is_empty());
+}
+
+/// static IPAM on the test LAN: a fixed address with the server as gateway,
+/// a default route and a route to 10.77.0.0/16 (the server's loopback
+/// 10.77.0.1) via the server.
+fn static_ipam() -> Value {
+    json!({
+        "type": "static",
+        "addresses": [{"address": "192.168.50.30/24", "gateway": SERVER}],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.77.0.0/16", "gw": SERVER}],
+    })
+}
+
+/// Issue's "macvlan + static reaches a server namespace on the LAN", the
+/// way runtimes do it: the bundled macvlan + static example under `cnictl`
+/// and `cnitool` (when installed), with the configured address, with CNI_ARGS
+/// `IgnoreUnknown=1;IP=…;GATEWAY=…` (appended; without `IgnoreUnknown`
+/// macvlan refuses the keys, as the reference does) and with the `ips` and
+/// `mac` capabilities (`runtimeConfig`, replacing the configured address). Each ADD reaches the
+/// server over the static routes, CHECK passes, DEL leaves nothing.
+#[test]
+fn macvlan_and_static_under_cnictl_and_cnitool() {
+    if !can_run() {
+        return;
+    }
+    let lan = Lan::new();
+    lan.server
+        .run_ok("ip", &["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    let rt = Runtimes::new();
+    let name = rt.install_example("41-cni-rs-macvlan-static.conflist", |list| {
+        list["plugins"][0]["ipam"] = static_ipam();
+    });
+    // (runtime environment, the container's addresses)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+    let cases: [Case; 3] = [
+        (&[], &["192.168.50.30/24"]),
+        (
+            &[(
+                "CNI_ARGS",
+                "IgnoreUnknown=1;IP=192.168.50.31/24;GATEWAY=192.168.50.1",
+            )],
+            &["192.168.50.30/24", "192.168.50.31/24"],
+        ),
+        (
+            &[(
+                "CAP_ARGS",
+                r#"{"ips": ["192.168.50.32/24"], "mac": "02:00:00:00:00:32"}"#,
+            )],
+            &["192.168.50.32/24"],
+        ),
+    ];
+    for tool in &rt.tools {
+        for (env, want) in cases {
+            let ctr = Netns::bare("cnit-mvctr");
+            let ns = ctr.path_str();
+            rt.run(&lan, tool, &["add", &name, &ns], env);
+            let mut got = global_addresses(&ctr, "eth0");
+            got.sort();
+            assert_eq!(got, want, "{tool} {env:?}");
+            assert_eq!(link_shape(&ctr, "eth0")["kind"], "macvlan");
+            let r = routes(&ctr);
+            assert!(
+                r.iter()
+                    .any(|l| l.starts_with("10.77.0.0/16 via 192.168.50.1 dev eth0")),
+                "{tool} {env:?}: {r:?}"
+            );
+            if env.is_empty() || env[0].0 == "CNI_ARGS" {
+                assert!(
+                    r.iter()
+                        .any(|l| l.starts_with("default via 192.168.50.1 dev eth0")),
+                    "{tool} {env:?}: {r:?}"
+                );
+            } else {
+                assert_eq!(
+                    link_details(&ctr, "eth0")["address"],
+                    "02:00:00:00:00:32",
+                    "{tool}"
+                );
+            }
+            assert!(ctr.ping(SERVER), "{tool} {env:?}: cannot reach the server");
+            assert!(
+                ctr.ping("10.77.0.1"),
+                "{tool} {env:?}: the static route does not reach the server"
+            );
+            rt.run(&lan, tool, &["check", &name, &ns], env);
+            rt.run(&lan, tool, &["del", &name, &ns], env);
+            assert!(only_lo(&ctr), "{tool} {env:?}: left {:?}", ctr.links());
+            assert!(routes(&ctr).is_empty(), "{tool} {env:?}");
+        }
+    }
+}
+
+/// The Go macvlan with the Go static and ours with ours, same
+/// configuration: the same result, addresses and routes in the container,
+/// with configured addresses, CNI_ARGS `IP`/`GATEWAY`, `args.cni.ips` and
+/// `runtimeConfig.ips`; each DELs the other's attachment.
+#[test]
+fn macvlan_and_static_same_as_the_go_plugins_and_cross_del() {
+    if !can_run() {
+        return;
+    }
+    let Some(go) = reference_plugin("macvlan") else {
+        return;
+    };
+    if reference_plugin("static").is_none() {
+        return;
+    }
+    let lan = Lan::new();
+    let cases = [
+        (json!({}), ""),
+        (
+            json!({}),
+            "IgnoreUnknown=1;IP=192.168.50.31/24,192.168.50.41/24;GATEWAY=192.168.50.1",
+        ),
+        (json!({"args": {"cni": {"ips": ["192.168.50.33/24"]}}}), ""),
+        (json!({"runtimeConfig": {"ips": ["192.168.50.32/24"]}}), ""),
+    ];
+    for (extra, args) in cases {
+        let ours_ctr = Netns::bare("cnit-mvctr");
+        let go_ctr = Netns::bare("cnit-mvctr");
+        let mut extra = extra;
+        extra["ipam"] = static_ipam();
+        let ours = Net::new(extra.clone());
+        let theirs = Net::with_plugin(go.clone(), "192.168.50.0/24", extra.clone());
+        let ours_r = ours
+            .inv("ADD", &ours_ctr, "o")
+            .args(args)
+            .run(&lan.host)
+            .expect_ok();
+        let go_r = theirs
+            .inv("ADD", &go_ctr, "g")
+            .args(args)
+            .cni_path("/usr/lib/cni")
+            .run(&lan.host)
+            .expect_ok();
+        let what = format!("{extra} {args}");
+        assert_eq!(
+            normalize_result(ours_r.clone()),
+            normalize_result(go_r),
+            "{what}"
+        );
+        let ours_addrs = global_addresses(&ours_ctr, "eth0");
+        assert!(!ours_addrs.is_empty(), "{what}");
+        assert_eq!(ours_addrs, global_addresses(&go_ctr, "eth0"), "{what}");
+        assert_eq!(routes(&ours_ctr), routes(&go_ctr), "{what}");
+        assert!(
+            routes(&ours_ctr)
+                .iter()
+                .any(|l| l.starts_with("10.77.0.0/16 via 192.168.50.1 dev eth0")),
+            "{what}"
+        );
+        ours.check(&lan.host, &ours_ctr, "o", &ours_r).expect_ok();
+        // Cross-DEL: each removes the link the other made.
+        Invocation::new(&go, "DEL")
+            .container_id("o")
+            .netns(&ours_ctr)
+            .config(&ours.conf)
+            .args(args)
+            .cni_path("/usr/lib/cni")
+            .run(&lan.host)
+            .expect_ok();
+        assert!(only_lo(&ours_ctr), "{what}");
+        Invocation::new(plugin("macvlan"), "DEL")
+            .container_id("g")
+            .netns(&go_ctr)
+            .config(&theirs.conf)
+            .args(args)
+            .run(&lan.host)
+            .expect_ok();
+        assert!(only_lo(&go_ctr), "{what}");
+    }
 }
