@@ -16,7 +16,14 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const PACKAGE: &str = "cni-plugins";
-const BINARIES: &[&str] = &["bridge", "host-local", "loopback", "portmap", "tuning", "cnictl"];
+const BINARIES: &[&str] = &[
+    "bridge",
+    "host-local",
+    "loopback",
+    "portmap",
+    "tuning",
+    "cnictl",
+];
 const BIN_DIR: &str = "/opt/cni/bin";
 const DOC_DIR: &str = "/usr/share/doc/cni-plugins";
 

@@ -509,6 +509,97 @@ fn kill_during_add_then_del_leaves_nothing_nftables() {
     crash_during_add("nftables", if stress() { 200 } else { 16 });
 }
 
+/// tuning in the chain: SIGKILL its ADD at random points, then its DEL must
+/// put back every link attribute and sysctl and remove its record.
+#[test]
+fn kill_during_tuning_add_then_del_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::new("cnit-rel-ctr");
+    let chain = Chain::new("iptables");
+    let records = temp_dir("cnit-rel-tuning");
+    let prev = chain.add("tun", 8080, &ctr, &host).unwrap();
+    let mut conf = json!({
+        "cniVersion": "1.0.0",
+        "name": NET,
+        "type": "tuning",
+        "dataDir": records.path(),
+        "sysctl": {
+            "net.ipv4.conf.IFNAME.arp_ignore": "2",
+            "net.ipv4.conf.IFNAME.rp_filter": "2",
+            "net.core.somaxconn": "999",
+        },
+        "mac": "0a:58:0a:4d:00:aa",
+        "mtu": 1300,
+        "promisc": true,
+        "allmulti": true,
+        "txQLen": 55,
+    });
+    conf["prevResult"] = prev.clone();
+    let keys = [
+        "net/ipv4/conf/eth0/arp_ignore",
+        "net/ipv4/conf/eth0/rp_filter",
+        "net/core/somaxconn",
+    ];
+    let state = || {
+        let mut s = stable_snapshot(&ctr);
+        for k in keys {
+            s.push_str(&ctr.run_ok("cat", &[&format!("/proc/sys/{k}")]));
+        }
+        s
+    };
+    let baseline = state();
+    let del = |conf: &Value| {
+        Invocation::new(plugin("tuning"), "DEL")
+            .container_id("tun")
+            .netns(&ctr)
+            .config(conf)
+            .run(&host)
+            .expect_ok();
+    };
+    let t = Instant::now();
+    Invocation::new(plugin("tuning"), "ADD")
+        .container_id("tun")
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    let span = u64::try_from(t.elapsed().as_micros()).unwrap().max(1000) * 6 / 5;
+    assert_ne!(state(), baseline, "ADD changed nothing");
+    del(&conf);
+    assert_same(
+        &state(),
+        &baseline,
+        "container after an undisturbed ADD and DEL",
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut rng = Rng(seed);
+    let rounds = if stress() { 100 } else { 16 };
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % span);
+        run_and_kill("tuning", "ADD", &conf, "tun", &ctr, &host, delay);
+        del(&conf);
+        assert_same(
+            &state(),
+            &baseline,
+            &format!("round {round}: container (seed {seed}, kill after {delay:?})"),
+        );
+        assert_eq!(
+            integration::dir_entries(records.path()),
+            Vec::<String>::new(),
+            "round {round}: record left (seed {seed}, {delay:?})"
+        );
+    }
+    chain.del("tun", 8080, Some(&prev), &ctr, &host).unwrap();
+    assert_eq!(host_veths(&host), Vec::<String>::new());
+}
+
 // ------------------------------------------------------------ bad input
 
 /// One malformed case: which plugin, what to send, what must come back.
