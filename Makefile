@@ -3,7 +3,7 @@
 PREFIX  ?= /opt/cni/bin
 DESTDIR ?=
 CARGO   ?= cargo
-PLUGINS := bridge host-local loopback portmap tuning
+PLUGINS := bridge host-local loopback portmap tuning firewall
 TOOLS   := cnictl
 
 .PHONY: help build test test-unit demo install install-config lint fmt clean need-root

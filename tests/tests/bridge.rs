@@ -1160,6 +1160,93 @@ fn gc_removes_macspoofchk_chains_of_unlisted_attachments_on_its_own_bridge_only(
     assert!(!nft.contains("cni-br-iface"), "{nft}");
 }
 
+/// `nft --debug=netlink list table bridge nat`: each rule's expressions,
+/// under its chain's name (handles left out).
+fn bridge_nat_expressions(ns: &Netns) -> String {
+    ns.run_ok(
+        "nft",
+        &["--debug=netlink", "list", "table", "bridge", "nat"],
+    )
+    .lines()
+    .map(|l| match l.strip_prefix("bridge nat ") {
+        Some(rest) => rest.split(' ').next().unwrap_or_default().to_string(),
+        None => l.to_string(),
+    })
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// macspoofchk is written over netlink: the same expressions as `nft`
+/// makes of the reference's rule text, no `nft` process, and the Go
+/// bridge's DEL removes our rules and ours the Go bridge's.
+#[test]
+fn macspoofchk_rules_are_the_references_over_netlink_and_either_bridge_removes_the_others() {
+    if !can_run() {
+        return;
+    }
+    let Some(reference) = reference_plugin("bridge") else {
+        return;
+    };
+    let ref_dir = reference.parent().unwrap().display().to_string();
+    let t = Topology::new(2);
+    let (host, c1, c2) = (&t.host, &t.containers[0], &t.containers[1]);
+    let net = Net::new(
+        &["10.27.0.0/24"],
+        json!({"cniVersion": "1.0.0", "isGateway": true, "macspoofchk": true}),
+    );
+    // No nft in PATH: the plugin must not need it.
+    let r = Invocation::new(plugin("bridge"), "ADD")
+        .container_id("ctrmac1")
+        .netns(c1)
+        .config(&net.conf)
+        .env("PATH", "/nonexistent")
+        .run(host)
+        .expect_ok();
+    let host_veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let mac = r["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    let id = "ctrmac1-eth0";
+    let script = format!(
+        "add table bridge nat\n\
+         add chain bridge nat PREROUTING {{ type filter hook prerouting priority -300; policy accept; }}\n\
+         add chain bridge nat cni-br-iface-{id}\n\
+         add chain bridge nat cni-br-iface-{id}-mac\n\
+         add rule bridge nat PREROUTING iifname \"{host_veth}\" jump cni-br-iface-{id} comment \"macspoofchk-{id}\"\n\
+         add rule bridge nat cni-br-iface-{id} jump cni-br-iface-{id}-mac comment \"macspoofchk-{id}\"\n\
+         add rule bridge nat cni-br-iface-{id}-mac ether saddr {mac} return comment \"macspoofchk-{id}\"\n\
+         add rule bridge nat cni-br-iface-{id}-mac drop comment \"macspoofchk-{id}\"\n"
+    );
+    let twin = Netns::new("cnit-host");
+    let mut load = twin.command("nft");
+    load.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = load.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(bridge_nat_expressions(host), bridge_nat_expressions(&twin));
+    net.check(host, c1, "ctrmac1", &r).expect_ok();
+
+    // The Go bridge adds a second container; ours removes it.
+    Invocation::new(&reference, "ADD")
+        .container_id("ctrmac2")
+        .netns(c2)
+        .cni_path(&ref_dir)
+        .config(&net.conf)
+        .run(host)
+        .expect_ok();
+    let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
+    assert!(nft.contains("cni-br-iface-ctrmac2-eth0-mac"), "{nft}");
+    net.del(host, c2, "ctrmac2");
+    // And the Go bridge removes ours.
+    Invocation::new(&reference, "DEL")
+        .container_id("ctrmac1")
+        .netns(c1)
+        .cni_path(&ref_dir)
+        .config(&net.conf)
+        .run(host)
+        .expect_ok();
+    let nft = host.run_ok("nft", &["list", "table", "bridge", "nat"]);
+    assert!(!nft.contains("ctrmac"), "{nft}");
+}
+
 /// A fake IPAM plugin (a shell script) that logs each verb it is run for
 /// and answers ADD with `add_result`.
 fn fake_ipam(dir: &Path, add_result: &Value) -> std::path::PathBuf {

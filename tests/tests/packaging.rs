@@ -22,6 +22,7 @@ const BINARIES: &[&str] = &[
     "loopback",
     "portmap",
     "tuning",
+    "firewall",
     "cnictl",
 ];
 const BIN_DIR: &str = "/opt/cni/bin";
@@ -106,6 +107,7 @@ fn release_build() -> PathBuf {
                 "host-local",
                 "loopback",
                 "portmap",
+                "firewall",
                 "runtime",
                 "demo",
             ] {

@@ -5,6 +5,8 @@
 //!   veth or rule left (the host is exactly as before).
 //! - Crash injection: the plugin process group is SIGKILLed at many points
 //!   of ADD; DEL then leaves nothing behind and a later ADD works.
+//! - The same for the firewall plugin alone (no prevResult on the DEL
+//!   that follows a killed ADD: its record is what DEL goes by).
 //! - A corpus of malformed configurations, results and environments against
 //!   every plugin: the right CNI error code, a message naming the field, no
 //!   change to the system, no panic.
@@ -509,6 +511,96 @@ fn kill_during_add_then_del_leaves_nothing_nftables() {
     crash_during_add("nftables", if stress() { 200 } else { 16 });
 }
 
+/// firewall ADD killed at random points, then the runtime's DEL without a
+/// prevResult (a failed ADD leaves no cached result): the record written
+/// before any rule lets DEL remove whatever the ADD got to.
+fn crash_during_firewall_add(backend: &str, rounds: usize) {
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::bare("cnit-rel-ctr");
+    let data = temp_dir("cnit-rel-fw");
+    let conf = |prev: Option<&Value>| {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": NET, "type": "firewall",
+            "backend": backend, "ingressPolicy": "same-bridge", "dataDir": data.path(),
+        });
+        if let Some(p) = prev {
+            c["prevResult"] = p.clone();
+        }
+        c
+    };
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "rel0"}, {"name": "eth0", "sandbox": ctr.path_str()}],
+        "ips": [{"address": "10.77.0.2/16", "interface": 1},
+                {"address": "fd77::2/64", "interface": 1}]});
+    let call = |verb: &str, c: &Value| {
+        Invocation::new(plugin("firewall"), verb)
+            .container_id("fwcrash")
+            .netns(&ctr)
+            .config(c)
+            .run(&host)
+    };
+    // The shared chains and the bridge's isolation rules stay after DEL:
+    // made once, untimed, so the baseline holds them.
+    call("ADD", &conf(Some(&prev))).expect_ok();
+    call("DEL", &conf(Some(&prev))).expect_ok();
+    let baseline = stable_snapshot(&host);
+    let t = Instant::now();
+    call("ADD", &conf(Some(&prev))).expect_ok();
+    let span = u64::try_from(t.elapsed().as_micros()).unwrap().max(1000) * 6 / 5;
+    call("DEL", &conf(None)).expect_ok();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("crash_during_firewall_add({backend}): seed {seed}, ADD {span} µs window");
+    let mut rng = Rng(seed);
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % span);
+        run_and_kill(
+            "firewall",
+            "ADD",
+            &conf(Some(&prev)),
+            "fwcrash",
+            &ctr,
+            &host,
+            delay,
+        );
+        let del = call("DEL", &conf(None));
+        assert!(
+            del.success(),
+            "round {round}: DEL failed (seed {seed}, {delay:?}): {}",
+            del.stdout
+        );
+        assert_same(
+            &stable_snapshot(&host),
+            &baseline,
+            &format!("round {round}: host (seed {seed}, kill after {delay:?})"),
+        );
+        let left: Vec<String> = integration::dir_tree(data.path())
+            .into_iter()
+            .filter(|f| f.contains("fwcrash"))
+            .collect();
+        assert!(left.is_empty(), "round {round}: record left: {left:?}");
+    }
+}
+
+#[test]
+fn kill_during_firewall_add_then_del_leaves_nothing_iptables() {
+    if !can_run() {
+        return;
+    }
+    crash_during_firewall_add("iptables", if stress() { 200 } else { 16 });
+}
+
+#[test]
+fn kill_during_firewall_add_then_del_leaves_nothing_nftables() {
+    if !can_run() {
+        return;
+    }
+    crash_during_firewall_add("nftables", if stress() { 200 } else { 12 });
+}
+
 /// tuning in the chain: SIGKILL its ADD at random points, then its DEL must
 /// put back every link attribute and sysctl and remove its record.
 #[test]
@@ -628,6 +720,13 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
             json!({"cniVersion": "1.0.0", "name": "badnet", "type": "host-local", "ipam": ipam})
         }
         "loopback" => json!({"cniVersion": "1.0.0", "name": "badnet", "type": "loopback"}),
+        "firewall" => json!({
+            "cniVersion": "1.0.0", "name": "badnet", "type": "firewall",
+            "backend": "iptables", "dataDir": data.join("firewall"),
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "bad0"}, {"name": "eth0", "sandbox": "/x"}],
+                "ips": [{"address": "10.66.0.2/24", "interface": 1}]},
+        }),
         _ => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "portmap",
             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
@@ -1066,6 +1165,79 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
             what,
             "portmap",
             with("portmap", data, path, value),
+            codes,
+            mentions,
+        ));
+    }
+    for (what, path, value, codes, mentions) in [
+        (
+            "firewall backend unknown",
+            "backend",
+            json!("pf"),
+            &[7u64][..],
+            &["backend", "pf"][..],
+        ),
+        (
+            "firewall ingressPolicy unknown",
+            "ingressPolicy",
+            json!("closed"),
+            &[7],
+            &["ingress policy", "closed"],
+        ),
+        (
+            "firewall ingressPolicy wrong type",
+            "ingressPolicy",
+            json!(1),
+            &[7],
+            &["ingressPolicy"],
+        ),
+        (
+            "firewall admin chain as options",
+            "iptablesAdminChainName",
+            json!("-j ACCEPT"),
+            &[7],
+            &["iptablesAdminChainName"],
+        ),
+        (
+            "firewall admin chain built in",
+            "iptablesAdminChainName",
+            json!("INPUT"),
+            &[7],
+            &["iptablesAdminChainName", "INPUT"],
+        ),
+        (
+            "firewall zone with a slash",
+            "firewalldZone",
+            json!("../trusted"),
+            &[7],
+            &["firewalldZone"],
+        ),
+        (
+            "firewall dataDir relative",
+            "dataDir",
+            json!("run/cni"),
+            &[7],
+            &["dataDir"],
+        ),
+        (
+            "firewall prevResult address not an address",
+            "prevResult.ips.0.address",
+            json!("10.66.0.300/24"),
+            &[6, 7],
+            &["prevResult", "address"],
+        ),
+        (
+            "firewall without prevResult",
+            "prevResult",
+            Value::Null,
+            &[999],
+            &["missing prevResult"],
+        ),
+    ] {
+        cases.push(case(
+            what,
+            "firewall",
+            with("firewall", data, path, value),
             codes,
             mentions,
         ));

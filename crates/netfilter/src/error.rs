@@ -42,6 +42,9 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
+    /// An nf_tables netlink request failed.
+    #[error("nf_tables netlink: {0}")]
+    Netlink(io::Error),
     /// Several independent steps failed (teardown keeps going after an error).
     #[error("{}", join(.0))]
     Several(Vec<Error>),

@@ -58,8 +58,10 @@
 //! [`gc_hostports`]. UDP conntrack entries for mapped ports are removed with
 //! [`conntrack::delete_udp_entries_for_ports`] (netlink, no process).
 
+pub mod bridge_filter;
 mod error;
 mod exec;
+pub mod firewall;
 mod hostports;
 mod iptables;
 mod lock;

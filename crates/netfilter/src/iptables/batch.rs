@@ -18,7 +18,7 @@ fn quote(token: &str) -> String {
     }
 }
 
-fn render(args: &[String]) -> String {
+pub(crate) fn render(args: &[String]) -> String {
     args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
 }
 
@@ -66,8 +66,9 @@ impl Batch {
         self.lines.push(format!("-X {chain}"));
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::from("*nat\n");
+    /// The batch for `table` (`*nat`, `*filter`).
+    pub fn render_table(&self, table: &str) -> String {
+        let mut out = format!("*{table}\n");
         for l in &self.lines {
             out.push_str(l);
             out.push('\n');
@@ -101,7 +102,7 @@ mod tests {
         ];
         b.append("X", &rule);
         assert_eq!(
-            b.render(),
+            b.render_table("nat"),
             "*nat\n-A X -m comment --comment \"name: \\\"n\\\" id: \\\"c\\\"\" -j ACCEPT\nCOMMIT\n"
         );
     }

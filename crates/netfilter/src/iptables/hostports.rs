@@ -735,7 +735,28 @@ mod tests {
             // this container and the first.
             assert_eq!(ours.matches("-m multiport --dports").count(), 12, "{ours}");
         }
-        // Free-form conditions are not translated: iptables-restore it is.
+        // Interface conditions are encoded as iptables-nft encodes them.
+        let iface_v4 = ["-i".to_string(), "eth0".to_string()];
+        let iface_v6 = ["!".to_string(), "-o".to_string(), "lo".to_string()];
+        let hp = HostPorts {
+            network: "n",
+            container_id: "ctr",
+            ipv4: Some("10.0.0.2/24".parse().expect("address")),
+            ipv6: Some("2001:db8::2/64".parse().expect("address")),
+            mappings: &maps[..2],
+            snat: Snat::MarkBit(13),
+            masq_all: false,
+            conditions_v4: &iface_v4,
+            conditions_v6: &iface_v6,
+        };
+        assert_eq!(state_after(true, &hp), state_after(false, &hp));
+        // Other free-form conditions are not translated: iptables-restore it is.
+        let mark = [
+            "-m".to_string(),
+            "mark".to_string(),
+            "--mark".to_string(),
+            "0x1".to_string(),
+        ];
         let c = container_rules(
             &HostPorts {
                 network: "n",
@@ -745,11 +766,11 @@ mod tests {
                 mappings: &maps,
                 snat: Snat::MarkBit(13),
                 masq_all: false,
-                conditions_v4: &["-i".into(), "eth0".into()],
+                conditions_v4: &mark,
                 conditions_v6: &[],
             },
             "10.0.0.2/24".parse().expect("address"),
-            &["-i".to_string(), "eth0".to_string()],
+            &mark,
         );
         assert!(xtrules::translate(Family::V4, &c.entries[0]).is_none());
     }

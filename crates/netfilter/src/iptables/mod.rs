@@ -2,6 +2,7 @@
 //! `iptables-restore --noflush` to change, per address family.
 
 mod batch;
+pub(crate) mod firewall;
 mod hostports;
 mod masquerade;
 mod save;
@@ -55,12 +56,17 @@ impl Family {
     /// iptables binary is installed. (`/proc/thread-self/net` is the
     /// thread's namespace; the file is absent without the legacy module.)
     fn legacy_nat_loaded(self) -> bool {
+        self.legacy_loaded("nat")
+    }
+
+    /// Whether an iptables-legacy table `table` exists (see above).
+    fn legacy_loaded(self, table: &str) -> bool {
         let file = match self {
             Family::V4 => "/proc/thread-self/net/ip_tables_names",
             Family::V6 => "/proc/thread-self/net/ip6_tables_names",
         };
         std::fs::read_to_string(file)
-            .map(|names| names.lines().any(|l| l.trim() == "nat"))
+            .map(|names| names.lines().any(|l| l.trim() == table))
             .unwrap_or(false)
     }
 
@@ -230,12 +236,23 @@ pub fn read_chains(family: Family, listed: &[&str], known: &[String]) -> Result<
 
 /// Apply `batch` atomically; nothing changes if any line fails.
 pub fn apply(family: Family, batch: &Batch) -> Result<()> {
+    apply_table(family, "nat", batch)
+}
+
+/// [`apply`] for another table.
+pub fn apply_table(family: Family, table: &str, batch: &Batch) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
     Program::find(family.restore_program())?
-        .run(&["--noflush", "-w"], Some(&batch.render()))
+        .run(&["--noflush", "-w"], Some(&batch.render_table(table)))
         .map(|_| ())
+}
+
+/// The `filter` table of `family` as `iptables-save -t filter` prints it.
+pub fn read_filter(family: Family) -> Result<NatTable> {
+    let out = Program::find(family.save_program())?.run(&["-t", "filter"], None)?;
+    Ok(NatTable::parse_table(&out, "filter"))
 }
 
 /// How often a read-modify-write is retried when the table changed between

@@ -49,11 +49,16 @@ impl Rule {
 
 impl NatTable {
     pub fn parse(output: &str) -> NatTable {
+        NatTable::parse_table(output, "nat")
+    }
+
+    /// Another table of an `iptables-save` output (`filter`).
+    pub fn parse_table(output: &str, wanted: &str) -> NatTable {
         let mut table = NatTable::default();
         let mut in_nat = false;
         for line in output.lines() {
             if let Some(name) = line.strip_prefix('*') {
-                in_nat = name == "nat";
+                in_nat = name == wanted;
             } else if !in_nat {
                 continue;
             } else if let Some(decl) = line.strip_prefix(':') {

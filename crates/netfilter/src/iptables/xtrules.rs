@@ -12,7 +12,8 @@ use ipnetwork::IpNetwork;
 
 use super::Family;
 use crate::nfnl::writer::{
-    Expr, accept, counter, jump, l4proto_eq, port_eq, prefix_match, xt_match, xt_target,
+    Expr, accept, counter, drop, iface_match, jump, l4proto_eq, port_eq, prefix_match, return_,
+    xt_match, xt_target,
 };
 
 /// A translated rule: its expressions and the protocol iptables-nft
@@ -27,6 +28,33 @@ enum Match {
     Dport(u16),
     Comment(String),
     Multiport(Vec<u16>),
+    /// `-m conntrack --ctstate <states>`: the state mask.
+    Ctstate(u16),
+}
+
+/// `XT_CONNTRACK_STATE_BIT` of each `--ctstate` name.
+fn ctstate_mask(states: &str) -> Option<u16> {
+    states.split(',').try_fold(0u16, |mask, s| {
+        Some(
+            mask | match s {
+                "INVALID" => 1,
+                "ESTABLISHED" => 1 << 1,
+                "RELATED" => 1 << 2,
+                "NEW" => 1 << 3,
+                _ => return None,
+            },
+        )
+    })
+}
+
+/// `struct xt_conntrack_mtinfo3` for `--ctstate` alone: 168 bytes
+/// (XT_ALIGN'd), `match_flags` = XT_CONNTRACK_STATE at offset 146 and
+/// `state_mask` at 150, host order (as iptables-nft sends it).
+fn conntrack_info(state_mask: u16) -> Vec<u8> {
+    let mut info = vec![0u8; 168];
+    info[146..148].copy_from_slice(&1u16.to_ne_bytes());
+    info[150..152].copy_from_slice(&state_mask.to_ne_bytes());
+    info
 }
 
 fn network(family: Family, s: &str) -> Option<IpNetwork> {
@@ -113,6 +141,8 @@ pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
     // (network, equal): `! -d` compares for inequality.
     let (mut src, mut dst) = (None, None);
     let mut negate = false;
+    // (outgoing, name, equal) of `-i`/`-o`.
+    let mut ifaces: Vec<(bool, String, bool)> = vec![];
     let mut matches = vec![];
     let mut target = None;
     let mut it = args.iter().map(String::as_str);
@@ -139,8 +169,20 @@ pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
                 }
                 negate = false;
             }
+            "-i" | "-o" => {
+                let name = it.next()?;
+                // A trailing `+` is a prefix match, encoded differently.
+                if name.is_empty() || name.len() > 15 || name.ends_with('+') {
+                    return None;
+                }
+                ifaces.push((opt == "-o", name.to_string(), !negate));
+                negate = false;
+            }
             "-m" => match (it.next()?, it.next()?) {
                 ("comment", "--comment") => matches.push(Match::Comment(it.next()?.to_string())),
+                ("conntrack", "--ctstate") => {
+                    matches.push(Match::Ctstate(ctstate_mask(it.next()?)?))
+                }
                 // `-m multiport -p <proto> --destination-ports <list>`.
                 ("multiport", "-p") => {
                     proto = match it.next()? {
@@ -169,6 +211,8 @@ pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
                     }
                     "MASQUERADE" => xt_target("MASQUERADE", 0, &masquerade_info(family)),
                     "ACCEPT" => accept(),
+                    "DROP" => drop(),
+                    "RETURN" => return_(),
                     chain => jump(chain),
                 });
             }
@@ -180,6 +224,11 @@ pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
         }
     }
     let mut exprs = vec![];
+    // iptables-nft's order: `-i`, `-o`, protocol, addresses, matches.
+    ifaces.sort_by_key(|(out, _, _)| *out);
+    for (out, name, equal) in &ifaces {
+        exprs.extend(iface_match(*out, name, *equal));
+    }
     if proto != 0 {
         exprs.extend(l4proto_eq(proto));
     }
@@ -194,6 +243,7 @@ pub(super) fn translate(family: Family, args: &[String]) -> Option<XtRule> {
             Match::Dport(_) => return None,
             Match::Comment(c) => exprs.extend(xt_match("comment", 0, &comment_info(&c)?)),
             Match::Multiport(p) => exprs.extend(xt_match("multiport", 1, &multiport_info(&p)?)),
+            Match::Ctstate(mask) => exprs.extend(xt_match("conntrack", 3, &conntrack_info(mask))),
         }
     }
     exprs.extend(counter());

@@ -74,6 +74,11 @@ pub struct Compat<'a> {
 }
 
 impl Expr {
+    /// The expression's data attributes, undecoded.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Attribute `kind` of the expression's data.
     pub fn attr(&self, kind: u16) -> Option<&[u8]> {
         find(&self.data, kind)
@@ -103,6 +108,67 @@ impl Expr {
             rev: self.be32(NFTA_COMPAT_REV)?,
             info: self.attr(NFTA_COMPAT_INFO)?,
         })
+    }
+}
+
+/// Expressions built by the writer, read back as the reader sees them
+/// (to compare a wanted rule with one in the kernel).
+pub(crate) fn written(exprs: &[crate::nfnl::writer::Expr]) -> Vec<Expr> {
+    let bytes: Vec<u8> = exprs.iter().flat_map(|e| e.as_bytes().to_vec()).collect();
+    expressions(&bytes)
+}
+
+/// A rule's expressions in a form that compares equal for the same rule
+/// whether built here or dumped by the kernel: counters (their values
+/// change) left out, attributes sorted, nested data flattened, xtables
+/// info without its zero padding.
+pub(crate) fn canonical(exprs: &[Expr]) -> Vec<Vec<u8>> {
+    exprs
+        .iter()
+        .filter(|e| e.name != "counter")
+        .map(|e| {
+            let mut out = e.name.as_bytes().to_vec();
+            out.push(0);
+            flatten(&e.name, e.data(), 0, &mut out);
+            out
+        })
+        .collect()
+}
+
+fn flatten(name: &str, data: &[u8], depth: u8, out: &mut Vec<u8>) {
+    let mut attrs: Vec<(u16, &[u8])> = attributes(data)
+        .map(|(k, _, p)| (k, p))
+        // The kernel reports bitwise's operation even when it is the
+        // default (NFT_BITWISE_MASK_XOR, 0), which nft does not send.
+        .filter(|(k, p)| !(depth == 0 && name == "bitwise" && *k == 6 && *p == [0; 4]))
+        .collect();
+    attrs.sort_by_key(|(k, _)| *k);
+    for (kind, payload) in attrs {
+        out.extend(kind.to_ne_bytes());
+        let nested = match depth {
+            // cmp's and immediate's data, bitwise's mask and xor.
+            0 => matches!(
+                (name, kind),
+                ("cmp", 3) | ("immediate", 2) | ("bitwise", 4) | ("bitwise", 5)
+            ),
+            // NFTA_DATA_VERDICT.
+            1 => kind == 2,
+            _ => false,
+        };
+        if nested {
+            out.push(b'{');
+            flatten(name, payload, depth + 1, out);
+            out.push(b'}');
+        } else {
+            let trimmed = if matches!(name, "match" | "target") && kind == 3 {
+                let end = payload.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+                &payload[..end]
+            } else {
+                payload
+            };
+            out.extend((trimmed.len() as u32).to_ne_bytes());
+            out.extend(trimmed);
+        }
     }
 }
 

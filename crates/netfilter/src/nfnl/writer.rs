@@ -55,6 +55,7 @@ const NFT_REG_2: u32 = 2;
 
 /// Netfilter hooks (`NF_INET_*`).
 pub const HOOK_PREROUTING: u32 = 0;
+pub const HOOK_FORWARD: u32 = 2;
 pub const HOOK_OUTPUT: u32 = 3;
 pub const HOOK_POSTROUTING: u32 = 4;
 
@@ -92,6 +93,13 @@ fn comment_udata(comment: &str) -> Vec<u8> {
 
 /// One expression of a rule.
 pub struct Expr(Vec<u8>);
+
+impl Expr {
+    /// The `NFTA_LIST_ELEM` attribute as it is sent.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 fn expr(name: &str, data: &[Vec<u8>]) -> Expr {
     let mut e = attr_str(NFTA_EXPR_NAME, name);
@@ -308,6 +316,70 @@ pub fn accept() -> Vec<Expr> {
     verdict(1 /* NF_ACCEPT */, None)
 }
 
+/// `ether saddr <mac>` (bridge family: no dependency).
+pub fn ether_saddr_eq(mac: [u8; 6]) -> Vec<Expr> {
+    vec![payload(0 /* NFT_PAYLOAD_LL_HEADER */, 6, 6), cmp_eq(&mac)]
+}
+
+/// `ct state & <mask> != 0` (`ct state related,established` is mask 6),
+/// as nft builds it.
+pub fn ct_state_in(mask: u32) -> Vec<Expr> {
+    vec![
+        expr(
+            "ct",
+            &[attr_u32(1, NFT_REG_1), attr_u32(2, 0 /* NFT_CT_STATE */)],
+        ),
+        expr(
+            "bitwise",
+            &[
+                attr_u32(1, NFT_REG_1),
+                attr_u32(2, NFT_REG_1),
+                attr_u32(3, 4),
+                nested(4, &data_value(&mask.to_ne_bytes())),
+                nested(5, &data_value(&[0; 4])),
+            ],
+        ),
+        cmp(1 /* NFT_CMP_NEQ */, &[0; 4]),
+    ]
+}
+
+pub fn drop() -> Vec<Expr> {
+    verdict(0 /* NF_DROP */, None)
+}
+
+/// `iifname|oifname ==|!= <name>` as iptables-nft writes `-i`/`-o`: the
+/// name with its NUL (an exact match, not a `+` prefix).
+pub fn iface_match(out: bool, name: &str, equal: bool) -> Vec<Expr> {
+    iface_cmp(out, name, equal, name.len() + 1)
+}
+
+/// `iifname|oifname ==|!= "<name>"` as nft writes it: the name padded
+/// with NULs to IFNAMSIZ.
+pub fn nft_iface_match(out: bool, name: &str, equal: bool) -> Vec<Expr> {
+    iface_cmp(out, name, equal, 16.max(name.len() + 1))
+}
+
+fn iface_cmp(out: bool, name: &str, equal: bool, len: usize) -> Vec<Expr> {
+    let key = if out {
+        7 /* NFT_META_OIFNAME */
+    } else {
+        6 /* NFT_META_IIFNAME */
+    };
+    let mut bytes = name.as_bytes().to_vec();
+    bytes.resize(len, 0);
+    vec![
+        expr("meta", &[attr_u32(1, NFT_REG_1), attr_u32(2, key)]),
+        cmp(
+            if equal {
+                0
+            } else {
+                1 /* NFT_CMP_NEQ */
+            },
+            &bytes,
+        ),
+    ]
+}
+
 /// `counter` with both values given as zero, as iptables-nft writes it.
 pub fn counter() -> Vec<Expr> {
     vec![expr(
@@ -383,6 +455,12 @@ impl Batch {
         self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, a);
     }
 
+    /// `add table` (no error if it exists), with no comment.
+    pub fn add_table_plain(&mut self, family: u8, table: &str) {
+        let a = attr_str(NFTA_TABLE_NAME, table);
+        self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, a);
+    }
+
     /// `add chain` (or `create chain` with `exclusive`: the whole batch
     /// fails if it exists).
     pub fn add_chain(
@@ -416,6 +494,34 @@ impl Batch {
             a.extend(nested(NFTA_CHAIN_HOOK, &hk));
             a.extend(attr_str(NFTA_CHAIN_TYPE, "nat"));
         }
+        let flags = if exclusive {
+            NLM_F_CREATE | NLM_F_EXCL
+        } else {
+            NLM_F_CREATE
+        };
+        self.push(NFT_MSG_NEWCHAIN, flags, family, a);
+    }
+
+    /// A `filter` base chain on `hook` with policy accept (or, with
+    /// `exclusive`, the whole batch fails if it exists).
+    pub fn add_filter_chain(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        hook: Hook,
+        exclusive: bool,
+    ) {
+        let mut a = attr_str(NFTA_CHAIN_TABLE, table);
+        a.extend(attr_str(NFTA_CHAIN_NAME, chain));
+        let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, hook.hooknum);
+        hk.extend(attr(NFTA_HOOK_PRIORITY, &hook.priority.to_be_bytes()));
+        a.extend(nested(NFTA_CHAIN_HOOK, &hk));
+        a.extend(attr_u32(
+            5, /* NFTA_CHAIN_POLICY */
+            1, /* NF_ACCEPT */
+        ));
+        a.extend(attr_str(NFTA_CHAIN_TYPE, "filter"));
         let flags = if exclusive {
             NLM_F_CREATE | NLM_F_EXCL
         } else {
@@ -474,6 +580,22 @@ impl Batch {
         self.append_rule(family, table, chain, exprs, extra);
     }
 
+    /// Like [`Batch::add_xt_rule`], but the rule goes first in the chain
+    /// (`iptables -I <chain> 1`).
+    pub fn insert_xt_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        proto: u8,
+        exprs: Vec<Expr>,
+    ) {
+        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
+        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
+        let extra = nested(5 /* NFTA_RULE_COMPAT */, &compat);
+        self.new_rule(family, table, chain, exprs, extra, false);
+    }
+
     /// NEWRULE appending `exprs` to `table chain`, followed by the
     /// attributes in `extra`.
     fn append_rule(
@@ -484,12 +606,30 @@ impl Batch {
         exprs: Vec<Expr>,
         extra: Vec<u8>,
     ) {
+        self.new_rule(family, table, chain, exprs, extra, true);
+    }
+
+    /// NEWRULE at the end of the chain (`append`) or at its head.
+    fn new_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        exprs: Vec<Expr>,
+        extra: Vec<u8>,
+        append: bool,
+    ) {
         let mut a = attr_str(NFTA_RULE_TABLE, table);
         a.extend(attr_str(NFTA_RULE_CHAIN, chain));
         let list: Vec<u8> = exprs.into_iter().flat_map(|e| e.0).collect();
         a.extend(nested(NFTA_RULE_EXPRESSIONS, &list));
         a.extend(extra);
-        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, a);
+        let flags = if append {
+            NLM_F_CREATE | NLM_F_APPEND
+        } else {
+            NLM_F_CREATE
+        };
+        self.push(NFT_MSG_NEWRULE, flags, family, a);
     }
 
     /// Send as one transaction; the first error aborts all of it.

@@ -9,7 +9,8 @@ use netns::NetNs;
 
 use crate::config::Settings;
 use crate::rollback::Rollback;
-use crate::{container, gateway, masquerade, spoofcheck, vlan};
+use crate::{container, gateway, masquerade, vlan};
+use netfilter::bridge_filter as spoofcheck;
 
 /// The reference polls for up to 2.55 s (0+50+500+1000+1000 ms); we wait as
 /// long, but return as soon as the kernel says the port is up.
@@ -143,7 +144,7 @@ fn add_in<'s>(
         )
         .map_err(|e| Error::internal(format!("failed to setup macspoofchk: {e}")))?;
         undo.push("macspoofchk rules", || {
-            spoofcheck::teardown(&req.container_id, &req.ifname)
+            spoofcheck::teardown(&req.container_id, &req.ifname).map_err(|e| e.to_string())
         });
     }
 

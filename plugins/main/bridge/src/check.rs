@@ -8,7 +8,8 @@ use link::{Link, Netlink};
 use netns::NetNs;
 
 use crate::config::Settings;
-use crate::{masquerade, spoofcheck};
+use crate::masquerade;
+use netfilter::bridge_filter as spoofcheck;
 
 pub fn check(req: &Request, s: &Settings) -> Result<()> {
     if let Some(ipam) = &s.ipam {
@@ -68,7 +69,8 @@ pub fn check(req: &Request, s: &Settings) -> Result<()> {
         masquerade::check(req, s, &addrs)?;
     }
     if s.macspoofchk {
-        spoofcheck::check(&req.container_id, &req.ifname).map_err(Error::internal)?;
+        spoofcheck::check(&req.container_id, &req.ifname)
+            .map_err(|e| Error::internal(e.to_string()))?;
     }
     Ok(())
 }

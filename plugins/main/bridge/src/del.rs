@@ -11,7 +11,8 @@ use link::Netlink;
 use netns::NetNs;
 
 use crate::config::Settings;
-use crate::{masquerade, spoofcheck};
+use crate::masquerade;
+use netfilter::bridge_filter as spoofcheck;
 
 pub fn del(req: &Request, s: &Settings) -> Result<()> {
     // The steps are independent, and each waits on something else (the

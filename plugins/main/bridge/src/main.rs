@@ -11,7 +11,6 @@ mod del;
 mod gateway;
 mod masquerade;
 mod rollback;
-mod spoofcheck;
 mod vlan;
 
 use cni::{CniResult, Command, Plugin, Request, Result};
@@ -64,7 +63,7 @@ impl Plugin for Bridge {
                 first_error.get_or_insert(e);
             }
             if s.macspoofchk
-                && let Err(e) = spoofcheck::gc(&keep, host_port_bridge, &s.bridge)
+                && let Err(e) = netfilter::bridge_filter::gc(&keep, host_port_bridge, &s.bridge)
             {
                 first_error.get_or_insert(cni::Error::internal(format!(
                     "failed to garbage-collect macspoofchk rules: {e}"
