@@ -18,7 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The project's plugin binaries.
-pub const PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap", "tuning", "firewall"];
+pub const PLUGINS: &[&str] = &[
+    "bridge",
+    "host-local",
+    "loopback",
+    "portmap",
+    "tuning",
+    "firewall",
+];
 
 /// Where the Go reference plugins live (Debian's `containernetworking-plugins`).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
