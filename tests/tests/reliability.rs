@@ -727,6 +727,14 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
                 "interfaces": [{"name": "bad0"}, {"name": "eth0", "sandbox": "/x"}],
                 "ips": [{"address": "10.66.0.2/24", "interface": 1}]},
         }),
+        "tuning" => json!({
+            "cniVersion": "1.0.0", "name": "badnet", "type": "tuning",
+            "dataDir": data.join("tuning"),
+            "sysctl": {"net.core.somaxconn": "512"}, "mtu": 1400,
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+                "ips": [{"address": "10.66.0.2/24", "interface": 0}]},
+        }),
         _ => json!({
             "cniVersion": "1.0.0", "name": "badnet", "type": "portmap",
             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
@@ -1238,6 +1246,73 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
             what,
             "firewall",
             with("firewall", data, path, value),
+            codes,
+            mentions,
+        ));
+    }
+    // tuning: each refused before the namespace is opened.
+    for (what, path, value, codes, mentions) in [
+        (
+            "tuning non-net sysctl",
+            "sysctl",
+            json!({"kernel.hostname": "x"}),
+            &[7u64][..],
+            &["kernel.hostname"][..],
+        ),
+        (
+            "tuning relative sysctl path",
+            "sysctl",
+            json!({"net.ipv4...kernel.x": "1"}),
+            &[7],
+            &["net.ipv4...kernel.x"],
+        ),
+        (
+            "tuning sysctl value wrong type",
+            "sysctl",
+            json!({"net.core.somaxconn": 5}),
+            &[7],
+            &["sysctl"],
+        ),
+        (
+            "tuning malformed mac",
+            "mac",
+            json!("0a:58:zz:00:00:01"),
+            &[7],
+            &["0a:58:zz:00:00:01"],
+        ),
+        (
+            "tuning mtu out of range",
+            "mtu",
+            json!(70000),
+            &[7],
+            &["mtu 70000"],
+        ),
+        (
+            "tuning negative txQLen",
+            "txQLen",
+            json!(-1),
+            &[7],
+            &["txQLen -1"],
+        ),
+        (
+            "tuning promisc wrong type",
+            "promisc",
+            json!("yes"),
+            &[7],
+            &["promisc"],
+        ),
+        (
+            "tuning without prevResult",
+            "prevResult",
+            Value::Null,
+            &[7],
+            &["prevResult"],
+        ),
+    ] {
+        cases.push(case(
+            what,
+            "tuning",
+            with("tuning", data, path, value),
             codes,
             mentions,
         ));
