@@ -663,3 +663,153 @@ fn del_without_netns_and_gc_remove_records() {
         .run(&host)
         .expect_ok();
 }
+
+/// Programs one tuning run exec'd (under `strace -f`), besides itself.
+fn execs(verb: &str, conf: &Value, ctr: &Netns, host: &Netns) -> Vec<String> {
+    use std::io::Write;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = host
+        .command("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-e", "signal=none", "-o"])
+        .arg(log.path())
+        .arg(ours())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", "p1")
+        .env("CNI_NETNS", ctr.path_str())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", integration::bin_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{verb}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::read_to_string(log.path())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once("execve(\"").map(|(_, r)| r))
+        .filter_map(|r| r.split('"').next())
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+        .filter(|p| p != "tuning")
+        .collect()
+}
+
+/// Link changes go over rtnetlink and sysctls through /proc: ADD, CHECK
+/// and DEL exec nothing.
+#[test]
+fn no_process_per_verb() {
+    if !can_run() {
+        return;
+    }
+    if which_strace().is_none() {
+        eprintln!("SKIPPED: strace not installed");
+        return;
+    }
+    let host = Netns::new("cnit-tun-h");
+    let ctr = Netns::new("cnit-tun-c");
+    let chain = Chain::new(full_keys());
+    let prev = chain.bridge(&host, &ctr, "ADD", "p1", "eth0").expect_ok();
+    let before = (link_state(&ctr, "eth0"), sysctls(&ctr, SYSCTL_PATHS));
+    let conf = chain.tuning_conf(Some(&prev));
+    assert_eq!(execs("ADD", &conf, &ctr, &host), Vec::<String>::new());
+    assert_eq!(link_state(&ctr, "eth0"), TUNED_LINK);
+    assert_eq!(execs("CHECK", &conf, &ctr, &host), Vec::<String>::new());
+    assert_eq!(
+        execs("DEL", &chain.tuning_conf(None), &ctr, &host),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        (link_state(&ctr, "eth0"), sysctls(&ctr, SYSCTL_PATHS)),
+        before
+    );
+    chain.bridge(&host, &ctr, "DEL", "p1", "eth0").expect_ok();
+}
+
+fn which_strace() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("strace"))
+            .find(|f| f.is_file())
+    })
+}
+
+/// The MAC's sources as the reference orders them: `mac` < CNI_ARGS
+/// `MAC` < `runtimeConfig.mac` (the `mac` capability) < `args.cni.mac`.
+#[test]
+fn mac_from_cni_args_and_runtime_config() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-tun-h");
+    let ctr = Netns::new("cnit-tun-c");
+    let chain = Chain::new(json!({"mac": "0a:58:00:00:00:01"}));
+    let prev = chain.bridge(&host, &ctr, "ADD", "m1", "eth0").expect_ok();
+    let before = link_state(&ctr, "eth0");
+    let mac_of = |ctr: &Netns| {
+        link_state(ctr, "eth0")
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let run = |conf: &Value, args: &str| {
+        let out = Invocation::new(ours(), "ADD")
+            .container_id("m1")
+            .netns(&ctr)
+            .args(args)
+            .config(conf)
+            .run(&host)
+            .expect_ok();
+        let eth0 = out["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "eth0")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            format!("mac={}", eth0["mac"].as_str().unwrap()),
+            mac_of(&ctr)
+        );
+    };
+    let mut conf = chain.tuning_conf(Some(&prev));
+    run(&conf, "");
+    assert_eq!(mac_of(&ctr), "mac=0a:58:00:00:00:01");
+    run(
+        &conf,
+        "IgnoreUnknown=1;K8S_POD_NAME=x;MAC=0a:58:00:00:00:02",
+    );
+    assert_eq!(mac_of(&ctr), "mac=0a:58:00:00:00:02");
+    conf["runtimeConfig"] = json!({"mac": "0a:58:00:00:00:03"});
+    run(&conf, "MAC=0a:58:00:00:00:02");
+    assert_eq!(mac_of(&ctr), "mac=0a:58:00:00:00:03");
+    conf["args"] = json!({"cni": {"mac": "0a:58:00:00:00:04"}});
+    run(&conf, "MAC=0a:58:00:00:00:02");
+    assert_eq!(mac_of(&ctr), "mac=0a:58:00:00:00:04");
+    // An unknown CNI_ARGS key without IgnoreUnknown is refused, as in the reference.
+    Invocation::new(ours(), "ADD")
+        .container_id("m1")
+        .netns(&ctr)
+        .args("FOO=1")
+        .config(&conf)
+        .run(&host)
+        .expect_err(4);
+    // Four ADDs, one record: DEL goes back to the MAC before the first.
+    chain
+        .tuning(&ours(), &host, &ctr, "DEL", "m1", "eth0", None)
+        .expect_ok();
+    assert_eq!(link_state(&ctr, "eth0"), before);
+    chain.bridge(&host, &ctr, "DEL", "m1", "eth0").expect_ok();
+}
