@@ -333,7 +333,15 @@ fn no_plugin_runs_a_shell() {
     }
     const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "busybox", "ksh"];
     let allowed = |p: &str| {
-        ["bridge", "host-local", "portmap", "loopback", "nft"].contains(&p)
+        [
+            "bridge",
+            "host-local",
+            "portmap",
+            "loopback",
+            "firewall",
+            "nft",
+        ]
+        .contains(&p)
             || p.starts_with("iptables")
             || p.starts_with("ip6tables")
             || p.starts_with("xtables")
@@ -352,6 +360,14 @@ fn no_plugin_runs_a_shell() {
         brc["prevResult"] = prev.clone();
         progs.extend(traced("bridge", "CHECK", &brc, &ctr, &host).1);
         progs.extend(traced("portmap", "CHECK", &pm, &ctr, &host).1);
+        // firewall runs nothing but itself, on either backend.
+        let fw = json!({"cniVersion": "1.0.0", "name": "shellnet", "type": "firewall",
+            "backend": backend, "ingressPolicy": "same-bridge",
+            "dataDir": data.path().join("firewall"), "prevResult": prev});
+        for verb in ["ADD", "CHECK", "DEL"] {
+            let fw_progs = traced("firewall", verb, &fw, &ctr, &host).1;
+            assert_eq!(fw_progs, vec!["firewall"], "{backend} firewall {verb}");
+        }
         progs.extend(traced("portmap", "DEL", &pm, &ctr, &host).1);
         progs.extend(traced("bridge", "DEL", &brc, &ctr, &host).1);
         let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});

@@ -1,6 +1,8 @@
 //! Netfilter state for CNI plugins: masquerade (the bridge plugin's `ipMasq`)
 //! and host-port mappings (the portmap plugin), behind one trait with an
-//! iptables backend and an nftables backend.
+//! iptables backend and an nftables backend; the firewall plugin's filter
+//! rules ([`firewall`]: the reference's iptables layout, or a table of our
+//! own on nftables); the bridge plugin's `macspoofchk` ([`bridge_filter`]).
 //!
 //! Names, rule text and comments are the Go reference plugins' own
 //! (`CNI-<hash>`, `CNI-DN-<hash>`, `CNI-HOSTPORT-*`, `inet cni_plugins_masquerade`,

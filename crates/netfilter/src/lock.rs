@@ -5,7 +5,9 @@
 //! chain that now exists is skipped rather than failing — so two first
 //! ADDs racing could both append the shared `PREROUTING`/`OUTPUT` jumps.
 //! Only the paths that create or repair shared rules take this lock; the
-//! common ADD (one batch that only checks them) does not.
+//! common ADD (one batch that only checks them) does not. The firewall
+//! policy takes it for every change: each plans "add what is missing" from
+//! one read, which two runs must not do at once.
 
 use std::fs::{File, OpenOptions};
 

@@ -10,7 +10,7 @@ use super::batch::render;
 use super::{Batch, Family, NatTable, apply_table, read_filter};
 use crate::args;
 use crate::error::{Error, Result};
-use crate::firewall::{Firewall, IngressPolicy};
+use crate::firewall::spec::{Firewall, IngressPolicy};
 use crate::lock::SharedChainsLock;
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, RuleInfo};
@@ -237,6 +237,11 @@ impl View for TextView {
 }
 
 enum Op {
+    /// `table filter`, made as iptables-nft makes it (no comment).
+    Table,
+    /// Its `FORWARD` base chain, as iptables-nft makes it when it first
+    /// needs it (`type filter hook forward priority 0; policy accept`).
+    Forward,
     NewChain(String),
     Insert(String, Vec<String>),
     Append(String, Vec<String>),
@@ -271,12 +276,11 @@ fn plan_add(view: &mut dyn View, steps: &[Step]) -> Result<Vec<Op>> {
     Ok(ops)
 }
 
-/// Whether this family's `filter` table can be changed over netlink:
-/// iptables-nft has made it (with its `FORWARD` chain) and no legacy
-/// table hides it.
+/// Whether this family's `filter` table can be read and changed over
+/// netlink: nf_tables answers and no iptables-legacy table hides it.
 fn netlink_usable(family: Family) -> bool {
     !family.legacy_loaded(FILTER)
-        && Inventory::chain_exists(family.nfproto(), FILTER, FORWARD) == Some(true)
+        && Inventory::chain_exists(family.nfproto(), FILTER, FORWARD).is_some()
 }
 
 fn netlink_view(family: Family) -> NetlinkView {
@@ -294,6 +298,14 @@ fn commit_netlink(family: Family, ops: &[Op]) -> Option<Result<()>> {
     let mut b = crate::nfnl::writer::Batch::new();
     for op in ops {
         match op {
+            Op::Table => b.add_table_plain(f, FILTER),
+            Op::Forward => {
+                let hook = crate::nfnl::writer::Hook {
+                    hooknum: crate::nfnl::writer::HOOK_FORWARD,
+                    priority: 0,
+                };
+                b.add_filter_chain(f, FILTER, FORWARD, hook, false);
+            }
             Op::NewChain(c) => b.add_chain(f, FILTER, c, None, false),
             Op::Insert(c, args) => {
                 let r = super::xtrules::translate(family, args)?;
@@ -314,6 +326,8 @@ fn commit_text(family: Family, ops: &[Op]) -> Result<()> {
     let mut b = Batch::default();
     for op in ops {
         match op {
+            // iptables-restore makes the table and chain itself.
+            Op::Table | Op::Forward => {}
             Op::NewChain(c) => b.new_chain(c),
             Op::Insert(c, args) => b.insert_first(c, args),
             Op::Append(c, args) => b.append(c, args),
@@ -334,12 +348,24 @@ fn converge(family: Family, plan: impl Fn(&mut dyn View) -> Result<Vec<Op>>) -> 
     if netlink_usable(family) {
         for _ in 0..ATTEMPTS {
             let mut view = netlink_view(family);
-            let ops = match plan(&mut view) {
+            let mut ops = match plan(&mut view) {
                 Ok(ops) => ops,
                 Err(_) => break,
             };
             if ops.is_empty() {
                 return Ok(());
+            }
+            // A host where nothing has used iptables yet: the table first,
+            // the base chain where iptables-nft would make it (before its
+            // first rule), so the objects are numbered in the same order.
+            if Inventory::chain_exists(family.nfproto(), FILTER, FORWARD) == Some(false) {
+                if Inventory::table_exists(family.nfproto(), FILTER) == Some(false) {
+                    ops.insert(0, Op::Table);
+                }
+                let first_forward = ops.iter().position(
+                    |op| matches!(op, Op::Insert(c, _) | Op::Append(c, _) if c == FORWARD),
+                );
+                ops.insert(first_forward.unwrap_or(ops.len()), Op::Forward);
             }
             match commit_netlink(family, &ops) {
                 Some(Ok(())) => return Ok(()),
@@ -505,6 +531,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The iptables-restore path (used where a legacy table exists) and
+    /// the netlink path leave the same `filter` table, and each one's
+    /// reading finds the other's rules.
+    #[test]
+    fn restore_and_netlink_paths_agree() {
+        use crate::testutil::{in_netns, run};
+        let addrs: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let f = fw(&addrs, IngressPolicy::Isolated);
+        let state = |text: bool| {
+            in_netns("cnit-nf-fw", || {
+                for (family, a) in by_family(&f) {
+                    let steps = add_steps(&f, &a);
+                    if text {
+                        let mut view = TextView(read_filter(family).expect("save"));
+                        let ops = plan_add(&mut view, &steps).expect("plan");
+                        commit_text(family, &ops).expect("restore");
+                        let mut nl = netlink_view(family);
+                        assert!(plan_add(&mut nl, &steps).expect("plan").is_empty());
+                    } else {
+                        add(&f).expect("netlink ADD");
+                        let mut view = TextView(read_filter(family).expect("save"));
+                        assert!(plan_add(&mut view, &steps).expect("plan").is_empty());
+                    }
+                }
+                let out = run("iptables-save", &["-t", "filter"])
+                    + &run("ip6tables-save", &["-t", "filter"]);
+                out.lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+            })
+        };
+        assert_eq!(state(true), state(false));
     }
 
     #[test]

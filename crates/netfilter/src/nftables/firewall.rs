@@ -33,7 +33,7 @@
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
-use crate::firewall::{Firewall, IngressPolicy};
+use crate::firewall::spec::{Firewall, IngressPolicy};
 use crate::nfnl::inventory::{Inventory, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::nfnl::reader::{self, RuleInfo};
 use crate::nfnl::writer::{

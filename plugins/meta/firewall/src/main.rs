@@ -112,10 +112,22 @@ fn firewall<'a>(
 
 /// Remove the rules of one attachment (DEL and GC).
 fn remove(backend: Backend, conf: &Config, fw: &Firewall<'_>) -> Result<()> {
+    let iptables = |fw| {
+        netfilter::firewall::del(netfilter::Backend::Iptables, fw)
+            .map_err(|e| nf_error("failed to remove firewall rules", e))
+    };
     match netfilter_backend(backend) {
         Some(b) => netfilter::firewall::del(b, fw)
             .map_err(|e| nf_error("failed to remove firewall rules", e)),
-        None => firewalld::remove_sources(&conf.zone, fw.addresses),
+        None => {
+            firewalld::remove_sources(&conf.zone, fw.addresses)?;
+            // Chosen because firewalld answers now: the ADD may have run
+            // before it did, with iptables (no process to find out).
+            if conf.backend.is_none() {
+                iptables(fw)?;
+            }
+            Ok(())
+        }
     }
 }
 
