@@ -11,8 +11,10 @@
 //! Checked: two containers talk; `-p 8080:80` answers from the host and
 //! from a container; two `--opt isolate=true` networks cannot reach each
 //! other while the default network reaches both; `podman rm` leaves no
-//! veth, rule, reservation or record. The same scenario runs on the Go
-//! plugins, and both must see the same reachability.
+//! veth, rule, reservation or record. The host namespace forwards only
+//! what the firewall plugin accepts (FORWARD policy DROP). The same
+//! scenario runs on the Go plugins, and both must see the same
+//! reachability.
 //!
 //! Needs podman, runc (cgroup v1 hosts: crun refuses hybrid mode) and a
 //! static busybox (`busybox-static`); SKIPPED otherwise.
@@ -142,11 +144,11 @@ network_config_dir = "{}"
             ),
         )
         .unwrap();
-        Podman {
-            dir,
-            conf,
-            host: Netns::new("cnit-pm-host"),
-        }
+        let host = Netns::new("cnit-pm-host");
+        // Forwarding only where the firewall plugin allows it, so its rules
+        // (not a permissive default) carry the traffic.
+        host.run_ok("iptables", &["-P", "FORWARD", "DROP"]);
+        Podman { dir, conf, host }
     }
 
     fn run(&self, args: &[&str]) -> Output {
