@@ -813,3 +813,32 @@ fn mac_from_cni_args_and_runtime_config() {
     assert_eq!(link_state(&ctr, "eth0"), before);
     chain.bridge(&host, &ctr, "DEL", "m1", "eth0").expect_ok();
 }
+
+/// An ADD the kernel refuses halfway (a multicast MAC passes the syntax
+/// check; the kernel refuses it after the sysctls and before the MTU are
+/// set) undoes what it did: no sysctl changed, no record.
+#[test]
+fn add_refused_by_the_kernel_undoes_itself() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-tun-h");
+    let ctr = Netns::new("cnit-tun-c");
+    let mut keys = full_keys();
+    keys["mac"] = json!("01:00:5e:00:00:01");
+    let chain = Chain::new(keys);
+    let prev = chain.bridge(&host, &ctr, "ADD", "r1", "eth0").expect_ok();
+    let before = (link_state(&ctr, "eth0"), sysctls(&ctr, SYSCTL_PATHS));
+    let out = chain.tuning(&ours(), &host, &ctr, "ADD", "r1", "eth0", Some(&prev));
+    let e = out.expect_err(999);
+    assert!(e["msg"].as_str().unwrap().contains("MAC"), "{e}");
+    assert_eq!(
+        (link_state(&ctr, "eth0"), sysctls(&ctr, SYSCTL_PATHS)),
+        before
+    );
+    assert!(chain.records().is_empty(), "{:?}", chain.records());
+    chain
+        .tuning(&ours(), &host, &ctr, "DEL", "r1", "eth0", None)
+        .expect_ok();
+    chain.bridge(&host, &ctr, "DEL", "r1", "eth0").expect_ok();
+}
