@@ -842,3 +842,37 @@ fn add_refused_by_the_kernel_undoes_itself() {
         .expect_ok();
     chain.bridge(&host, &ctr, "DEL", "r1", "eth0").expect_ok();
 }
+
+/// A sysctl key given twice is refused (as the reference refuses it),
+/// before anything changes.
+#[test]
+fn duplicate_sysctl_key_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-tun-h");
+    let ctr = Netns::new("cnit-tun-c");
+    let chain = Chain::new(json!({}));
+    let prev = chain.bridge(&host, &ctr, "ADD", "u1", "eth0").expect_ok();
+    let before = sysctls(&ctr, SYSCTL_PATHS);
+    let text = format!(
+        r#"{{"cniVersion":"{VERSION}","name":"tunnet","type":"tuning","dataDir":{},
+            "sysctl":{{"net.core.somaxconn":"100","net.core.somaxconn":"200"}},"prevResult":{}}}"#,
+        json!(chain.records.path()),
+        prev
+    );
+    let e = Invocation::new(ours(), "ADD")
+        .container_id("u1")
+        .netns(&ctr)
+        .raw_stdin(text.as_bytes())
+        .run(&host)
+        .expect_err(7);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("duplicated sysctl keys") && msg.contains("net.core.somaxconn"),
+        "{msg}"
+    );
+    assert_eq!(sysctls(&ctr, SYSCTL_PATHS), before);
+    assert!(chain.records().is_empty());
+    chain.bridge(&host, &ctr, "DEL", "u1", "eth0").expect_ok();
+}
