@@ -3,7 +3,7 @@
 PREFIX  ?= /opt/cni/bin
 DESTDIR ?=
 CARGO   ?= cargo
-PLUGINS := bridge host-local loopback portmap static sbr host-device firewall macvlan ipvlan vlan bandwidth dhcp
+PLUGINS := bridge host-local loopback portmap static sbr host-device tuning firewall macvlan ipvlan vlan bandwidth dhcp
 TOOLS   := cnictl
 
 .PHONY: help build test test-unit demo install install-config lint fmt clean need-root

@@ -30,6 +30,7 @@ pub const PLUGINS: &[&str] = &[
     "static",
     "sbr",
     "host-device",
+    "tuning",
     "firewall",
     "macvlan",
     "ipvlan",

@@ -669,6 +669,97 @@ fn kill_macvlan_during_add_then_del_leaves_nothing() {
     inv("DEL", "after").run(&host).expect_ok();
 }
 
+/// tuning in the chain: SIGKILL its ADD at random points, then its DEL must
+/// put back every link attribute and sysctl and remove its record.
+#[test]
+fn kill_during_tuning_add_then_del_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::new("cnit-rel-ctr");
+    let chain = Chain::new("iptables");
+    let records = temp_dir("cnit-rel-tuning");
+    let prev = chain.add("tun", 8080, &ctr, &host).unwrap();
+    let mut conf = json!({
+        "cniVersion": "1.0.0",
+        "name": NET,
+        "type": "tuning",
+        "dataDir": records.path(),
+        "sysctl": {
+            "net.ipv4.conf.IFNAME.arp_ignore": "2",
+            "net.ipv4.conf.IFNAME.rp_filter": "2",
+            "net.core.somaxconn": "999",
+        },
+        "mac": "0a:58:0a:4d:00:aa",
+        "mtu": 1300,
+        "promisc": true,
+        "allmulti": true,
+        "txQLen": 55,
+    });
+    conf["prevResult"] = prev.clone();
+    let keys = [
+        "net/ipv4/conf/eth0/arp_ignore",
+        "net/ipv4/conf/eth0/rp_filter",
+        "net/core/somaxconn",
+    ];
+    let state = || {
+        let mut s = stable_snapshot(&ctr);
+        for k in keys {
+            s.push_str(&ctr.run_ok("cat", &[&format!("/proc/sys/{k}")]));
+        }
+        s
+    };
+    let baseline = state();
+    let del = |conf: &Value| {
+        Invocation::new(plugin("tuning"), "DEL")
+            .container_id("tun")
+            .netns(&ctr)
+            .config(conf)
+            .run(&host)
+            .expect_ok();
+    };
+    let t = Instant::now();
+    Invocation::new(plugin("tuning"), "ADD")
+        .container_id("tun")
+        .netns(&ctr)
+        .config(&conf)
+        .run(&host)
+        .expect_ok();
+    let span = u64::try_from(t.elapsed().as_micros()).unwrap().max(1000) * 6 / 5;
+    assert_ne!(state(), baseline, "ADD changed nothing");
+    del(&conf);
+    assert_same(
+        &state(),
+        &baseline,
+        "container after an undisturbed ADD and DEL",
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut rng = Rng(seed);
+    let rounds = if stress() { 100 } else { 16 };
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % span);
+        run_and_kill("tuning", "ADD", &conf, "tun", &ctr, &host, delay);
+        del(&conf);
+        assert_same(
+            &state(),
+            &baseline,
+            &format!("round {round}: container (seed {seed}, kill after {delay:?})"),
+        );
+        assert_eq!(
+            integration::dir_entries(records.path()),
+            Vec::<String>::new(),
+            "round {round}: record left (seed {seed}, {delay:?})"
+        );
+    }
+    chain.del("tun", 8080, Some(&prev), &ctr, &host).unwrap();
+    assert_eq!(host_veths(&host), Vec::<String>::new());
+}
+
 // ------------------------------------------------------------ bad input
 
 /// One malformed case: which plugin, what to send, what must come back.
@@ -721,6 +812,14 @@ fn good(plugin: &str, data: &std::path::Path) -> Value {
             "cniVersion": "1.0.0", "name": "badnet", "type": "bandwidth",
             "runtimeConfig": {"bandwidth": {"ingressRate": 8000000, "ingressBurst": 800000,
                 "egressRate": 8000000, "egressBurst": 800000}},
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+                "ips": [{"address": "10.66.0.2/24", "interface": 0}]},
+        }),
+        "tuning" => json!({
+            "cniVersion": "1.0.0", "name": "badnet", "type": "tuning",
+            "dataDir": data.join("tuning"),
+            "sysctl": {"net.core.somaxconn": "512"}, "mtu": 1400,
             "prevResult": {"cniVersion": "1.0.0",
                 "interfaces": [{"name": "eth0", "sandbox": "/x"}],
                 "ips": [{"address": "10.66.0.2/24", "interface": 0}]},
@@ -1296,6 +1395,73 @@ fn corpus(data: &std::path::Path) -> Vec<Case> {
             what,
             "bandwidth",
             with("bandwidth", data, path, value),
+            codes,
+            mentions,
+        ));
+    }
+    // tuning: each refused before the namespace is opened.
+    for (what, path, value, codes, mentions) in [
+        (
+            "tuning non-net sysctl",
+            "sysctl",
+            json!({"kernel.hostname": "x"}),
+            &[7u64][..],
+            &["kernel.hostname"][..],
+        ),
+        (
+            "tuning relative sysctl path",
+            "sysctl",
+            json!({"net.ipv4...kernel.x": "1"}),
+            &[7],
+            &["net.ipv4...kernel.x"],
+        ),
+        (
+            "tuning sysctl value wrong type",
+            "sysctl",
+            json!({"net.core.somaxconn": 5}),
+            &[7],
+            &["sysctl"],
+        ),
+        (
+            "tuning malformed mac",
+            "mac",
+            json!("0a:58:zz:00:00:01"),
+            &[7],
+            &["0a:58:zz:00:00:01"],
+        ),
+        (
+            "tuning mtu out of range",
+            "mtu",
+            json!(70000),
+            &[7],
+            &["mtu 70000"],
+        ),
+        (
+            "tuning negative txQLen",
+            "txQLen",
+            json!(-1),
+            &[7],
+            &["txQLen -1"],
+        ),
+        (
+            "tuning promisc wrong type",
+            "promisc",
+            json!("yes"),
+            &[7],
+            &["promisc"],
+        ),
+        (
+            "tuning without prevResult",
+            "prevResult",
+            Value::Null,
+            &[7],
+            &["prevResult"],
+        ),
+    ] {
+        cases.push(case(
+            what,
+            "tuning",
+            with("tuning", data, path, value),
             codes,
             mentions,
         ));

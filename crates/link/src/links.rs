@@ -66,6 +66,10 @@ pub struct Link {
     /// Administratively up (`IFF_UP`).
     pub up: bool,
     pub promisc: bool,
+    /// Receives all multicast (`IFF_ALLMULTI`).
+    pub allmulti: bool,
+    /// `IFLA_TXQLEN`: transmit queue length.
+    pub txqlen: u32,
     pub oper_state: OperState,
     /// Index of the bridge (or other controller) this link is a port of.
     pub controller: Option<u32>,
@@ -99,6 +103,8 @@ impl Link {
             mtu: 0,
             up: msg.header.flags.contains(LinkFlags::Up),
             promisc: msg.header.flags.contains(LinkFlags::Promisc),
+            allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
+            txqlen: 0,
             oper_state: OperState::Unknown,
             controller: None,
             peer_index: None,
@@ -112,6 +118,7 @@ impl Link {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::Address(a) => link.mac = MacAddr::from_bytes(a),
                 LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::TxQueueLen(q) => link.txqlen = *q,
                 LinkAttribute::OperState(s) => link.oper_state = (*s).into(),
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
                 LinkAttribute::Link(l) => link.peer_index = Some(*l),
@@ -284,6 +291,25 @@ impl Netlink {
                 .index(index)
                 .promiscuous(on)
                 .build(),
+        )
+    }
+
+    pub fn set_allmulti(&self, index: u32, on: bool) -> Result<()> {
+        self.change(
+            "set allmulticast",
+            index,
+            LinkMessageBuilder::<LinkUnspec>::default()
+                .index(index)
+                .allmulticast(on)
+                .build(),
+        )
+    }
+
+    pub fn set_txqlen(&self, index: u32, len: u32) -> Result<()> {
+        self.change(
+            "set txqlen",
+            index,
+            LinkUnspec::new_with_index(index).txqueuelen(len).build(),
         )
     }
 
