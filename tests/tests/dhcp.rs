@@ -5,6 +5,9 @@
 //! test then configures the result on the interface as that plugin would.
 //! The daemon runs from the test in a throwaway "host" namespace with its
 //! own socket and state directory, and is killed by PID when the test ends.
+//! The runtime tests run bridge and macvlan chains with dhcp IPAM under
+//! cnictl and cnitool; macvlan's parent is a veth in the host namespace
+//! whose peer is a port of the LAN's bridge.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -137,6 +140,31 @@ impl Lan {
         self.ns
             .run_ok("ip", &["link", "set", &port, "master", "br0", "up"]);
         ctr
+    }
+
+    /// `name` in `host`: a veth whose peer is a port of the LAN's bridge
+    /// (the parent a macvlan on the LAN is made on), up, no address.
+    fn uplink(&self, host: &Netns, name: &str) {
+        let n = self.ports.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = format!("p{n}");
+        self.ns.run_ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                name,
+                "netns",
+                host.name(),
+            ],
+        );
+        self.ns
+            .run_ok("ip", &["link", "set", &port, "master", "br0", "up"]);
+        host.run_ok("ip", &["link", "set", name, "up"]);
     }
 
     fn released(&self, addr: &str) -> bool {
@@ -651,6 +679,86 @@ fn socket_activation_serves_on_the_passed_socket() {
     assert!(lan.released(&ip_of(&r)));
 }
 
+/// A runtime exec'ing the plugin chains of a configuration directory:
+/// the project's cnictl, or libcni's cnitool.
+enum Runtime {
+    Cnictl,
+    Cnitool(PathBuf),
+}
+
+impl Runtime {
+    /// libcni's cnitool, when it is installed.
+    fn cnitool() -> Option<Runtime> {
+        ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .map(Runtime::Cnitool)
+    }
+
+    /// The highest CNI version the runtime speaks (Debian's libcni: 1.0.0).
+    fn version(&self) -> &'static str {
+        match self {
+            Runtime::Cnictl => "1.1.0",
+            Runtime::Cnitool(_) => "1.0.0",
+        }
+    }
+
+    /// Runs `args` (`add|check|del NETWORK NETNS`) in `ns` with the
+    /// configurations of `conf_dir`; its cache lives under `dir`. Returns
+    /// stdout: the CNI result for `add`.
+    fn run(&self, ns: &Netns, conf_dir: &Path, dir: &Path, args: &[&str]) -> String {
+        let mut cmd = match self {
+            Runtime::Cnictl => {
+                let mut cmd = ns.command(plugin("cnictl"));
+                cmd.arg("--conf-dir")
+                    .arg(conf_dir)
+                    .arg("--cni-path")
+                    .arg(integration::bin_dir())
+                    .arg("--cache-dir")
+                    .arg(dir.join("cache"));
+                if args.first() == Some(&"add") {
+                    cmd.arg("--json");
+                }
+                cmd
+            }
+            Runtime::Cnitool(tool) => {
+                let var_lib = dir.join("var-lib");
+                fs::create_dir_all(&var_lib).expect("create the cnitool cache directory");
+                let mut cmd = ns.command(tool);
+                cmd.env("NETCONFPATH", conf_dir)
+                    .env("CNI_PATH", integration::bin_dir());
+                let source = std::ffi::CString::new(var_lib.as_os_str().as_encoded_bytes())
+                    .expect("a path without NUL");
+                // SAFETY: only unshare and mount run between fork and exec,
+                // on memory prepared before the fork.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                        private_var_lib(&source)
+                    });
+                }
+                cmd
+            }
+        };
+        let out = cmd.args(args).output().expect("run the runtime");
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}{}",
+            self.name(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Runtime::Cnictl => "cnictl",
+            Runtime::Cnitool(_) => "cnitool",
+        }
+    }
+}
+
 /// A runtime's view: cnictl, then cnitool, run bridge with dhcp IPAM. The bridge is the
 /// LAN's (dnsmasq serves it), so the container's veth is on the LAN; the
 /// bridge plugin configures the lease on `eth0`.
@@ -668,29 +776,9 @@ fn bridge_with_dhcp_ipam_under_cnictl_and_cnitool() {
     }]});
     fs::write(conf_dir.join("10-lan.conflist"), list.to_string()).unwrap();
     let ctr = Netns::new("dhctr");
-    let cnictl = |args: &[&str]| {
-        let out = lan
-            .ns
-            .command(plugin("cnictl"))
-            .arg("--conf-dir")
-            .arg(&conf_dir)
-            .arg("--cni-path")
-            .arg(integration::bin_dir())
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .args(args)
-            .output()
-            .expect("run cnictl");
-        assert!(
-            out.status.success(),
-            "cnictl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cnictl = |args: &[&str]| Runtime::Cnictl.run(&lan.ns, &conf_dir, dir.path(), args);
     let path = ctr.path_str();
-    let r: Value = serde_json::from_str(&cnictl(&["--json", "add", NET, &path])).unwrap();
+    let r: Value = serde_json::from_str(&cnictl(&["add", NET, &path])).unwrap();
     let ip = ip_of(&r);
     assert!(in_range(&ip), "{r}");
     assert!(ctr.addresses("eth0").iter().any(|a| a.starts_with(&ip)));
@@ -707,42 +795,14 @@ fn bridge_with_dhcp_ipam_under_cnictl_and_cnitool() {
     assert!(!ctr.has_link("eth0"));
 
     // The same through libcni's cnitool, when it is installed.
-    let Some(tool) = ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-    else {
+    let Some(tool) = Runtime::cnitool() else {
         eprintln!("SKIPPED (cnitool part): cnitool is not installed");
         return;
     };
-    // Debian's libcni speaks up to 1.0.0.
     let mut list = list;
-    list["cniVersion"] = json!("1.0.0");
+    list["cniVersion"] = json!(tool.version());
     fs::write(conf_dir.join("10-lan.conflist"), list.to_string()).unwrap();
-    let var_lib = dir.path().join("var-lib");
-    fs::create_dir_all(&var_lib).unwrap();
-    let cnitool = |args: &[&str]| {
-        let mut cmd = lan.ns.command(&tool);
-        cmd.env("NETCONFPATH", &conf_dir)
-            .env("CNI_PATH", integration::bin_dir())
-            .args(args);
-        let source = std::ffi::CString::new(var_lib.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: only unshare and mount run between fork and exec, on
-        // memory prepared before the fork.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                private_var_lib(&source)
-            });
-        }
-        let out = cmd.output().expect("run cnitool");
-        assert!(
-            out.status.success(),
-            "cnitool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cnitool = |args: &[&str]| tool.run(&lan.ns, &conf_dir, dir.path(), args);
     let r: Value = serde_json::from_str(&cnitool(&["add", NET, &path])).unwrap();
     let ip = ip_of(&r);
     assert!(in_range(&ip), "{r}");
@@ -751,6 +811,85 @@ fn bridge_with_dhcp_ipam_under_cnictl_and_cnitool() {
     cnitool(&["del", NET, &path]);
     assert!(lan.released(&ip), "{}", lan.log());
     assert_eq!(d.records(), 0);
+}
+
+/// macvlan with dhcp IPAM as a runtime runs it: the macvlan's parent is
+/// `lan0` in the host namespace, a veth whose peer is a port of the LAN's
+/// bridge. Two containers get distinct leases, each a default route from
+/// option 3 and the server in reach; the daemon is killed and restarted
+/// between ADD and DEL, and CHECK and DEL (with its DHCPRELEASE) still work
+/// from the leases it read back. After DEL no macvlan and no lease record
+/// is left.
+fn macvlan_with_dhcp_ipam(rt: &Runtime) {
+    let Some((lan, host, dir)) = setup() else {
+        return;
+    };
+    lan.uplink(&host, "lan0");
+    let mut d = Daemon::start(&host, dir.path(), plugin("dhcp"), &[]);
+    let conf_dir = dir.path().join("net.d");
+    fs::create_dir_all(&conf_dir).unwrap();
+    let list = json!({"cniVersion": rt.version(), "name": NET, "plugins": [{
+        "type": "macvlan", "master": "lan0", "mode": "bridge",
+        "ipam": {"type": "dhcp", "daemonSocketPath": d.socket.display().to_string()}
+    }]});
+    fs::write(conf_dir.join("10-lan.conflist"), list.to_string()).unwrap();
+    let runtime = |args: &[&str]| rt.run(&host, &conf_dir, dir.path(), args);
+    let ctrs = [Netns::new("dhctr"), Netns::new("dhctr")];
+    let mut ips = Vec::new();
+    for ctr in &ctrs {
+        let path = ctr.path_str();
+        let r: Value = serde_json::from_str(&runtime(&["add", NET, &path])).unwrap();
+        let ip = ip_of(&r);
+        assert!(in_range(&ip), "{r}");
+        assert_eq!(r["ips"][0]["gateway"], SERVER, "{r}");
+        let link = ctr.ip_json(&["-d", "link", "show", "eth0"]);
+        assert_eq!(link[0]["linkinfo"]["info_kind"], "macvlan", "{link}");
+        assert!(
+            ctr.addresses("eth0").contains(&format!("{ip}/24")),
+            "{:?}",
+            ctr.addresses("eth0")
+        );
+        let routes = ctr.run_ok("ip", &["route", "show", "default"]);
+        assert!(
+            routes.contains(&format!("default via {SERVER} dev eth0")),
+            "{routes}"
+        );
+        assert!(ctr.ping(SERVER), "the server is not reachable from {ip}");
+        ips.push(ip);
+    }
+    assert_ne!(ips[0], ips[1], "two containers got the same lease");
+    assert!(
+        ctrs[0].ping(&ips[1]),
+        "the macvlans on one parent reach each other"
+    );
+    assert_eq!(d.records(), 2);
+
+    d.kill();
+    d.restart(&host);
+    for (ctr, ip) in ctrs.iter().zip(&ips) {
+        let path = ctr.path_str();
+        runtime(&["check", NET, &path]);
+        runtime(&["del", NET, &path]);
+        assert!(lan.released(ip), "no DHCPRELEASE for {ip}:\n{}", lan.log());
+        assert_eq!(ctr.links(), ["lo"], "left in the container");
+    }
+    assert_eq!(d.records(), 0, "a lease record is left");
+    // The parent is untouched.
+    assert!(host.has_link("lan0"));
+}
+
+#[test]
+fn macvlan_with_dhcp_ipam_under_cnictl() {
+    macvlan_with_dhcp_ipam(&Runtime::Cnictl);
+}
+
+#[test]
+fn macvlan_with_dhcp_ipam_under_cnitool() {
+    let Some(tool) = Runtime::cnitool() else {
+        eprintln!("SKIPPED: cnitool is not installed");
+        return;
+    };
+    macvlan_with_dhcp_ipam(&tool);
 }
 
 /// cnitool keeps its result cache in /var/lib/cni and has no option for
