@@ -459,7 +459,7 @@ fn bad_values_are_errors_naming_the_key_and_change_nothing() {
     let prev = json!({"cniVersion": "1.0.0",
         "interfaces": [{"name": "vethb"}, {"name": "eth0", "sandbox": ctr.path_str()}],
         "ips": [{"address": "10.78.0.2/24", "interface": 1}]});
-    let before = (host.snapshot(), tc_state(&host));
+    let before = (host.settled_snapshot(), tc_state(&host));
     for (extra, code, needle) in [
         (json!({"ingressRate": 1000}), 7, "ingressRate 1000"),
         (json!({"egressBurst": 1000}), 7, "egressBurst 1000"),
@@ -511,7 +511,7 @@ fn bad_values_are_errors_naming_the_key_and_change_nothing() {
         .run(&host)
         .expect_err(7);
     assert_eq!(
-        (host.snapshot(), tc_state(&host)),
+        (host.settled_snapshot(), tc_state(&host)),
         before,
         "a refused request changed the host"
     );

@@ -193,6 +193,24 @@ impl Netns {
             .success()
     }
 
+    /// [`Self::snapshot`] once freshly made links have settled: no link
+    /// still without carrier, no IPv6 address still in DAD, and two reads
+    /// 100 ms apart the same (at most 5 s). A "nothing changed" assertion
+    /// compares against this, so a veth coming up is not mistaken for a change.
+    pub fn settled_snapshot(&self) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut last = self.snapshot();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let now = self.snapshot();
+            let busy = now.contains("NO-CARRIER") || now.contains("tentative");
+            if (now == last && !busy) || std::time::Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     /// A textual snapshot of everything a plugin may change in this
     /// namespace: links, addresses, routes, iptables and nftables rules, and
     /// the forwarding sysctls. Comparing snapshots proves "no change".
