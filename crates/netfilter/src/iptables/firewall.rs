@@ -301,7 +301,7 @@ fn commit_netlink(family: Family, ops: &[Op]) -> Option<Result<()>> {
             Op::Table => b.add_table_plain(f, FILTER),
             Op::Forward => {
                 let hook = crate::nfnl::writer::Hook {
-                    hooknum: crate::nfnl::writer::HOOK_FORWARD,
+                    hooknum: crate::nfnl::abi::HOOK_FORWARD,
                     priority: 0,
                 };
                 b.add_filter_chain(f, FILTER, FORWARD, hook, false);

@@ -38,8 +38,8 @@ impl Family {
     /// `nf_tables` family of this family's iptables-nft tables.
     fn nfproto(self) -> u8 {
         match self {
-            Family::V4 => crate::nfnl::inventory::NFPROTO_IPV4,
-            Family::V6 => crate::nfnl::inventory::NFPROTO_IPV6,
+            Family::V4 => crate::nfnl::abi::NFPROTO_IPV4,
+            Family::V6 => crate::nfnl::abi::NFPROTO_IPV6,
         }
     }
 

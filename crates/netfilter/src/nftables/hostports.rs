@@ -39,7 +39,8 @@ use crate::names::{
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
     nft_owner_chain_prefix,
 };
-use crate::nfnl::inventory::{Inventory, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nfnl::abi::{NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nfnl::inventory::Inventory;
 use crate::{HostPorts, IpNetwork, Snat};
 
 /// `ip` or `ip6`: the table family and the address match keyword at once.

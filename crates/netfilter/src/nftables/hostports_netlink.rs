@@ -12,6 +12,7 @@ use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
 };
+use crate::nfnl::abi::{HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING};
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
 
@@ -49,8 +50,7 @@ fn structure_in_place(f: u8, snat: bool) -> bool {
 /// match); the caller uses `nft` otherwise.
 pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
     use crate::nfnl::writer::{
-        Batch, HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING, Hook, addr_eq, dnat, dport_eq,
-        fib_daddr_local, jump, masquerade, return_,
+        Batch, Hook, addr_eq, dnat, dport_eq, fib_daddr_local, jump, masquerade, return_,
     };
     let owner = nft_owner_chain(hp.network, hp.container_id);
     let cid = Some(hp.container_id);

@@ -11,6 +11,10 @@ use crate::names::{
     HOSTPORT_DNAT_CHAIN, HOSTPORT_MASQ_CHAIN, HOSTPORT_SETMARK_CHAIN, MASQ_ENTRY_COMMENT,
     SETMARK_COMMENT, dnat_chain, dnat_comment,
 };
+use crate::nfnl::abi::{
+    NFT_CMP_EQ, NFT_META_MARK, NFTA_BITWISE_DREG, NFTA_BITWISE_MASK, NFTA_BITWISE_SREG,
+    NFTA_BITWISE_XOR, NFTA_CMP_DATA, NFTA_CMP_OP, NFTA_CMP_SREG, NFTA_META_DREG, NFTA_META_KEY,
+};
 use crate::nfnl::reader::{Expr, RuleInfo};
 use crate::{HostPorts, IpNetwork, Snat};
 
@@ -48,18 +52,6 @@ pub(super) enum Shape {
     LocalJump { target: &'static str },
 }
 
-// nf_tables expression attributes (linux/netfilter/nf_tables.h).
-const NFTA_META_DREG: u16 = 1;
-const NFTA_META_KEY: u16 = 2;
-const NFT_META_MARK: u32 = 3;
-const NFTA_BITWISE_SREG: u16 = 1;
-const NFTA_BITWISE_DREG: u16 = 2;
-const NFTA_BITWISE_MASK: u16 = 4;
-const NFTA_BITWISE_XOR: u16 = 5;
-const NFTA_CMP_SREG: u16 = 1;
-const NFTA_CMP_OP: u16 = 2;
-const NFTA_CMP_DATA: u16 = 3;
-const NFT_CMP_EQ: u32 = 0;
 /// `XT_ADDRTYPE_LOCAL`: 1 << RTN_LOCAL.
 const XT_ADDRTYPE_LOCAL: u16 = 1 << 2;
 
