@@ -63,6 +63,7 @@
 pub mod bridge_filter;
 mod error;
 mod exec;
+mod family;
 pub mod firewall;
 mod hostports;
 mod iptables;

@@ -33,45 +33,22 @@ use std::fmt::Write;
 use super::{Listing, apply, list};
 use crate::error::{Error, Result};
 use crate::exec::Program;
+use crate::family::Family;
 use crate::hostports::ip_port;
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
     nft_owner_chain_prefix,
 };
-use crate::nfnl::abi::{NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::nfnl::inventory::Inventory;
 use crate::{HostPorts, IpNetwork, Snat};
 
 /// `ip` or `ip6`: the table family and the address match keyword at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Family {
-    V4,
-    V6,
-}
-
 impl Family {
-    pub(super) const BOTH: [Family; 2] = [Family::V4, Family::V6];
-
-    pub(super) fn of(addr: &IpNetwork) -> Family {
-        if addr.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        }
-    }
-
     fn keyword(self) -> &'static str {
         match self {
             Family::V4 => "ip",
             Family::V6 => "ip6",
-        }
-    }
-
-    pub(super) fn nfproto(self) -> u8 {
-        match self {
-            Family::V4 => NFPROTO_IPV4,
-            Family::V6 => NFPROTO_IPV6,
         }
     }
 

@@ -5,9 +5,10 @@
 
 use std::net::IpAddr;
 
-use super::hostports::{Family, OWNED_RULE_CHAINS};
+use super::hostports::OWNED_RULE_CHAINS;
 use crate::HostPorts;
 use crate::Snat;
+use crate::family::Family;
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
