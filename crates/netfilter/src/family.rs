@@ -2,8 +2,8 @@
 //! `ip6tables-*`) and nftables (`ip` or `ip6` tables). Each backend adds
 //! what the family means to it in its own `impl Family`.
 
-use crate::IpNetwork;
 use crate::nfnl::abi::{NFPROTO_IPV4, NFPROTO_IPV6};
+use ipnetwork::IpNetwork;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

@@ -500,7 +500,7 @@ pub fn status() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Attachment;
+    use crate::types::Attachment;
 
     fn fw<'a>(addrs: &'a [IpAddr], ingress: IngressPolicy) -> Firewall<'a> {
         Firewall {

@@ -10,9 +10,11 @@ mod xtrules;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
+use crate::hostports::HostPorts;
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
-use crate::{Attachment, Backend, HostPorts, IpNetwork, Netfilter};
+use crate::types::{Attachment, Backend, Netfilter};
+use ipnetwork::IpNetwork;
 
 pub use batch::Batch;
 pub use save::NatTable;

@@ -35,13 +35,14 @@ use crate::error::{Error, Result};
 use crate::exec::Program;
 use crate::family::Family;
 use crate::hostports::ip_port;
+use crate::hostports::{HostPorts, Snat};
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
     nft_owner_chain_prefix,
 };
 use crate::nfnl::inventory::Inventory;
-use crate::{HostPorts, IpNetwork, Snat};
+use ipnetwork::IpNetwork;
 
 /// `ip` or `ip6`: the table family and the address match keyword at once.
 impl Family {
@@ -371,7 +372,7 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{PortMapping, Protocol};
+    use crate::hostports::{PortMapping, Protocol};
     use std::net::IpAddr;
 
     #[test]

@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 
 use super::hostports::OWNED_RULE_CHAINS;
-use crate::HostPorts;
-use crate::Snat;
 use crate::family::Family;
+use crate::hostports::HostPorts;
+use crate::hostports::Snat;
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
     NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
@@ -250,7 +250,7 @@ pub(super) fn del(container_id: &str, owner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{PortMapping, Protocol};
+    use crate::hostports::{PortMapping, Protocol};
 
     fn nft(args: &[&str]) -> String {
         crate::testutil::run("nft", args)

@@ -15,7 +15,8 @@ use crate::names::{
 use crate::nfnl::abi::{HOOK_POSTROUTING, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
-use crate::{Attachment, IpNetwork};
+use crate::types::Attachment;
+use ipnetwork::IpNetwork;
 
 const CHAIN: [&str; 4] = ["chain", "inet", NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN];
 

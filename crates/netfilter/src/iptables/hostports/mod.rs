@@ -26,10 +26,10 @@ use super::{
     read_nat, tolerate_unusable, xtrules,
 };
 use crate::error::{Error, Errors, Result};
+use crate::hostports::{HostPorts, Snat};
 use crate::lock::SharedChainsLock;
 use crate::names::{HOSTPORT_DNAT_CHAIN, OLD_HOSTPORT_SNAT_CHAIN, dnat_chain, old_snat_chain};
 use crate::nfnl::inventory::Inventory;
-use crate::{HostPorts, Snat};
 use rules::{ContainerRules, container_rules, shared, write_container};
 
 /// The repairing batch: create what is missing, rewrite the container chain.
@@ -300,9 +300,9 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hostports::{PortMapping, Protocol};
     use crate::names::HOSTPORT_SETMARK_CHAIN;
     use crate::testutil::run;
-    use crate::{PortMapping, Protocol};
 
     fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         crate::testutil::in_netns("natunit", f)

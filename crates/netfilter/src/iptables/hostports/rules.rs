@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::super::Batch;
 use crate::args;
 use crate::hostports::ip_port;
+use crate::hostports::{HostPorts, Snat};
 use crate::names::{
     HOSTPORT_DNAT_CHAIN, HOSTPORT_MASQ_CHAIN, HOSTPORT_SETMARK_CHAIN, MASQ_ENTRY_COMMENT,
     SETMARK_COMMENT, dnat_chain, dnat_comment,
@@ -16,7 +17,7 @@ use crate::nfnl::abi::{
     NFTA_BITWISE_XOR, NFTA_CMP_DATA, NFTA_CMP_OP, NFTA_CMP_SREG, NFTA_META_DREG, NFTA_META_KEY,
 };
 use crate::nfnl::reader::{Expr, RuleInfo};
-use crate::{HostPorts, IpNetwork, Snat};
+use ipnetwork::IpNetwork;
 
 /// The multiport match takes at most 15 ports.
 const MULTIPORT_MAX: usize = 15;
