@@ -38,8 +38,8 @@ use crate::hostports::ip_port;
 use crate::hostports::{HostPorts, Snat};
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
-    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
-    nft_owner_chain_prefix,
+    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, NFT_OWNED_RULE_CHAINS,
+    nft_owner_chain, nft_owner_chain_prefix,
 };
 use crate::nfnl::inventory::Inventory;
 use ipnetwork::IpNetwork;
@@ -57,14 +57,6 @@ impl Family {
         format!("{} {NFT_HOSTPORT_TABLE}", self.keyword())
     }
 }
-
-/// Chains whose rules carry the container id as comment (the reference's
-/// DEL searches exactly these).
-pub(super) const OWNED_RULE_CHAINS: [&str; 3] = [
-    NFT_HOSTPORTS_CHAIN,
-    NFT_HOSTIP_HOSTPORTS_CHAIN,
-    NFT_MASQUERADING_CHAIN,
-];
 
 /// The container's rules for one family: (chain, rule text as nft prints it).
 fn container_rules(hp: &HostPorts<'_>, addr: IpNetwork) -> Vec<(&'static str, String)> {
@@ -196,7 +188,7 @@ fn add_script(hp: &HostPorts<'_>, replace: Option<&[(Family, Option<Listing>)]>)
 /// chains (not the owner chain: its caller decides).
 fn write_deletions(s: &mut String, f: Family, listing: Option<&Listing>, container_id: &str) {
     let t = f.table();
-    for chain in OWNED_RULE_CHAINS {
+    for chain in NFT_OWNED_RULE_CHAINS {
         for r in listing.into_iter().flat_map(|l| l.rules_in(chain)) {
             if r.comment.as_deref() == Some(container_id) {
                 let _ = writeln!(s, "delete rule {t} {chain} handle {}", r.handle);

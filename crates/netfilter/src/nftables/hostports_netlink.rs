@@ -5,13 +5,13 @@
 
 use std::net::IpAddr;
 
-use super::hostports::OWNED_RULE_CHAINS;
 use crate::family::Family;
 use crate::hostports::HostPorts;
 use crate::hostports::Snat;
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
-    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
+    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, NFT_OWNED_RULE_CHAINS,
+    nft_owner_chain,
 };
 use crate::nfnl::abi::{HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING};
 use crate::nfnl::inventory::Inventory;
@@ -225,7 +225,7 @@ pub(super) fn del(container_id: &str, owner: &str) -> bool {
         }
         reader::plan_and_delete(f.nfproto(), NFT_HOSTPORT_TABLE, || {
             let mut ops = vec![];
-            for chain in OWNED_RULE_CHAINS {
+            for chain in NFT_OWNED_RULE_CHAINS {
                 for r in reader::rules(f.nfproto(), NFT_HOSTPORT_TABLE, chain)? {
                     if r.comment.as_deref() == Some(container_id) {
                         ops.push(Deletion::Rule {
