@@ -19,14 +19,14 @@
 //! same text (the tests compare the expressions).
 
 use crate::error::{Error, Result};
+use crate::nfnl::abi::{HOOK_PREROUTING, NFPROTO_BRIDGE};
 use crate::nfnl::reader::{self, Deletion, RuleInfo};
 use crate::nfnl::socket::attributes;
 use crate::nfnl::writer::{
-    Batch, Expr, HOOK_PREROUTING, Hook, drop, ether_saddr_eq, jump, nft_iface_match, return_,
+    Batch, Expr, Hook, drop, ether_saddr_eq, jump, nft_iface_match, return_,
 };
 
-/// `NFPROTO_BRIDGE`.
-const F: u8 = 7;
+const F: u8 = NFPROTO_BRIDGE;
 const TABLE: &str = "nat";
 const BASE_CHAIN: &str = "PREROUTING";
 const COMMENT_PREFIX: &str = "macspoofchk-";

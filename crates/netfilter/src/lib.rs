@@ -63,6 +63,7 @@
 pub mod bridge_filter;
 mod error;
 mod exec;
+mod family;
 pub mod firewall;
 mod hostports;
 mod iptables;
@@ -72,33 +73,20 @@ pub mod nfnl;
 mod nftables;
 #[cfg(test)]
 mod testutil;
+mod types;
 pub mod validate;
-
-use std::str::FromStr;
 
 pub use error::{Error, Result};
 pub use exec::processes_spawned_on_this_thread;
 pub use hostports::{HostPorts, PortMapping, Protocol, Snat};
 pub use ipnetwork::IpNetwork;
 pub use nfnl::conntrack;
+pub use types::{Attachment, Backend, Netfilter};
 
 use error::Errors;
 
-/// Which netfilter front-end to drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Iptables,
-    Nftables,
-}
-
+/// Choosing a backend, which needs the backends themselves.
 impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Iptables => "iptables",
-            Backend::Nftables => "nftables",
-        }
-    }
-
     /// The reference's default: iptables when usable, else nftables.
     ///
     /// "Usable" here means the programs are installed; unlike the reference
@@ -136,73 +124,6 @@ impl Backend {
             Backend::Nftables => nftables::probe(),
         }
     }
-}
-
-impl FromStr for Backend {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Backend> {
-        match s {
-            "iptables" => Ok(Backend::Iptables),
-            "nftables" => Ok(Backend::Nftables),
-            _ => Err(Error::Invalid {
-                what: "backend",
-                value: s.to_string(),
-                reason: "must be \"iptables\" or \"nftables\"",
-            }),
-        }
-    }
-}
-
-/// One interface of one container on one network: the identity every rule
-/// is keyed by.
-#[derive(Debug, Clone, Copy)]
-pub struct Attachment<'a> {
-    pub network: &'a str,
-    pub container_id: &'a str,
-    pub ifname: &'a str,
-}
-
-impl Attachment<'_> {
-    fn validate(&self) -> Result<()> {
-        validate::identifier("network name", self.network)?;
-        validate::identifier("container id", self.container_id)?;
-        validate::ifname(self.ifname)
-    }
-}
-
-/// The operations both backends implement.
-pub trait Netfilter {
-    fn backend(&self) -> Backend;
-
-    /// Masquerade traffic from each address to anything outside its subnet
-    /// (multicast excepted). `addresses` carry their prefix: `10.1.2.5/24`.
-    /// Idempotent: a repeated call replaces the attachment's rules.
-    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()>;
-
-    /// Fails with [`Error::Missing`] when a rule of `setup_masquerade` is absent.
-    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()>;
-
-    /// Remove this backend's masquerade rules of the attachment (also those
-    /// the Go bridge created). Succeeds when there is nothing to remove.
-    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()>;
-
-    /// Remove masquerade rules of `network` whose (container id, ifname) is
-    /// not in `keep`.
-    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()>;
-
-    /// Install the mappings; the shared chains/tables are created when
-    /// missing. Idempotent: a repeated call replaces the container's rules.
-    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()>;
-
-    /// Fails with [`Error::Missing`] when a rule of `add_hostports` is absent.
-    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()>;
-
-    /// Remove every host-port rule of (network, container id), ours or the
-    /// Go portmap's, whatever mappings they were made from.
-    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()>;
-
-    /// Remove host-port rules of `network` whose container id is not in `keep`.
-    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()>;
 }
 
 /// The implementation for `backend`.

@@ -28,6 +28,13 @@ pub const NFT_HOSTPORTS_CHAIN: &str = "hostports";
 pub const NFT_HOSTIP_HOSTPORTS_CHAIN: &str = "hostip_hostports";
 pub const NFT_HOSTPORTS_ALL_CHAIN: &str = "hostports_all";
 pub const NFT_MASQUERADING_CHAIN: &str = "masquerading";
+/// Chains of `cni_hostport` whose rules carry the container id as comment
+/// (the reference's DEL searches exactly these).
+pub const NFT_OWNED_RULE_CHAINS: [&str; 3] = [
+    NFT_HOSTPORTS_CHAIN,
+    NFT_HOSTIP_HOSTPORTS_CHAIN,
+    NFT_MASQUERADING_CHAIN,
+];
 /// Prefix of our per-(network, container) marker chains in `cni_hostport`
 /// (not in the reference; see `nftables::hostports`).
 pub const NFT_OWNER_CHAIN_PREFIX: &str = "owner_";

@@ -40,8 +40,8 @@ pub(crate) mod spec;
 
 pub use spec::{DEFAULT_ADMIN_CHAIN, Firewall, IngressPolicy};
 
-use crate::Backend;
 use crate::error::Result;
+use crate::types::Backend;
 
 /// ADD: the shared chains when missing, the attachment's rules, the
 /// bridge's isolation rules. Idempotent.

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use crate::Attachment;
 use crate::error::{Error, Result};
+use crate::types::Attachment;
 
 /// `iptablesAdminChainName`'s default.
 pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";

@@ -301,7 +301,7 @@ fn commit_netlink(family: Family, ops: &[Op]) -> Option<Result<()>> {
             Op::Table => b.add_table_plain(f, FILTER),
             Op::Forward => {
                 let hook = crate::nfnl::writer::Hook {
-                    hooknum: crate::nfnl::writer::HOOK_FORWARD,
+                    hooknum: crate::nfnl::abi::HOOK_FORWARD,
                     priority: 0,
                 };
                 b.add_filter_chain(f, FILTER, FORWARD, hook, false);
@@ -500,7 +500,7 @@ pub fn status() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Attachment;
+    use crate::types::Attachment;
 
     fn fw<'a>(addrs: &'a [IpAddr], ingress: IngressPolicy) -> Firewall<'a> {
         Firewall {

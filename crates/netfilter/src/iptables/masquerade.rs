@@ -17,7 +17,8 @@ use crate::args;
 use crate::error::{Error, Errors, Result};
 use crate::names::{masq_chain, masq_comment};
 use crate::nfnl::inventory::Inventory;
-use crate::{Attachment, IpNetwork};
+use crate::types::Attachment;
+use ipnetwork::IpNetwork;
 
 struct Layout {
     chain: String,

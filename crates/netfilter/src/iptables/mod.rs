@@ -10,39 +10,19 @@ mod xtrules;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
+use crate::hostports::HostPorts;
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
-use crate::{Attachment, Backend, HostPorts, IpNetwork, Netfilter};
+use crate::types::{Attachment, Backend, Netfilter};
+use ipnetwork::IpNetwork;
 
 pub use batch::Batch;
 pub use save::NatTable;
 
-/// IPv4 (`iptables-*`) or IPv6 (`ip6tables-*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
+pub(crate) use crate::family::Family;
 
+/// What IPv4 and IPv6 mean to iptables: `iptables-*` and `ip6tables-*`.
 impl Family {
-    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
-
-    pub fn of(net: &IpNetwork) -> Family {
-        if net.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        }
-    }
-
-    /// `nf_tables` family of this family's iptables-nft tables.
-    fn nfproto(self) -> u8 {
-        match self {
-            Family::V4 => crate::nfnl::inventory::NFPROTO_IPV4,
-            Family::V6 => crate::nfnl::inventory::NFPROTO_IPV6,
-        }
-    }
-
     fn program(self) -> &'static str {
         match self {
             Family::V4 => "iptables",

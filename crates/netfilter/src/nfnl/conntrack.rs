@@ -12,20 +12,14 @@
 use std::io;
 
 use crate::error::{Error, Result};
+use crate::nfnl::abi::{
+    CTA_PROTO_DST_PORT, CTA_PROTO_NUM, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_ZONE,
+    IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET, IPPROTO_UDP, NFNL_SUBSYS_CTNETLINK,
+};
 use crate::nfnl::socket::{
     NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR, align, attributes, error_code,
     message, messages, with_socket,
 };
-
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const IPCTNL_MSG_CT_GET: u16 = 1;
-const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_ZONE: u16 = 18;
-const CTA_TUPLE_PROTO: u16 = 2;
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_DST_PORT: u16 = 3;
-const IPPROTO_UDP: u8 = 17;
 
 fn err(what: &'static str, source: io::Error) -> Error {
     Error::Conntrack { what, source }

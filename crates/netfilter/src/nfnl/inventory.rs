@@ -7,19 +7,11 @@
 //! It sees nftables and iptables-nft state (both live in nf_tables), not
 //! iptables-legacy; callers treat "not visible here" as "unknown" then.
 
+use crate::nfnl::abi::{
+    NFNL_SUBSYS_NFTABLES, NFT_MSG_GETCHAIN, NFT_MSG_GETTABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
+    NFTA_TABLE_NAME,
+};
 use crate::nfnl::socket::{NLM_F_DUMP, NLM_F_REQUEST, attributes, message, string, with_socket};
-
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-
-/// nf_tables address families (`NFPROTO_*`).
-pub const NFPROTO_INET: u8 = 1;
-pub const NFPROTO_IPV4: u8 = 2;
-pub const NFPROTO_IPV6: u8 = 10;
 
 #[derive(Debug, Default)]
 pub struct Inventory {
@@ -133,6 +125,7 @@ fn exists(msg_type: u16, family: u8, attrs: &[u8]) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nfnl::abi::{NFPROTO_IPV4, NFPROTO_IPV6};
 
     // Runs in the test process's own namespace: only reads.
     #[test]

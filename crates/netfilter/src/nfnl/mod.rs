@@ -4,6 +4,7 @@
 //! (masquerade, host ports) and the two layouts (iptables-nft, nftables)
 //! above it decide *what* to write; this module only knows *how*.
 
+pub(crate) mod abi;
 pub mod conntrack;
 pub(crate) mod inventory;
 pub(crate) mod reader;

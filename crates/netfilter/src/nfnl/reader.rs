@@ -9,30 +9,18 @@
 
 use std::io;
 
+use crate::nfnl::abi::{
+    NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFTA_CHAIN_HANDLE,
+    NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_USE, NFTA_CHAIN_USERDATA, NFTA_COMPAT_INFO,
+    NFTA_COMPAT_NAME, NFTA_COMPAT_REV, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
+    NFTA_EXPR_NAME, NFTA_IMMEDIATE_DATA, NFTA_LIST_ELEM, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS,
+    NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
+    UDATA_COMMENT,
+};
 use crate::nfnl::socket::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, align, attributes, message, string, with_socket,
 };
-use crate::nfnl::writer::{
-    Batch, NFTA_CHAIN_HANDLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_USERDATA,
-    NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_LIST_ELEM,
-    NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA,
-    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
-};
-
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFTA_CHAIN_USE: u16 = 6;
-const NFTA_IMMEDIATE_DATA: u16 = 2;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
-/// `nf_tables_compat.h`: an xtables match or target carried in a `match`
-/// or `target` expression (both use the same attribute numbers).
-const NFTA_COMPAT_NAME: u16 = 1;
-const NFTA_COMPAT_REV: u16 = 2;
-const NFTA_COMPAT_INFO: u16 = 3;
-/// libnftnl's userdata type for the comment (of a rule or a chain).
-const UDATA_RULE_COMMENT: u8 = 0;
+use crate::nfnl::writer::Batch;
 
 /// What teardown needs to know about a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,7 +228,7 @@ fn comment(mut udata: &[u8]) -> Option<String> {
     while udata.len() >= 2 {
         let (kind, len) = (udata[0], udata[1] as usize);
         let value = udata.get(2..2 + len)?;
-        if kind == UDATA_RULE_COMMENT {
+        if kind == UDATA_COMMENT {
             return Some(string(value));
         }
         udata = &udata[2 + len..];

@@ -7,57 +7,19 @@
 use std::io;
 use std::net::IpAddr;
 
+use crate::nfnl::abi::{
+    NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP,
+    NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE,
+    NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFTA_CHAIN_HOOK, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
+    NFTA_CHAIN_TYPE, NFTA_CHAIN_USERDATA, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
+    NFTA_EXPR_NAME, NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NFTA_LIST_ELEM, NFTA_RULE_CHAIN,
+    NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_TABLE_NAME,
+    NFTA_TABLE_USERDATA, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_F_NESTED, NLM_F_APPEND,
+    NLM_F_CREATE, NLM_F_EXCL, UDATA_COMMENT,
+};
 use crate::nfnl::socket::{
     NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, align, error_code, message, messages, with_socket,
 };
-
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLA_F_NESTED: u16 = 0x8000;
-
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_TABLE_USERDATA: u16 = 6;
-pub(crate) const NFTA_CHAIN_TABLE: u16 = 1;
-pub(crate) const NFTA_CHAIN_HANDLE: u16 = 2;
-pub(crate) const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_TYPE: u16 = 7;
-pub(crate) const NFTA_CHAIN_USERDATA: u16 = 12;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-pub(crate) const NFTA_RULE_TABLE: u16 = 1;
-pub(crate) const NFTA_RULE_CHAIN: u16 = 2;
-pub(crate) const NFTA_RULE_HANDLE: u16 = 3;
-pub(crate) const NFTA_RULE_EXPRESSIONS: u16 = 4;
-pub(crate) const NFTA_RULE_USERDATA: u16 = 7;
-pub(crate) const NFTA_LIST_ELEM: u16 = 1;
-pub(crate) const NFTA_EXPR_NAME: u16 = 1;
-pub(crate) const NFTA_EXPR_DATA: u16 = 2;
-pub(crate) const NFTA_DATA_VALUE: u16 = 1;
-pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
-pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
-pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
-/// libnftnl userdata type of a table's or rule's comment.
-const UDATA_COMMENT: u8 = 0;
-
-const NFT_REG_VERDICT: u32 = 0;
-const NFT_REG_1: u32 = 1;
-const NFT_REG_2: u32 = 2;
-
-/// Netfilter hooks (`NF_INET_*`).
-pub const HOOK_PREROUTING: u32 = 0;
-pub const HOOK_FORWARD: u32 = 2;
-pub const HOOK_OUTPUT: u32 = 3;
-pub const HOOK_POSTROUTING: u32 = 4;
 
 fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
     let len = 4 + payload.len();
@@ -409,11 +371,11 @@ pub fn xt_target(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
 }
 
 pub fn jump(chain: &str) -> Vec<Expr> {
-    verdict(-3 /* NFT_JUMP */, Some(chain))
+    verdict(NFT_JUMP, Some(chain))
 }
 
 pub fn goto(chain: &str) -> Vec<Expr> {
-    verdict(-4 /* NFT_GOTO */, Some(chain))
+    verdict(NFT_GOTO, Some(chain))
 }
 
 pub fn return_() -> Vec<Expr> {

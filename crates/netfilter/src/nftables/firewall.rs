@@ -34,11 +34,11 @@ use std::net::IpAddr;
 
 use crate::error::{Error, Result};
 use crate::firewall::spec::{Firewall, IngressPolicy};
-use crate::nfnl::inventory::{Inventory, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nfnl::abi::{HOOK_FORWARD, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, RuleInfo};
 use crate::nfnl::writer::{
-    Batch, Expr, HOOK_FORWARD, Hook, accept, addr_eq, ct_state_in, drop, jump, nfproto_eq,
-    nft_iface_match,
+    Batch, Expr, Hook, accept, addr_eq, ct_state_in, drop, jump, nfproto_eq, nft_iface_match,
 };
 
 pub const TABLE: &str = "cni_firewall";

@@ -33,33 +33,19 @@ use std::fmt::Write;
 use super::{Listing, apply, list};
 use crate::error::{Error, Result};
 use crate::exec::Program;
+use crate::family::Family;
 use crate::hostports::ip_port;
+use crate::hostports::{HostPorts, Snat};
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
-    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
-    nft_owner_chain_prefix,
+    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, NFT_OWNED_RULE_CHAINS,
+    nft_owner_chain, nft_owner_chain_prefix,
 };
-use crate::nfnl::inventory::{Inventory, NFPROTO_IPV4, NFPROTO_IPV6};
-use crate::{HostPorts, IpNetwork, Snat};
+use crate::nfnl::inventory::Inventory;
+use ipnetwork::IpNetwork;
 
 /// `ip` or `ip6`: the table family and the address match keyword at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Family {
-    V4,
-    V6,
-}
-
 impl Family {
-    pub(super) const BOTH: [Family; 2] = [Family::V4, Family::V6];
-
-    pub(super) fn of(addr: &IpNetwork) -> Family {
-        if addr.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        }
-    }
-
     fn keyword(self) -> &'static str {
         match self {
             Family::V4 => "ip",
@@ -67,25 +53,10 @@ impl Family {
         }
     }
 
-    pub(super) fn nfproto(self) -> u8 {
-        match self {
-            Family::V4 => NFPROTO_IPV4,
-            Family::V6 => NFPROTO_IPV6,
-        }
-    }
-
     fn table(self) -> String {
         format!("{} {NFT_HOSTPORT_TABLE}", self.keyword())
     }
 }
-
-/// Chains whose rules carry the container id as comment (the reference's
-/// DEL searches exactly these).
-pub(super) const OWNED_RULE_CHAINS: [&str; 3] = [
-    NFT_HOSTPORTS_CHAIN,
-    NFT_HOSTIP_HOSTPORTS_CHAIN,
-    NFT_MASQUERADING_CHAIN,
-];
 
 /// The container's rules for one family: (chain, rule text as nft prints it).
 fn container_rules(hp: &HostPorts<'_>, addr: IpNetwork) -> Vec<(&'static str, String)> {
@@ -217,7 +188,7 @@ fn add_script(hp: &HostPorts<'_>, replace: Option<&[(Family, Option<Listing>)]>)
 /// chains (not the owner chain: its caller decides).
 fn write_deletions(s: &mut String, f: Family, listing: Option<&Listing>, container_id: &str) {
     let t = f.table();
-    for chain in OWNED_RULE_CHAINS {
+    for chain in NFT_OWNED_RULE_CHAINS {
         for r in listing.into_iter().flat_map(|l| l.rules_in(chain)) {
             if r.comment.as_deref() == Some(container_id) {
                 let _ = writeln!(s, "delete rule {t} {chain} handle {}", r.handle);
@@ -393,7 +364,7 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{PortMapping, Protocol};
+    use crate::hostports::{PortMapping, Protocol};
     use std::net::IpAddr;
 
     #[test]

@@ -5,13 +5,15 @@
 
 use std::net::IpAddr;
 
-use super::hostports::{Family, OWNED_RULE_CHAINS};
-use crate::HostPorts;
-use crate::Snat;
+use crate::family::Family;
+use crate::hostports::HostPorts;
+use crate::hostports::Snat;
 use crate::names::{
     NFT_HOSTIP_HOSTPORTS_CHAIN, NFT_HOSTPORT_TABLE, NFT_HOSTPORT_TABLE_COMMENT,
-    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, nft_owner_chain,
+    NFT_HOSTPORTS_ALL_CHAIN, NFT_HOSTPORTS_CHAIN, NFT_MASQUERADING_CHAIN, NFT_OWNED_RULE_CHAINS,
+    nft_owner_chain,
 };
+use crate::nfnl::abi::{HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING};
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
 
@@ -49,8 +51,7 @@ fn structure_in_place(f: u8, snat: bool) -> bool {
 /// match); the caller uses `nft` otherwise.
 pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
     use crate::nfnl::writer::{
-        Batch, HOOK_OUTPUT, HOOK_POSTROUTING, HOOK_PREROUTING, Hook, addr_eq, dnat, dport_eq,
-        fib_daddr_local, jump, masquerade, return_,
+        Batch, Hook, addr_eq, dnat, dport_eq, fib_daddr_local, jump, masquerade, return_,
     };
     let owner = nft_owner_chain(hp.network, hp.container_id);
     let cid = Some(hp.container_id);
@@ -224,7 +225,7 @@ pub(super) fn del(container_id: &str, owner: &str) -> bool {
         }
         reader::plan_and_delete(f.nfproto(), NFT_HOSTPORT_TABLE, || {
             let mut ops = vec![];
-            for chain in OWNED_RULE_CHAINS {
+            for chain in NFT_OWNED_RULE_CHAINS {
                 for r in reader::rules(f.nfproto(), NFT_HOSTPORT_TABLE, chain)? {
                     if r.comment.as_deref() == Some(container_id) {
                         ops.push(Deletion::Rule {
@@ -249,7 +250,7 @@ pub(super) fn del(container_id: &str, owner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{PortMapping, Protocol};
+    use crate::hostports::{PortMapping, Protocol};
 
     fn nft(args: &[&str]) -> String {
         crate::testutil::run("nft", args)

@@ -12,9 +12,11 @@ use crate::names::{
     NFT_MASQ_CHECKS_CHAIN, NFT_MASQ_CHECKS_COMMENT, NFT_MASQ_TABLE, NFT_MASQ_TABLE_COMMENT,
     nft_masq_comment, nft_masq_instance_hash, nft_masq_network_hash,
 };
-use crate::nfnl::inventory::{Inventory, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nfnl::abi::{HOOK_POSTROUTING, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
-use crate::{Attachment, IpNetwork};
+use crate::types::Attachment;
+use ipnetwork::IpNetwork;
 
 const CHAIN: [&str; 4] = ["chain", "inet", NFT_MASQ_TABLE, NFT_MASQ_CHECKS_CHAIN];
 
@@ -94,7 +96,7 @@ fn recorded(instance: &str) -> Option<Vec<Deletion>> {
 /// nothing but this attachment's stale rules.
 fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std::io::Result<()> {
     use crate::nfnl::writer::{
-        Batch, HOOK_POSTROUTING, Hook, addr_eq, goto, masquerade, nfproto_eq, prefix_match, return_,
+        Batch, Hook, addr_eq, goto, masquerade, nfproto_eq, prefix_match, return_,
     };
     let t = NFT_MASQ_TABLE;
     let f = NFPROTO_INET;

@@ -11,7 +11,9 @@ mod masquerade;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
-use crate::{Attachment, Backend, HostPorts, IpNetwork, Netfilter};
+use crate::hostports::HostPorts;
+use crate::types::{Attachment, Backend, Netfilter};
+use ipnetwork::IpNetwork;
 
 pub use listing::Listing;
 
@@ -100,7 +102,7 @@ impl Netfilter for Nftables {
 
     fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
         hp.validate(crate::validate::nft_condition)?;
-        if matches!(hp.snat, crate::Snat::ExternalMarkChain(_)) {
+        if matches!(hp.snat, crate::hostports::Snat::ExternalMarkChain(_)) {
             return Err(Error::Invalid {
                 what: "externalSetMarkChain",
                 value: String::new(),
