@@ -713,6 +713,11 @@ fn every_shipped_example_conflist_attaches_and_detaches() {
                     subnets.push(set[0]["subnet"].as_str().unwrap().to_string());
                 }
             }
+            if plugin["ipam"]["type"] == "static" {
+                for a in plugin["ipam"]["addresses"].as_array().unwrap() {
+                    subnets.push(a["address"].as_str().unwrap().to_string());
+                }
+            }
         }
         std::fs::write(conf_dir.join(&name), conf.to_string()).unwrap();
         let net = conf["name"].as_str().unwrap().to_string();
