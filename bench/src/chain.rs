@@ -18,8 +18,6 @@ use crate::lab::{Lab, MEASURED_HOST_PORT, port_mapping};
 use crate::stats::{median, median_ms};
 use crate::wrapper::{self, Mode};
 
-const PLUGINS: &[&str] = &["bridge", "host-local", "portmap"];
-
 /// Timings and costs of one (variant, attached) point per lab. The labs'
 /// rounds are interleaved (round 1 of each, round 2 of each, ...), so load
 /// from elsewhere on the machine falls on every implementation alike.
@@ -166,7 +164,7 @@ fn real_dir(lab: &Lab) -> Fallible<PathBuf> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for p in PLUGINS {
+    for p in lab.variant.plugins() {
         let target = lab.variant.plugin_dir.join(p);
         std::os::unix::fs::symlink(&target, dir.join(p))
             .map_err(|e| format!("symlink {}: {e}", target.display()))?;
@@ -210,7 +208,7 @@ fn instrumented_round(lab: &Lab, att: &Attachment) -> Fallible<Value> {
     let real = real_dir(lab)?;
     let dir = lab.state_dir().join("wrap-rss");
     let log = lab.state_dir().join("log-rss");
-    let mut names: Vec<&str> = PLUGINS.to_vec();
+    let mut names: Vec<&str> = lab.variant.plugins().to_vec();
     names.extend(HELPERS.iter().filter(|h| real.join(h).exists()));
     wrapper::install(&dir, &real, &log, Mode::Rss, &names, true)?;
     let rt = lab.runtime_from(&dir);
@@ -260,7 +258,7 @@ fn instrumented_round(lab: &Lab, att: &Attachment) -> Fallible<Value> {
         &lab.variant.plugin_dir,
         &log,
         Mode::Strace,
-        PLUGINS,
+        lab.variant.plugins(),
         false,
     )?;
     let rt = lab.runtime_from(&dir);

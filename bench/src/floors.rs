@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::lab::{Lab, Variant};
+use crate::lab::{Chain, Lab, Variant};
 use crate::stats::median_ms;
 use crate::{ALL_PLUGINS, Fallible, wrapper};
 
@@ -18,6 +18,7 @@ fn scratch(ours: &Path) -> Variant {
         implementation: "ours",
         backend: "iptables",
         plugin_dir: ours.to_path_buf(),
+        chain: Chain::Bench,
     }
 }
 

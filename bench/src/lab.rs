@@ -24,17 +24,46 @@ pub const MEASURED_HOST_PORT: u16 = 8080;
 /// Background containers map hostPort FIRST_BACKGROUND_PORT + i.
 const FIRST_BACKGROUND_PORT: u16 = 20000;
 
-/// Which implementation and netfilter backend a lab runs.
+/// Which network configuration a lab runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// bridge + host-local + portmap, with the backend keys ([`conflist`]).
+    Bench,
+    /// podman 4's default network: bridge + host-local, portmap, firewall,
+    /// tuning ([`podman_conflist`]).
+    Podman,
+}
+
+/// Which implementation, netfilter backend and chain a lab runs.
 #[derive(Debug, Clone)]
 pub struct Variant {
     pub implementation: &'static str,
     pub backend: &'static str,
     pub plugin_dir: PathBuf,
+    pub chain: Chain,
 }
 
 impl Variant {
     pub fn label(&self) -> String {
-        format!("{} / {}", self.implementation, self.backend)
+        match self.chain {
+            Chain::Bench => format!("{} / {}", self.implementation, self.backend),
+            Chain::Podman => format!("{} / podman chain", self.implementation),
+        }
+    }
+
+    /// The plugins the chain execs (directly or as a delegate).
+    pub fn plugins(&self) -> &'static [&'static str] {
+        match self.chain {
+            Chain::Bench => &["bridge", "host-local", "portmap"],
+            Chain::Podman => &["bridge", "host-local", "portmap", "firewall", "tuning"],
+        }
+    }
+
+    fn conflist(&self, data_dir: &Path) -> Value {
+        match self.chain {
+            Chain::Bench => conflist(self.backend, data_dir),
+            Chain::Podman => podman_conflist(data_dir),
+        }
     }
 }
 
@@ -89,6 +118,36 @@ pub fn conflist(backend: &str, data_dir: &Path) -> Value {
     })
 }
 
+/// podman 4's default network as its package ships it
+/// (`87-podman-bridge.conflist`: cniVersion 0.4.0, bridge `cni-podman0`,
+/// 10.88.0.0/16, then portmap, firewall and tuning with no keys), with two
+/// changes so labs stay apart: the network name and host-local's dataDir.
+/// No backend keys: each implementation runs its defaults (iptables).
+pub fn podman_conflist(data_dir: &Path) -> Value {
+    json!({
+        "cniVersion": "0.4.0",
+        "name": NETWORK,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni-podman0",
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]],
+                    "dataDir": data_dir.display().to_string(),
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "firewall"},
+            {"type": "tuning"}
+        ]
+    })
+}
+
 pub fn port_mapping(host_port: u16) -> Value {
     json!([{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}])
 }
@@ -105,7 +164,7 @@ impl Lab {
             .prefix("cni-bench-")
             .tempdir()
             .map_err(|e| format!("temporary directory: {e}"))?;
-        let conf = conflist(variant.backend, &state.path().join("ipam"));
+        let conf = variant.conflist(&state.path().join("ipam"));
         let network = NetworkConfigList::from_bytes(conf.to_string().as_bytes(), "bench")
             .map_err(|e| e.to_string())?;
         let runtime = Runtime::new(vec![variant.plugin_dir.clone()])

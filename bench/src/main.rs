@@ -5,7 +5,8 @@
 //! 100 and 500 attached containers, iptables and nftables backends), the
 //! programs each verb executes, peak RSS per plugin invocation, installed
 //! sizes, 64 concurrent ADDs, and host-local alone with 10,000 existing
-//! reservations. Writes `results.json` and `RESULTS.md` to the output
+//! reservations; and podman 4's default chain (bridge + host-local,
+//! portmap, firewall, tuning) ours against the reference. Writes `results.json` and `RESULTS.md` to the output
 //! directory; `scripts/bench-chart.py` draws the chart from the JSON.
 //!
 //! When exec'd under a plugin's name from a wrapper directory it is the
@@ -27,11 +28,13 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use lab::{Lab, Variant};
+use lab::{Chain, Lab, Variant};
 
 pub type Fallible<T> = Result<T, String>;
 
 pub const ALL_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+/// Needed too, by the podman chain only.
+const PODMAN_PLUGINS: &[&str] = &["firewall", "tuning"];
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -55,14 +58,22 @@ struct Options {
     concurrent: usize,
     reservations: u32,
     quick: bool,
+    /// `--only podman`: the podman chain row alone.
+    only_podman: bool,
+    /// `--rounds N`: repetitions per point instead of the default.
+    rounds: Option<usize>,
 }
 
 const USAGE: &str = "usage: cni-bench [--ours DIR] [--reference DIR] [--out DIR] [--quick]
+                 [--only podman] [--rounds N]
 
   --ours DIR       this project's plugins (default: the directory of cni-bench)
   --reference DIR  the Go reference plugins (default: /usr/lib/cni)
   --out DIR        where results.json and RESULTS.md go (default: docs/bench)
   --quick          a smoke run: 0 and 10 attached, few repetitions
+  --only podman    only podman 4's default chain (bridge + host-local,
+                   portmap, firewall, tuning), ours vs the reference
+  --rounds N       N timed rounds per point (default 40, 3 with --quick)
 
 Needs root (network namespaces) and strace. Everything runs in throwaway
 namespaces and temporary directories.";
@@ -80,6 +91,8 @@ fn parse_args() -> Fallible<Options> {
         concurrent: 64,
         reservations: 10_000,
         quick: false,
+        only_podman: false,
+        rounds: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -93,6 +106,23 @@ fn parse_args() -> Fallible<Options> {
                 o.attached = vec![0, 10];
                 o.concurrent = 8;
                 o.reservations = 1000;
+            }
+            "--only" => match value()?.as_str() {
+                "podman" => o.only_podman = true,
+                other => {
+                    return Err(format!(
+                        "--only: unknown scenario {other:?} (known: podman)"
+                    ));
+                }
+            },
+            "--rounds" => {
+                let v = value()?;
+                o.rounds = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or(format!("--rounds: {v:?} is not a positive number"))?,
+                );
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -108,7 +138,7 @@ fn parse_args() -> Fallible<Options> {
 /// the kernel's RCU grace periods, which vary by ±10 ms from one DEL to
 /// the next, and the scaling goal compares medians of both.
 fn reps(o: &Options, _attached: usize) -> usize {
-    if o.quick { 3 } else { 40 }
+    o.rounds.unwrap_or(if o.quick { 3 } else { 40 })
 }
 
 fn preflight(o: &Options) -> Fallible<()> {
@@ -116,7 +146,7 @@ fn preflight(o: &Options) -> Fallible<()> {
         return Err("cni-bench needs root (network namespaces): run `sudo make bench`".into());
     }
     for dir in [&o.ours, &o.reference] {
-        for p in ALL_PLUGINS {
+        for p in ALL_PLUGINS.iter().chain(PODMAN_PLUGINS) {
             if !dir.join(p).is_file() {
                 return Err(format!(
                     "{} missing (build with `make build`)",
@@ -138,18 +168,55 @@ fn variants(o: &Options) -> Vec<Variant> {
             implementation: "ours",
             backend: "iptables",
             plugin_dir: o.ours.clone(),
+            chain: Chain::Bench,
         },
         Variant {
             implementation: "reference",
             backend: "iptables",
             plugin_dir: o.reference.clone(),
+            chain: Chain::Bench,
         },
         Variant {
             implementation: "ours",
             backend: "nftables",
             plugin_dir: o.ours.clone(),
+            chain: Chain::Bench,
         },
     ]
+}
+
+/// podman 4's default chain at 0 attached, ours and the reference in
+/// interleaved rounds (the same machinery as the bench chain).
+fn podman_chain(o: &Options, started: Instant) -> Fallible<Value> {
+    let mut labs = Vec::new();
+    for (implementation, dir) in [("ours", &o.ours), ("reference", &o.reference)] {
+        labs.push(Lab::new(Variant {
+            implementation,
+            backend: "iptables",
+            plugin_dir: dir.clone(),
+            chain: Chain::Podman,
+        })?);
+    }
+    let refs: Vec<&Lab> = labs.iter().collect();
+    let measured = chain::measure(&refs, reps(o, 0))?;
+    let mut out = Map::new();
+    for (lab, p) in labs.iter().zip(measured) {
+        eprintln!(
+            "[{:>4.0}s] {}: 0 attached: ADD {:.1} ms, CHECK {}, DEL {:.1} ms, ADD+DEL {:.1} ms",
+            started.elapsed().as_secs_f64(),
+            lab.variant.label(),
+            p["add_ms"].as_f64().unwrap_or(0.0),
+            p["check_ms"]
+                .as_f64()
+                .map_or("fails".into(), |c| format!("{c:.1} ms")),
+            p["del_ms"].as_f64().unwrap_or(0.0),
+            p["add_del_ms"].as_f64().unwrap_or(0.0),
+        );
+        out.insert(lab.variant.implementation.into(), Value::Array(vec![p]));
+    }
+    drop(labs);
+    check_interrupted()?;
+    Ok(Value::Object(out))
 }
 
 fn key(v: &Variant) -> String {
@@ -159,6 +226,16 @@ fn key(v: &Variant) -> String {
 fn run(o: &Options) -> Fallible<Value> {
     let started = Instant::now();
     let load_before = machine::load_average();
+    if o.only_podman {
+        let podman = podman_chain(o, started)?;
+        return Ok(json!({
+            "only": "podman",
+            "machine": machine::describe(&o.ours, &o.reference),
+            "load_average": {"start": load_before, "end": machine::load_average()},
+            "podman_chain": podman,
+            "duration_seconds": started.elapsed().as_secs_f64(),
+        }));
+    }
     let floor = floors::rss(&o.ours, &o.reference)?;
     let kernel = floors::kernel(&o.ours)?;
     let mut chain = Map::new();
@@ -256,6 +333,8 @@ fn run(o: &Options) -> Fallible<Value> {
         check_interrupted()?;
     }
 
+    let podman = podman_chain(o, started)?;
+
     let mut hl = Map::new();
     for (name, dir) in [("ours", &o.ours), ("reference", &o.reference)] {
         let bin = dir.join("host-local");
@@ -282,6 +361,7 @@ fn run(o: &Options) -> Fallible<Value> {
         "attached": o.attached,
         "chain": chain,
         "control_at_0": controls,
+        "podman_chain": podman,
         "concurrency": conc,
         "host_local": hl,
         "sizes": machine::sizes(&o.ours, &o.reference)?,
@@ -298,6 +378,7 @@ fn run(o: &Options) -> Fallible<Value> {
             "Peak RSS: one extra round with every plugin exec'd by a wrapper that `wait4`s it (ru_maxrss: max over the plugin and the descendants it reaped).",
             "Concurrency: N threads released by one barrier, each `Runtime::add` on its own namespace; then N concurrent DELs; leaks counted afterwards (reservation files, host veths, netfilter lines naming a container address or id).",
             "host-local alone: reservations written as files in the shared on-disk format, one untimed DEL first, then ADD/DEL rounds.",
+            "podman chain: podman 4's default network (87-podman-bridge.conflist: cniVersion 0.4.0, bridge + host-local, portmap, firewall, tuning, no backend keys; only the network name and host-local's dataDir changed), one hostPort, 0 attached, ours and the reference in alternating rounds.",
         ],
     }))
 }

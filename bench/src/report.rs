@@ -60,6 +60,10 @@ pub fn markdown(results: &Value) -> String {
         results["load_average"]["start"].as_str().unwrap_or("?"),
         results["load_average"]["end"].as_str().unwrap_or("?"),
     );
+    if results["only"].as_str() == Some("podman") {
+        podman_table(&mut s, results);
+        return s;
+    }
     let attached: Vec<u64> = results["attached"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
@@ -68,6 +72,7 @@ pub fn markdown(results: &Value) -> String {
 
     goals(&mut s, results, max_attached);
     chain_tables(&mut s, results, &attached);
+    podman_table(&mut s, results);
     execs_table(&mut s, results);
     rss_table(&mut s, results);
     program_time_table(&mut s, results, &attached);
@@ -326,6 +331,62 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
         ms(&k["ip_veth_del_ms"])
     );
     let _ = writeln!(s, "\n![latency against attached containers](latency.png)\n");
+}
+
+/// podman 4's default chain, ours against the reference, 0 attached.
+fn podman_table(s: &mut String, r: &Value) {
+    let (o, g) = (
+        &r["podman_chain"]["ours"][0],
+        &r["podman_chain"]["reference"][0],
+    );
+    let _ = writeln!(
+        s,
+        "## podman 4's default chain: bridge + host-local, portmap, firewall, tuning (one hostPort), medians in ms\n\n\
+         `87-podman-bridge.conflist` as the podman package ships it (cniVersion 0.4.0, no backend keys), \
+         0 attached, {} rounds alternating between ours and the reference.\n\n\
+         | attached | verb | ours | reference | ours/reference |\n|---|---|---|---|---|",
+        o["reps"]
+    );
+    for (verb, key) in [
+        ("ADD", "add_ms"),
+        ("CHECK", "check_ms"),
+        ("DEL", "del_ms"),
+        ("ADD+DEL", "add_del_ms"),
+    ] {
+        let (oc, gc) = if key == "check_ms" {
+            (check_cell(o), check_cell(g))
+        } else {
+            (ms(&o[key]), ms(&g[key]))
+        };
+        let _ = writeln!(
+            s,
+            "| 0 | {verb} | {oc} | {gc} | {} |",
+            ratio_text(ratio(&o[key], &g[key]))
+        );
+    }
+    for (name, p) in [("ours", o), ("reference", g)] {
+        if let Some(e) = p["check_error"].as_str() {
+            let _ = writeln!(
+                s,
+                "\n{name}: CHECK failed {} of {} times: `{}`",
+                p["check_failures"],
+                p["reps"],
+                e.replace('`', "'").replace('\n', " ")
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n| variant | verb | processes (strace) | programs (strace) |\n|---|---|---|---|"
+    );
+    for (name, p) in [("ours", o), ("reference", g)] {
+        for verb in ["ADD", "CHECK", "DEL"] {
+            let e = &p["execs"][verb];
+            let (_, progs) = programs_text(&e["by_program"]);
+            let _ = writeln!(s, "| {name} | {verb} | {} | {progs} |", e["total"]);
+        }
+    }
+    let _ = writeln!(s);
 }
 
 fn check_cell(p: &Value) -> String {
