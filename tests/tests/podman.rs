@@ -462,28 +462,20 @@ fn container_addresses(p: &Podman, name: &str) -> String {
     p.ok(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"])
 }
 
-/// Runs a container with static address `ip` on macvlan network `network`,
+/// Runs a container with static address `ip` (passed as `--ip` when
+/// `pass_ip`, else configured in the network) on macvlan network `network`,
 /// checks it reaches the LAN server and back, removes it and checks that
 /// nothing is left in the host or LAN namespace and no reservation.
-fn static_address_on_lan(p: &Podman, server: &Netns, network: &str, ip: &str) {
+fn static_address_on_lan(p: &Podman, server: &Netns, network: &str, ip: &str, pass_ip: bool) {
     let host_links = p.host.links();
     let lan_links = server.links();
     let ctr = format!("{network}-c");
-    p.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &ctr,
-        "--network",
-        network,
-        "--ip",
-        ip,
-        "--cap-add",
-        "NET_RAW",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    let mut args = vec!["run", "-d", "--name", &ctr, "--network", network];
+    if pass_ip {
+        args.extend(["--ip", ip]);
+    }
+    args.extend(["--cap-add", "NET_RAW", IMAGE, "sleep", "1000"]);
+    p.ok(&args);
     let addrs = container_addresses(p, &ctr);
     assert!(
         addrs.contains(&format!("inet {ip}/24")),
@@ -568,7 +560,7 @@ fn podman_macvlan_network_with_static_addresses_on_our_plugins_alone() {
     assert_eq!(plugins[0]["type"], "macvlan", "{conf}");
     assert_eq!(plugins[0]["master"], "lan0", "{conf}");
     assert_eq!(plugins[0]["ipam"]["type"], "host-local", "{conf}");
-    static_address_on_lan(&p, &server, LAN_NET, "192.168.77.10");
+    static_address_on_lan(&p, &server, LAN_NET, "192.168.77.10", true);
     p.ok(&["network", "rm", LAN_NET]);
     let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(LAN_NET));
 
@@ -601,4 +593,52 @@ fn podman_macvlan_network_with_static_addresses_on_our_plugins_alone() {
             .exists(),
         "a refused network was written"
     );
+
+    // static IPAM through a conflist written by hand: the addresses come
+    // from the configuration; podman passes `--ip` as CNI_ARGS `IP=` without
+    // a prefix length, which static refuses (as the Go plugin does).
+    let conf = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": LAN_STATIC,
+        "plugins": [{
+            "type": "macvlan",
+            "master": "lan0",
+            "ipam": {
+                "type": "static",
+                "addresses": [{"address": "192.168.77.11/24", "gateway": "192.168.77.1"}],
+                "routes": [{"dst": "0.0.0.0/0"}]
+            }
+        }]
+    });
+    std::fs::write(
+        p.dir
+            .path()
+            .join("net.d")
+            .join(format!("{LAN_STATIC}.conflist")),
+        conf.to_string(),
+    )
+    .unwrap();
+    static_address_on_lan(&p, &server, LAN_STATIC, "192.168.77.11", false);
+    let host_links = p.host.links();
+    let out = p.run(&[
+        "run",
+        "--rm",
+        "--network",
+        LAN_STATIC,
+        "--ip",
+        "192.168.77.12",
+        IMAGE,
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "the 'ip' field is expected to be in CIDR notation, got: '192.168.77.12'"
+            ),
+        "--ip on a static network: {} {err}",
+        out.status
+    );
+    assert_eq!(p.host.links(), host_links, "failed ADD left a link");
+    p.ok(&["network", "rm", LAN_STATIC]);
 }
