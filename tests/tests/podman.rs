@@ -16,6 +16,11 @@
 //! scenario runs on the Go plugins, and both must see the same
 //! reachability.
 //!
+//! A macvlan network (`-d macvlan -o parent=lan0`, `lan0` a veth to a LAN
+//! namespace) with host-local and `--ip`, and one with static IPAM from a
+//! hand-written conflist: the container reaches the LAN, `podman rm`
+//! leaves no link and no reservation.
+//!
 //! Needs podman, runc (cgroup v1 hosts: crun refuses hybrid mode) and a
 //! static busybox (`busybox-static`); SKIPPED otherwise.
 
