@@ -16,6 +16,11 @@
 //! scenario runs on the Go plugins, and both must see the same
 //! reachability.
 //!
+//! A macvlan network (`-d macvlan -o parent=lan0`, `lan0` a veth to a LAN
+//! namespace) with host-local and `--ip`, and one with static IPAM from a
+//! hand-written conflist: the container reaches the LAN, `podman rm`
+//! leaves no link and no reservation.
+//!
 //! Needs podman, runc (cgroup v1 hosts: crun refuses hybrid mode) and a
 //! static busybox (`busybox-static`); SKIPPED otherwise.
 
@@ -28,6 +33,8 @@ const IMAGE: &str = "localhost/cnirs-busybox:test";
 const PAGE: &str = "hello-from-cnirs";
 const ISO_A: &str = "cnirs-isoa";
 const ISO_B: &str = "cnirs-isob";
+const LAN_NET: &str = "cnirs-lan";
+const LAN_STATIC: &str = "cnirs-lan-static";
 /// podman's default network, as the Debian package ships it in
 /// `/etc/cni/net.d/87-podman-bridge.conflist` (copied from there when
 /// present, so the test runs what podman runs).
@@ -185,7 +192,7 @@ network_config_dir = "{}"
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "httpd", "nc", "sleep", "printf", "ip"] {
+        for applet in ["sh", "httpd", "nc", "sleep", "printf", "ip", "ping"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         std::fs::write(rootfs.join("www/index.html"), format!("{PAGE}\n")).unwrap();
@@ -275,7 +282,7 @@ network_config_dir = "{}"
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.run(&["rm", "-af", "-t", "0"]);
-        for n in [ISO_A, ISO_B] {
+        for n in [ISO_A, ISO_B, LAN_NET, LAN_STATIC] {
             let _ = self.run(&["network", "rm", "-f", n]);
         }
         let _ = self.run(&["rmi", "-af"]);
@@ -369,6 +376,15 @@ fn scenario(p: &Podman, busybox: &Path) -> Seen {
     seen
 }
 
+/// This project's built binaries of `names`, for a plugin directory.
+fn our_plugins<'a>(names: &[&'a str]) -> Vec<(&'a str, PathBuf)> {
+    let ours: Vec<(&str, PathBuf)> = names.iter().map(|n| (*n, bin_dir().join(n))).collect();
+    for (n, p) in &ours {
+        assert!(p.is_file(), "{n} is not built: cargo build -p {n}");
+    }
+    ours
+}
+
 fn prerequisites() -> Option<PathBuf> {
     if !can_run() {
         return None;
@@ -393,10 +409,7 @@ fn podman_default_network_on_our_plugins_alone() {
     let Some(busybox) = prerequisites() else {
         return;
     };
-    let ours: Vec<(&str, PathBuf)> = CHAIN.iter().map(|n| (*n, bin_dir().join(n))).collect();
-    for (n, p) in &ours {
-        assert!(p.is_file(), "{n} is not built: cargo build -p {n}");
-    }
+    let ours = our_plugins(CHAIN);
     let seen_ours = {
         let p = Podman::new(&ours);
         scenario(&p, &busybox)
@@ -423,4 +436,214 @@ fn podman_default_network_on_our_plugins_alone() {
     } else {
         eprintln!("SKIPPED (Go half): reference plugins not installed");
     }
+}
+
+/// The plugins a podman macvlan network runs (and the default network's,
+/// since podman loads that configuration too).
+const MACVLAN_PLUGINS: &[&str] = &[
+    "macvlan",
+    "host-local",
+    "static",
+    "bridge",
+    "portmap",
+    "firewall",
+    "tuning",
+];
+
+/// The conflist podman wrote for `network`.
+fn written_conflist(p: &Podman, network: &str) -> serde_json::Value {
+    let path = p
+        .dir
+        .path()
+        .join("net.d")
+        .join(format!("{network}.conflist"));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
+}
+
+/// podman's `eth0` address list inside container `name`.
+fn container_addresses(p: &Podman, name: &str) -> String {
+    p.ok(&["exec", name, "ip", "-o", "-4", "addr", "show", "eth0"])
+}
+
+/// Runs a container with static address `ip` (passed as `--ip` when
+/// `pass_ip`, else configured in the network) on macvlan network `network`,
+/// checks it reaches the LAN server and back, removes it and checks that
+/// nothing is left in the host or LAN namespace and no reservation.
+fn static_address_on_lan(p: &Podman, server: &Netns, network: &str, ip: &str, pass_ip: bool) {
+    let host_links = p.host.links();
+    let lan_links = server.links();
+    let ctr = format!("{network}-c");
+    let mut args = vec!["run", "-d", "--name", &ctr, "--network", network];
+    if pass_ip {
+        args.extend(["--ip", ip]);
+    }
+    args.extend(["--cap-add", "NET_RAW", IMAGE, "sleep", "1000"]);
+    p.ok(&args);
+    let addrs = container_addresses(p, &ctr);
+    assert!(
+        addrs.contains(&format!("inet {ip}/24")),
+        "{network}: eth0 is {addrs}"
+    );
+    let route = p.ok(&["exec", &ctr, "ip", "route"]);
+    assert!(
+        route.contains("default via 192.168.77.1 dev eth0"),
+        "{network}: routes {route}"
+    );
+    let ping = p.run(&["exec", &ctr, "ping", "-c", "1", "-W", "2", "192.168.77.1"]);
+    assert!(
+        ping.status.success(),
+        "{network}: container cannot ping the LAN server: {}{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    assert!(server.ping(ip), "{network}: LAN server cannot ping {ip}");
+    // macvlan: the container's link lives in the container only.
+    assert_eq!(
+        p.host.links(),
+        host_links,
+        "{network}: link added to the host"
+    );
+    assert_eq!(
+        server.links(),
+        lan_links,
+        "{network}: link added to the LAN"
+    );
+
+    p.ok(&["rm", "-f", "-t", "0", &ctr]);
+    assert_eq!(
+        p.host.links(),
+        host_links,
+        "{network}: link left in the host"
+    );
+    assert_eq!(server.links(), lan_links, "{network}: link left in the LAN");
+    assert!(
+        !server.ping(ip),
+        "{network}: {ip} still answers after podman rm"
+    );
+    assert_eq!(
+        reservations(network),
+        Vec::<String>::new(),
+        "{network}: reservation left"
+    );
+}
+
+#[test]
+fn podman_macvlan_network_with_static_addresses_on_our_plugins_alone() {
+    let Some(busybox) = prerequisites() else {
+        return;
+    };
+    let p = Podman::new(&our_plugins(MACVLAN_PLUGINS));
+    p.import_image(&busybox);
+    // The LAN: `lan0` in podman's host namespace, its peer `srv0` in a
+    // server namespace holding the gateway address.
+    let server = Netns::new("cnit-pm-lan");
+    p.host.wire_to(
+        ("lan0", "192.168.77.254/24"),
+        &server,
+        ("srv0", "192.168.77.1/24"),
+    );
+
+    // --subnet: podman writes macvlan + host-local; --ip becomes CNI_ARGS IP.
+    p.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=lan0",
+        "--subnet",
+        "192.168.77.0/24",
+        "--gateway",
+        "192.168.77.1",
+        LAN_NET,
+    ]);
+    let conf = written_conflist(&p, LAN_NET);
+    let plugins = conf["plugins"].as_array().cloned().unwrap_or_default();
+    assert_eq!(plugins.len(), 1, "{conf}");
+    assert_eq!(plugins[0]["type"], "macvlan", "{conf}");
+    assert_eq!(plugins[0]["master"], "lan0", "{conf}");
+    assert_eq!(plugins[0]["ipam"]["type"], "host-local", "{conf}");
+    static_address_on_lan(&p, &server, LAN_NET, "192.168.77.10", true);
+    p.ok(&["network", "rm", LAN_NET]);
+    let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(LAN_NET));
+
+    // podman 4.3's CNI backend knows the IPAM drivers host-local, dhcp and
+    // none only: `--ipam-driver static` is refused, nothing is written.
+    let out = p.run(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=lan0",
+        "--ipam-driver",
+        "static",
+        "--subnet",
+        "192.168.77.0/24",
+        LAN_STATIC,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unsupported ipam driver \"static\""),
+        "--ipam-driver static: {} {err}",
+        out.status
+    );
+    assert!(
+        !p.dir
+            .path()
+            .join("net.d")
+            .join(format!("{LAN_STATIC}.conflist"))
+            .exists(),
+        "a refused network was written"
+    );
+
+    // static IPAM through a conflist written by hand: the addresses come
+    // from the configuration; podman passes `--ip` as CNI_ARGS `IP=` without
+    // a prefix length, which static refuses (as the Go plugin does).
+    let conf = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": LAN_STATIC,
+        "plugins": [{
+            "type": "macvlan",
+            "master": "lan0",
+            "ipam": {
+                "type": "static",
+                "addresses": [{"address": "192.168.77.11/24", "gateway": "192.168.77.1"}],
+                "routes": [{"dst": "0.0.0.0/0"}]
+            }
+        }]
+    });
+    std::fs::write(
+        p.dir
+            .path()
+            .join("net.d")
+            .join(format!("{LAN_STATIC}.conflist")),
+        conf.to_string(),
+    )
+    .unwrap();
+    static_address_on_lan(&p, &server, LAN_STATIC, "192.168.77.11", false);
+    let host_links = p.host.links();
+    let out = p.run(&[
+        "run",
+        "--rm",
+        "--network",
+        LAN_STATIC,
+        "--ip",
+        "192.168.77.12",
+        IMAGE,
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "the 'ip' field is expected to be in CIDR notation, got: '192.168.77.12'"
+            ),
+        "--ip on a static network: {} {err}",
+        out.status
+    );
+    assert_eq!(p.host.links(), host_links, "failed ADD left a link");
+    p.ok(&["network", "rm", LAN_STATIC]);
 }
