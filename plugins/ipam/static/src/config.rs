@@ -205,21 +205,15 @@ pub fn parse_cidr(s: &str) -> Option<IpNetwork> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Command, NetConf, code};
+    use cni::{Command, code};
     use serde_json::{Value, json};
 
     fn request(conf: Value, args: &str) -> Request {
         let stdin = serde_json::to_vec(&conf).unwrap();
-        Request {
-            command: Command::Add,
-            container_id: "c1".into(),
-            netns: "/var/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: CniArgs::parse(args).unwrap(),
-            path: Vec::new(),
-            config: NetConf::from_slice(&stdin).unwrap(),
-            stdin,
-        }
+        let mut r = Request::from_config(Command::Add, &stdin, args).unwrap();
+        r.container_id = "c1".into();
+        r.netns = "/var/run/netns/x".into();
+        r
     }
 
     fn load(conf: Value, args: &str) -> Result<Config> {

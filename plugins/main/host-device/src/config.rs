@@ -149,7 +149,7 @@ fn has_dpdk_driver(pci_root: &Path, pci: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Command, NetConf, code};
+    use cni::{Command, code};
     use serde_json::{Value, json};
 
     fn request(extra: Value) -> Request {
@@ -158,16 +158,10 @@ mod tests {
             conf[k] = v.clone();
         }
         let stdin = serde_json::to_vec(&conf).unwrap();
-        Request {
-            command: Command::Add,
-            container_id: "c1".into(),
-            netns: "/var/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: CniArgs::default(),
-            path: Vec::new(),
-            config: NetConf::from_slice(&stdin).unwrap(),
-            stdin,
-        }
+        let mut r = Request::from_config(Command::Add, &stdin, "").unwrap();
+        r.container_id = "c1".into();
+        r.netns = "/var/run/netns/x".into();
+        r
     }
 
     /// A fake /sys/bus: one PCI device bound to `driver`, one auxiliary.

@@ -115,19 +115,13 @@ impl Conf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Command, NetConf};
+    use cni::Command;
 
     fn req(conf: &str, args: &str) -> Request {
-        Request {
-            command: Command::Add,
-            container_id: "c1".into(),
-            netns: "/var/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: CniArgs::parse(args).unwrap(),
-            path: vec![],
-            config: NetConf::from_slice(conf.as_bytes()).unwrap(),
-            stdin: conf.as_bytes().to_vec(),
-        }
+        let mut r = Request::from_config(Command::Add, conf.as_bytes(), args).unwrap();
+        r.container_id = "c1".into();
+        r.netns = "/var/run/netns/x".into();
+        r
     }
 
     const BASE: &str = r#""cniVersion":"1.0.0","name":"n","type":"macvlan""#;

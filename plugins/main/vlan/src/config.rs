@@ -98,20 +98,14 @@ impl Conf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Command, NetConf};
+    use cni::Command;
     use link::{SubLinkOptions, sublink_message_bytes};
 
     fn req(conf: &str) -> Request {
-        Request {
-            command: Command::Add,
-            container_id: "c1".into(),
-            netns: "/var/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: CniArgs::default(),
-            path: vec![],
-            config: NetConf::from_slice(conf.as_bytes()).unwrap(),
-            stdin: conf.as_bytes().to_vec(),
-        }
+        let mut r = Request::from_config(Command::Add, conf.as_bytes(), "").unwrap();
+        r.container_id = "c1".into();
+        r.netns = "/var/run/netns/x".into();
+        r
     }
 
     const BASE: &str =

@@ -99,7 +99,7 @@ fn parse_gateways(list: &[String]) -> Result<Gateways> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Command, NetConf, code};
+    use cni::{Command, code};
     use serde_json::{Value, json};
 
     fn load(extra: Value) -> Result<Config> {
@@ -108,16 +108,11 @@ mod tests {
             conf[k] = v.clone();
         }
         let stdin = serde_json::to_vec(&conf).unwrap();
-        Config::load(&Request {
-            command: Command::Add,
-            container_id: "c1".into(),
-            netns: "/var/run/netns/x".into(),
-            ifname: "eth1".into(),
-            args: CniArgs::default(),
-            path: Vec::new(),
-            config: NetConf::from_slice(&stdin).unwrap(),
-            stdin,
-        })
+        let mut r = Request::from_config(Command::Add, &stdin, "").unwrap();
+        r.container_id = "c1".into();
+        r.netns = "/var/run/netns/x".into();
+        r.ifname = "eth1".into();
+        Config::load(&r)
     }
 
     #[test]
