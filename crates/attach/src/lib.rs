@@ -8,6 +8,18 @@ pub mod sublink;
 use cni::{CniResult, Error, Result};
 use link::container::{IfaceAddress, IfaceConfig};
 use link::{Link, Netlink};
+use netns::NetNs;
+
+/// The container's namespace, or the CNI error for a bad `CNI_NETNS`
+/// (code 3, naming the path).
+pub fn open_netns(path: &str) -> Result<NetNs> {
+    NetNs::open(path).map_err(|e| {
+        Error::new(
+            cni::code::INVALID_NETNS,
+            format!("failed to open netns {path:?}: {e}"),
+        )
+    })
+}
 
 /// The addresses and routes of `result` that belong on `ifname` (IPs whose
 /// interface index points at it, checked as the reference checks).

@@ -2,6 +2,7 @@
 //! move it into the container: macvlan, ipvlan, vlan. Each plugin decides
 //! its keys and defaults and hands a [`Plan`] to these steps.
 
+use crate::open_netns;
 use cni::{CniResult, Command, Error, Interface, Request, Result, Rollback};
 use link::{Link, MacAddr, Netlink, SubLinkInfo, SubLinkKind, SubLinkOptions};
 use netns::NetNs;
@@ -24,15 +25,6 @@ pub struct Plan {
     pub addresses: Option<CniResult>,
     /// Set `arp_notify`/`ndisc_notify` before configuring (macvlan, ipvlan).
     pub notify_sysctls: bool,
-}
-
-pub fn open_netns(path: &str) -> Result<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            cni::code::INVALID_NETNS,
-            format!("failed to open netns {path:?}: {e}"),
-        )
-    })
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {

@@ -5,7 +5,6 @@
 
 use cni::{Command, Error, Interface, Request, Result};
 use link::{Link, Netlink};
-use netns::NetNs;
 
 use crate::config::Settings;
 use crate::masquerade;
@@ -37,12 +36,7 @@ pub fn check(req: &Request, s: &Settings) -> Result<()> {
             req.netns
         )));
     };
-    let ns = NetNs::open(&req.netns).map_err(|e| {
-        Error::new(
-            cni::code::INVALID_NETNS,
-            format!("failed to open netns {:?}: {e}", req.netns),
-        )
-    })?;
+    let ns = attach::open_netns(&req.netns)?;
     let cont = Netlink::in_netns(&ns).map_err(|e| Error::internal(e.to_string()))?;
     let cont_link = check_container_interface(&cont, cont_entry)?;
     attach::check_addresses(&cont, &cont_link, &prev)?;

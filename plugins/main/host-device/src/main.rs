@@ -26,17 +26,8 @@ fn internal(e: impl std::fmt::Display) -> Error {
     Error::internal(e.to_string())
 }
 
-fn open_netns(path: &str) -> Result<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            code::INVALID_NETNS,
-            format!("failed to open netns {path:?}: {e}"),
-        )
-    })
-}
-
 fn add(req: &Request, conf: &Config) -> Result<CniResult> {
-    let ns = open_netns(&req.netns)?;
+    let ns = attach::open_netns(&req.netns)?;
     let sandbox = req.netns.clone();
     if conf.dpdk {
         // The device belongs to a userspace driver: there is no netdev to
@@ -156,7 +147,7 @@ fn del(req: &Request, conf: &Config) -> Result<()> {
 }
 
 fn check(req: &Request, conf: &Config) -> Result<()> {
-    let ns = open_netns(&req.netns)?;
+    let ns = attach::open_netns(&req.netns)?;
     if let Some(ipam) = &conf.ipam {
         req.delegate(ipam, Command::Check)?;
     }

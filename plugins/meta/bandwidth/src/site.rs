@@ -10,10 +10,9 @@
 //! toward the container is its ingress, from it its egress.
 
 use bandwidth::{Limit, TbfParams, tbf_params};
-use cni::{CniResult, Error, Result, code};
+use cni::{CniResult, Error, Result};
 use link::tc::{Filter, ROOT_HANDLE, Tbf};
 use link::{Link, Netlink};
-use netns::NetNs;
 
 /// The link the shaping is attached to, and the namespace it lives in.
 pub struct Site {
@@ -27,14 +26,7 @@ fn internal(ctx: impl std::fmt::Display) -> impl FnOnce(link::Error) -> Error {
     move |e| Error::internal(format!("{ctx}: {e}"))
 }
 
-pub fn open_netns(path: &str) -> Result<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            code::INVALID_NETNS,
-            format!("failed to open netns {path:?}: {e}"),
-        )
-    })
-}
+pub use attach::open_netns;
 
 /// The host end of the container's veth when there is one the previous
 /// plugin reported (an interface without sandbox of that name; any host

@@ -25,15 +25,6 @@ use record::Record;
 
 struct Tuning;
 
-fn open_netns(req: &Request) -> Result<NetNs> {
-    NetNs::open(&req.netns).map_err(|e| {
-        Error::new(
-            code::INVALID_NETNS,
-            format!("failed to open netns {:?}: {e}", req.netns),
-        )
-    })
-}
-
 fn netlink_in(ns: &NetNs) -> Result<Netlink> {
     Netlink::in_netns(ns)
         .map_err(|e| Error::internal(format!("failed to open netlink in the container: {e}")))
@@ -212,7 +203,7 @@ impl Plugin for Tuning {
         if conf.sysctls.is_empty() && !conf.changes_link() {
             return Ok(prev);
         }
-        let ns = open_netns(req)?;
+        let ns = attach::open_netns(&req.netns)?;
         let nl = netlink_in(&ns)?;
         let link = if conf.changes_link() {
             Some(find_link(&nl, &req.ifname)?)
@@ -278,7 +269,7 @@ impl Plugin for Tuning {
     fn check(&self, req: &Request) -> Result<()> {
         let conf = config::parse(req)?;
         req.require_prev_result()?;
-        let ns = open_netns(req)?;
+        let ns = attach::open_netns(&req.netns)?;
         let sysctls = conf.sysctls.clone();
         in_ns(&ns, move || {
             for s in &sysctls {
