@@ -5,10 +5,35 @@
 
 pub mod sublink;
 
-use cni::{CniResult, Error, Result};
+use cni::{CniResult, Error, Interface, Result};
 use link::container::{IfaceAddress, IfaceConfig};
 use link::{Link, Netlink};
 use netns::NetNs;
+
+/// The container interface of `prev`: `ifname` in the sandbox `netns`, or
+/// the reference's error naming the sandbox `prev` gives instead.
+pub fn container_entry<'a>(
+    prev: &'a CniResult,
+    ifname: &str,
+    netns: &str,
+) -> Result<&'a Interface> {
+    if let Some(i) = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == ifname && i.sandbox.as_deref() == Some(netns))
+    {
+        return Ok(i);
+    }
+    let sandbox = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == ifname)
+        .and_then(|i| i.sandbox.clone())
+        .unwrap_or_default();
+    Err(Error::internal(format!(
+        "Sandbox in prevResult {sandbox} doesn't match configured netns: {netns}"
+    )))
+}
 
 /// The container's namespace, or the CNI error for a bad `CNI_NETNS`
 /// (code 3, naming the path).

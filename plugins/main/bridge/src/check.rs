@@ -17,25 +17,10 @@ pub fn check(req: &Request, s: &Settings) -> Result<()> {
     let prev = req.require_prev_result()?;
 
     let br_entry = prev.interfaces.iter().find(|i| i.name == s.bridge);
-    let cont_entry = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == req.ifname && i.sandbox.as_deref() == Some(req.netns.as_str()));
     let host = Netlink::current().map_err(|e| Error::internal(e.to_string()))?;
     let bridge = check_bridge(&host, s, br_entry)?;
 
-    let Some(cont_entry) = cont_entry else {
-        let sandbox = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == req.ifname)
-            .and_then(|i| i.sandbox.clone())
-            .unwrap_or_default();
-        return Err(Error::internal(format!(
-            "Sandbox in prevResult {sandbox} doesn't match configured netns: {}",
-            req.netns
-        )));
-    };
+    let cont_entry = attach::container_entry(&prev, &req.ifname, &req.netns)?;
     let ns = attach::open_netns(&req.netns)?;
     let cont = Netlink::in_netns(&ns).map_err(|e| Error::internal(e.to_string()))?;
     let cont_link = check_container_interface(&cont, cont_entry)?;

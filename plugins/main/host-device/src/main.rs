@@ -155,22 +155,7 @@ fn check(req: &Request, conf: &Config) -> Result<()> {
     if conf.dpdk {
         return Ok(());
     }
-    let iface = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == req.ifname && i.sandbox.as_deref() == Some(req.netns.as_str()));
-    let Some(iface) = iface else {
-        let sandbox = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == req.ifname)
-            .and_then(|i| i.sandbox.clone())
-            .unwrap_or_default();
-        return Err(Error::internal(format!(
-            "Sandbox in prevResult {sandbox} doesn't match configured netns: {}",
-            req.netns
-        )));
-    };
+    let iface = attach::container_entry(&prev, &req.ifname, &req.netns)?;
     let cont = Netlink::in_netns(&ns).map_err(internal)?;
     let link = cont
         .link_by_name(&iface.name)
