@@ -1671,3 +1671,32 @@ fn masquerade_check_over_netlink_with_nftables() {
     }
     masquerade_check_over_netlink("nftables");
 }
+
+/// CHECK finds the host end by the name in the result: detached from the
+/// bridge, it is reported missing, as the reference words it.
+#[test]
+fn check_fails_when_the_host_veth_left_the_bridge() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(1);
+    let (host, c1) = (&t.host, &t.containers[0]);
+    let net = Net::new(&["10.25.0.0/24"], json!({"isGateway": true}));
+    let r = net.add(host, c1, "vck1");
+    net.check(host, c1, "vck1", &r).expect_ok();
+    let veth = r["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sandbox"].is_null() && i["name"] != "br0")
+        .and_then(|i| i["name"].as_str())
+        .unwrap()
+        .to_string();
+    host.run_ok("ip", &["link", "set", &veth, "nomaster"]);
+    let e = net.check(host, c1, "vck1", &r).expect_err(999);
+    assert_eq!(e["msg"], "CNI veth created for bridge br0 was not found");
+    host.run_ok("ip", &["link", "set", &veth, "master", "br0"]);
+    net.check(host, c1, "vck1", &r).expect_ok();
+    net.del(host, c1, "vck1");
+    assert_nothing_left(&net, host, "vck1");
+}
