@@ -1648,8 +1648,8 @@ fn masquerade_check_over_netlink(backend: &str) {
             "{m}"
         );
     }
-    for i in 0..3 {
-        net.del(host, &t.containers[i], ids[i]);
+    for (ctr, id) in t.containers.iter().zip(ids) {
+        net.del(host, ctr, id);
     }
     for id in ids {
         assert_nothing_left(&net, host, id);
