@@ -60,12 +60,15 @@ struct Options {
     quick: bool,
     /// `--only podman`: the podman chain row alone.
     only_podman: bool,
+    /// `--only chain`: ours' chain rows (both backends, with their
+    /// 0-attached controls) alone, no reference lab.
+    only_chain: bool,
     /// `--rounds N`: repetitions per point instead of the default.
     rounds: Option<usize>,
 }
 
 const USAGE: &str = "usage: cni-bench [--ours DIR] [--reference DIR] [--out DIR] [--quick]
-                 [--only podman] [--rounds N]
+                 [--only podman|chain] [--rounds N] [--attached N,M,...]
 
   --ours DIR       this project's plugins (default: the directory of cni-bench)
   --reference DIR  the Go reference plugins (default: /usr/lib/cni)
@@ -73,7 +76,11 @@ const USAGE: &str = "usage: cni-bench [--ours DIR] [--reference DIR] [--out DIR]
   --quick          a smoke run: 0 and 10 attached, few repetitions
   --only podman    only podman 4's default chain (bridge + host-local,
                    portmap, firewall, tuning), ours vs the reference
+  --only chain     only ours' chain rows on both backends, each N beside
+                   its 0-attached control (no reference, no other scenario)
   --rounds N       N timed rounds per point (default 40, 3 with --quick)
+  --attached LIST  the attached counts measured, e.g. 0,500 (default
+                   0,100,500; 0,10 with --quick)
 
 Needs root (network namespaces) and strace. Everything runs in throwaway
 namespaces and temporary directories.";
@@ -92,6 +99,7 @@ fn parse_args() -> Fallible<Options> {
         reservations: 10_000,
         quick: false,
         only_podman: false,
+        only_chain: false,
         rounds: None,
     };
     let mut args = std::env::args().skip(1);
@@ -109,12 +117,21 @@ fn parse_args() -> Fallible<Options> {
             }
             "--only" => match value()?.as_str() {
                 "podman" => o.only_podman = true,
+                "chain" => o.only_chain = true,
                 other => {
                     return Err(format!(
-                        "--only: unknown scenario {other:?} (known: podman)"
+                        "--only: unknown scenario {other:?} (known: podman, chain)"
                     ));
                 }
             },
+            "--attached" => {
+                let v = value()?;
+                let list: Option<Vec<usize>> =
+                    v.split(',').map(|n| n.trim().parse().ok()).collect();
+                o.attached = list
+                    .filter(|l| !l.is_empty())
+                    .ok_or(format!("--attached: {v:?} is not a list of numbers"))?;
+            }
             "--rounds" => {
                 let v = value()?;
                 o.rounds = Some(
@@ -236,11 +253,12 @@ fn run(o: &Options) -> Fallible<Value> {
             "duration_seconds": started.elapsed().as_secs_f64(),
         }));
     }
-    let floor = floors::rss(&o.ours, &o.reference)?;
-    let kernel = floors::kernel(&o.ours)?;
     let mut chain = Map::new();
     let mut conc = Map::new();
-    let all = variants(o);
+    let mut all = variants(o);
+    if o.only_chain {
+        all.retain(|v| v.implementation == "ours");
+    }
     // The reference has no nftables backend: iptables compares two labs
     // with interleaved rounds, nftables measures ours alone.
     let groups: Vec<Vec<Variant>> = vec![
@@ -316,6 +334,19 @@ fn run(o: &Options) -> Fallible<Value> {
             }
         }
     }
+    if o.only_chain {
+        return Ok(json!({
+            "only": "chain",
+            "machine": machine::describe(&o.ours, &o.reference),
+            "load_average": {"start": load_before, "end": machine::load_average()},
+            "attached": o.attached,
+            "chain": chain,
+            "control_at_0": controls,
+            "duration_seconds": started.elapsed().as_secs_f64(),
+        }));
+    }
+    let floor = floors::rss(&o.ours, &o.reference)?;
+    let kernel = floors::kernel(&o.ours)?;
     for v in &all {
         let lab = Lab::new(v.clone())?;
         let c = concurrency::measure(&lab, o.concurrent)?;

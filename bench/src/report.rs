@@ -72,6 +72,9 @@ pub fn markdown(results: &Value) -> String {
 
     goals(&mut s, results, max_attached);
     chain_tables(&mut s, results, &attached);
+    if results["only"].as_str() == Some("chain") {
+        return s;
+    }
     podman_table(&mut s, results);
     execs_table(&mut s, results);
     rss_table(&mut s, results);

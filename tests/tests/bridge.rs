@@ -1410,3 +1410,293 @@ fn enabledad_waits_for_duplicate_address_detection() {
     net.del(host, c1, "ctrdad");
     assert_nothing_left(&net, host, "ctrdad");
 }
+
+/// PATH with logging wrappers in front of the netfilter programs: counts
+/// the processes a plugin run really starts.
+struct ProcessLog {
+    dir: tempfile::TempDir,
+}
+
+impl ProcessLog {
+    const PROGRAMS: [&str; 7] = [
+        "iptables",
+        "ip6tables",
+        "iptables-save",
+        "ip6tables-save",
+        "iptables-restore",
+        "ip6tables-restore",
+        "nft",
+    ];
+
+    fn new() -> ProcessLog {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("cnit-proclog");
+        for p in Self::PROGRAMS {
+            let real = ["/usr/sbin", "/sbin", "/usr/bin"]
+                .iter()
+                .map(|d| format!("{d}/{p}"))
+                .find(|c| Path::new(c).exists())
+                .unwrap();
+            let script = format!(
+                "#!/bin/sh\necho {p} >> {}\nexec {real} \"$@\"\n",
+                dir.path().join("log").display()
+            );
+            let path = dir.path().join(p);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ProcessLog { dir }
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.dir.path().display()
+        )
+    }
+
+    /// Processes logged since the last call.
+    fn take(&self) -> Vec<String> {
+        let log = self.dir.path().join("log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        text.lines().map(str::to_string).collect()
+    }
+}
+
+/// `<program> -t nat <spec>` (or `nft <spec>`), the spec as the listing
+/// printed it (quoted comments included), read by a shell.
+fn shell(host: &Netns, line: &str) {
+    host.run_ok("sh", &["-c", line]);
+}
+
+/// The handle of the first `masq_checks` rule whose listing contains
+/// every one of `needles`.
+fn masq_handle(host: &Netns, needles: &[&str]) -> String {
+    let listing = host.run_ok(
+        "nft",
+        &[
+            "-a",
+            "list",
+            "chain",
+            "inet",
+            "cni_plugins_masquerade",
+            "masq_checks",
+        ],
+    );
+    let line = listing
+        .lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("{needles:?} not in {listing}"));
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// CHECK of ipMasq reads the kernel over netlink: no process on a good
+/// attachment among others, and a rule of the container deleted or
+/// altered, or its chain gone, behind its back fails it.
+fn masquerade_check_over_netlink(backend: &str) {
+    let t = Topology::new(3);
+    let net = Net::new(
+        &["10.23.0.0/24"],
+        json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": backend}),
+    );
+    let ids = ["mck1", "mck2", "mck3"];
+    let results: Vec<Value> = (0..3)
+        .map(|i| net.add(&t.host, &t.containers[i], ids[i]))
+        .collect();
+    let ips: Vec<String> = results.iter().map(|r| ip_of(r, 0)).collect();
+    let log = ProcessLog::new();
+    let check = |i: usize| {
+        let mut conf = net.conf.clone();
+        conf["prevResult"] = results[i].clone();
+        Invocation::new(plugin("bridge"), "CHECK")
+            .container_id(ids[i])
+            .netns(&t.containers[i])
+            .config(&conf)
+            .env("PATH", &log.path_env())
+            .run(&t.host)
+    };
+    for i in 0..3 {
+        check(i).expect_ok();
+    }
+    assert_eq!(log.take(), Vec::<String>::new(), "CHECK started processes");
+    let msg = |e: Value| e["msg"].as_str().unwrap_or_default().to_string();
+    let host = &t.host;
+    // The POSTROUTING jump of container `i` (iptables).
+    let jump_of = |i: usize| {
+        host.run_ok("iptables", &["-t", "nat", "-S", "POSTROUTING"])
+            .lines()
+            .find(|l| l.contains(&format!("-s {}/32", ips[i])))
+            .unwrap()
+            .to_string()
+    };
+    let chain_of = |i: usize| jump_of(i).rsplit(' ').next().unwrap().to_string();
+
+    // 1. Altered: mck1's own subnet is no longer exempt (another subnet).
+    if backend == "iptables" {
+        let chain = chain_of(0);
+        let rule = host
+            .run_ok("iptables", &["-t", "nat", "-S", &chain])
+            .lines()
+            .find(|l| l.contains("-j ACCEPT"))
+            .unwrap()
+            .to_string();
+        let altered = rule
+            .replacen(&format!("-A {chain}"), &format!("-R {chain} 1"), 1)
+            .replace("10.23.0.0/24", "10.24.0.0/24");
+        shell(host, &format!("iptables -t nat {altered}"));
+        let m = msg(check(0).expect_err(999));
+        assert!(
+            m.starts_with(&format!(
+                "IP masquerade check failed: masquerade rules in chain {chain}"
+            )) && m.contains("[-d 10.23.0.0/24 -j ACCEPT")
+                && m.ends_with(&format!("in chain {chain} not found in table nat")),
+            "{m}"
+        );
+    } else {
+        let h = masq_handle(host, &[&format!("saddr {} ", ips[0])]);
+        let comment = host
+            .run_ok(
+                "nft",
+                &[
+                    "list",
+                    "chain",
+                    "inet",
+                    "cni_plugins_masquerade",
+                    "masq_checks",
+                ],
+            )
+            .lines()
+            .find(|l| l.contains(&format!("saddr {} ", ips[0])))
+            .and_then(|l| l.split("comment ").nth(1).map(str::to_string))
+            .unwrap();
+        shell(
+            host,
+            &format!(
+                "nft replace rule inet cni_plugins_masquerade masq_checks handle {h} \
+                 ip saddr {} ip daddr != 10.24.0.0/24 masquerade comment '{comment}'",
+                ips[0]
+            ),
+        );
+        assert_eq!(
+            msg(check(0).expect_err(999)),
+            format!(
+                "IP masquerade check failed: masquerade rule for {} of container \"mck1\" on \
+                 network \"bridgenet\" missing in inet cni_plugins_masquerade masq_checks",
+                ips[0]
+            )
+        );
+    }
+    check(1).expect_ok();
+
+    // 2. Deleted: mck2's POSTROUTING jump, or its masq_checks rule.
+    if backend == "iptables" {
+        shell(
+            host,
+            &format!("iptables -t nat {}", jump_of(1).replacen("-A", "-D", 1)),
+        );
+        let m = msg(check(1).expect_err(999));
+        assert!(
+            m.ends_with("in chain POSTROUTING not found in table nat"),
+            "{m}"
+        );
+    } else {
+        let h = masq_handle(host, &[&format!("saddr {} ", ips[1])]);
+        host.run_ok(
+            "nft",
+            &[
+                "delete",
+                "rule",
+                "inet",
+                "cni_plugins_masquerade",
+                "masq_checks",
+                "handle",
+                &h,
+            ],
+        );
+        let m = msg(check(1).expect_err(999));
+        assert!(
+            m.contains(&format!("masquerade rule for {} ", ips[1])),
+            "{m}"
+        );
+    }
+    check(2).expect_ok();
+    assert_eq!(log.take(), Vec::<String>::new(), "CHECK started processes");
+
+    // 3. The chain gone: mck3's CNI-<hash> chain, or the whole table.
+    if backend == "iptables" {
+        let chain = chain_of(2);
+        shell(
+            host,
+            &format!("iptables -t nat {}", jump_of(2).replacen("-A", "-D", 1)),
+        );
+        host.run_ok("iptables", &["-t", "nat", "-F", &chain]);
+        host.run_ok("iptables", &["-t", "nat", "-X", &chain]);
+        let m = msg(check(2).expect_err(999));
+        assert!(
+            m.ends_with(&format!("chain {chain} not found in iptables table nat")),
+            "{m}"
+        );
+    } else {
+        host.run_ok(
+            "nft",
+            &["delete", "table", "inet", "cni_plugins_masquerade"],
+        );
+        let m = msg(check(2).expect_err(999));
+        assert!(
+            m.contains(&format!("masquerade rule for {} ", ips[2])),
+            "{m}"
+        );
+    }
+    for (ctr, id) in t.containers.iter().zip(ids) {
+        net.del(host, ctr, id);
+    }
+    for id in ids {
+        assert_nothing_left(&net, host, id);
+    }
+}
+
+#[test]
+fn masquerade_check_over_netlink_with_iptables() {
+    if !can_run() {
+        return;
+    }
+    masquerade_check_over_netlink("iptables");
+}
+
+#[test]
+fn masquerade_check_over_netlink_with_nftables() {
+    if !can_run() {
+        return;
+    }
+    masquerade_check_over_netlink("nftables");
+}
+
+/// CHECK finds the host end by the name in the result: detached from the
+/// bridge, it is reported missing, as the reference words it.
+#[test]
+fn check_fails_when_the_host_veth_left_the_bridge() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(1);
+    let (host, c1) = (&t.host, &t.containers[0]);
+    let net = Net::new(&["10.25.0.0/24"], json!({"isGateway": true}));
+    let r = net.add(host, c1, "vck1");
+    net.check(host, c1, "vck1", &r).expect_ok();
+    let veth = r["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sandbox"].is_null() && i["name"] != "br0")
+        .and_then(|i| i["name"].as_str())
+        .unwrap()
+        .to_string();
+    host.run_ok("ip", &["link", "set", &veth, "nomaster"]);
+    let e = net.check(host, c1, "vck1", &r).expect_err(999);
+    assert_eq!(e["msg"], "CNI veth created for bridge br0 was not found");
+    host.run_ok("ip", &["link", "set", &veth, "master", "br0"]);
+    net.check(host, c1, "vck1", &r).expect_ok();
+    net.del(host, c1, "vck1");
+    assert_nothing_left(&net, host, "vck1");
+}

@@ -1319,3 +1319,200 @@ fn bench_portmap_and_chain_against_the_reference() {
         }
     }
 }
+
+/// The `-A` rules of `chain` in the host's nat table, as `iptables -S`
+/// prints them.
+fn nat_rules(host: &Netns, chain: &str) -> Vec<String> {
+    host.run_ok("iptables", &["-t", "nat", "-S", chain])
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `iptables -t nat <spec>`, the spec as `iptables -S` printed it (quoted
+/// comments included), read by a shell.
+fn iptables_spec(host: &Netns, spec: &str) {
+    host.run_ok("sh", &["-c", &format!("iptables -t nat {spec}")]);
+}
+
+/// The handle of the first rule of `ip cni_hostport <chain>` whose listing
+/// contains every one of `needles`.
+fn nft_handle(host: &Netns, chain: &str, needles: &[&str]) -> String {
+    let listing = host.run_ok("nft", &["-a", "list", "chain", "ip", "cni_hostport", chain]);
+    let line = listing
+        .lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("{needles:?} not in {listing}"));
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// CHECK reads the kernel over netlink: no process on a good attachment
+/// among others, and the container's own rule deleted, altered or its
+/// chain gone behind its back fails it with the rule named.
+fn check_over_netlink_names_what_is_gone(backend: &str) {
+    if !can_run() {
+        return;
+    }
+    let host = Netns::new("cnit-host");
+    let ctrs: Vec<Netns> = (0..3).map(|_| Netns::bare("cnit-ctr")).collect();
+    let net = Net::new(Some(backend), json!({}));
+    let maps = |i: u16| {
+        json!([
+            {"hostPort": 8080 + i, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 5353 + i, "containerPort": 53, "protocol": "udp"},
+        ])
+    };
+    let ids = ["pmck-1", "pmck-2", "pmck-3"];
+    let results: Vec<Value> = (0..3)
+        .map(|i| net.add(&host, &ctrs[i], ids[i], &maps(i as u16)))
+        .collect();
+    let ips: Vec<String> = results.iter().map(ip_of).collect();
+    let log = ProcessLog::new();
+    let check = |i: usize| {
+        let conf = net.portmap_config(Some(&maps(i as u16)), Some(&results[i]));
+        net.portmap(plugin("portmap"), "CHECK", ids[i], &ctrs[i], &conf)
+            .env("PATH", &log.path_env())
+            .run(&host)
+    };
+    for i in 0..3 {
+        check(i).expect_ok();
+    }
+    assert_eq!(log.take(), Vec::<String>::new(), "CHECK started processes");
+    let msg = |e: Value| e["msg"].as_str().unwrap_or_default().to_string();
+
+    // 1. A rule altered: pmck-1's DNAT goes to port 81.
+    let dn1 = dn_chain("pmnet", ids[0]);
+    if backend == "iptables" {
+        let rules = nat_rules(&host, &dn1);
+        let n = rules
+            .iter()
+            .position(|r| r.contains("-j DNAT") && r.contains("--dport 8080"))
+            .unwrap();
+        let altered = rules[n]
+            .replacen(&format!("-A {dn1}"), &format!("-R {dn1} {}", n + 1), 1)
+            .replace(&format!("{}:80", ips[0]), &format!("{}:81", ips[0]));
+        iptables_spec(&host, &altered);
+    } else {
+        let h = nft_handle(&host, "hostports", &[&format!("{}:80", ips[0]), "8080"]);
+        let to = format!("{}:81", ips[0]);
+        let comment = format!("\"{}\"", ids[0]);
+        host.run_ok(
+            "nft",
+            &[
+                "replace",
+                "rule",
+                "ip",
+                "cni_hostport",
+                "hostports",
+                "handle",
+                &h,
+                "tcp",
+                "dport",
+                "8080",
+                "dnat",
+                "to",
+                &to,
+                "comment",
+                &comment,
+            ],
+        );
+    }
+    let m = msg(check(0).expect_err(999));
+    let want = if backend == "iptables" {
+        format!(
+            "port mappings check failed: could not check ipv4 dnat: rule [-p tcp --dport 8080 \
+             -j DNAT --to-destination {}:80] in chain {dn1} not found in table nat",
+            ips[0]
+        )
+    } else {
+        format!(
+            "port mappings check failed: missing hostport rule \"tcp dport 8080 dnat to {}:80 \
+             comment \\\"{}\\\"\" in \"hostports\" chain of table ip cni_hostport",
+            ips[0], ids[0]
+        )
+    };
+    assert_eq!(m, want);
+    check(1).expect_ok();
+
+    // 2. A rule deleted: pmck-2's entry (iptables) or DNAT rule (nftables).
+    let dn2 = dn_chain("pmnet", ids[1]);
+    if backend == "iptables" {
+        let entry = nat_rules(&host, "CNI-HOSTPORT-DNAT")
+            .into_iter()
+            .find(|r| r.contains(&dn2) && r.contains("-p udp"))
+            .unwrap();
+        iptables_spec(&host, &entry.replacen("-A", "-D", 1));
+    } else {
+        let h = nft_handle(&host, "hostports", &[&format!("{}:53", ips[1])]);
+        host.run_ok(
+            "nft",
+            &[
+                "delete",
+                "rule",
+                "ip",
+                "cni_hostport",
+                "hostports",
+                "handle",
+                &h,
+            ],
+        );
+    }
+    let m = msg(check(1).expect_err(999));
+    if backend == "iptables" {
+        assert!(
+            m.contains("-p udp --destination-ports 5354] in chain CNI-HOSTPORT-DNAT not found"),
+            "{m}"
+        );
+    } else {
+        assert!(
+            m.contains(&format!(
+                "missing hostport rule \"udp dport 5354 dnat to {}:53",
+                ips[1]
+            )),
+            "{m}"
+        );
+    }
+    check(2).expect_ok();
+    assert_eq!(log.take(), Vec::<String>::new(), "CHECK started processes");
+
+    // 3. The chain gone: pmck-3's own chain (iptables), the table (nftables).
+    let dn3 = dn_chain("pmnet", ids[2]);
+    if backend == "iptables" {
+        for entry in nat_rules(&host, "CNI-HOSTPORT-DNAT") {
+            if entry.contains(&dn3) {
+                iptables_spec(&host, &entry.replacen("-A", "-D", 1));
+            }
+        }
+        host.run_ok("iptables", &["-t", "nat", "-F", &dn3]);
+        host.run_ok("iptables", &["-t", "nat", "-X", &dn3]);
+        assert_eq!(
+            msg(check(2).expect_err(999)),
+            format!(
+                "port mappings check failed: could not check ipv4 dnat: chain {dn3} not found \
+                 in iptables table nat"
+            )
+        );
+    } else {
+        host.run_ok("nft", &["delete", "table", "ip", "cni_hostport"]);
+        let m = msg(check(2).expect_err(999));
+        assert!(
+            m.starts_with("port mappings check failed: missing entry rule"),
+            "{m}"
+        );
+    }
+    for i in 0..3 {
+        net.del(&host, &ctrs[i], ids[i]);
+        assert!(rules_of(&host, ids[i], &ips[i]).is_empty());
+    }
+}
+
+#[test]
+fn check_over_netlink_names_what_is_gone_with_iptables() {
+    check_over_netlink_names_what_is_gone("iptables");
+}
+
+#[test]
+fn check_over_netlink_names_what_is_gone_with_nftables() {
+    check_over_netlink_names_what_is_gone("nftables");
+}

@@ -16,7 +16,11 @@
 //!   process) for host-port ADDs and masquerade setup, built to list
 //!   byte-for-byte like `nft`'s own parse of the reference's text; `nft -f -`
 //!   only where the netlink writer does not cover the rules (free-form
-//!   conditions, `masqAll`, repeated ADDs), and for CHECK and GC listings;
+//!   conditions, `masqAll`, repeated ADDs), and for GC listings;
+//! - CHECK (both backends): the container's rules read over netlink and
+//!   compared with the expressions ADD sends, no process (`iptables-restore
+//!   -C` / `nft list` only for iptables-legacy tables and the free-form
+//!   conditions the encoders do not cover);
 //! - teardown (both backends, and iptables-nft's tables): rules are found
 //!   over nf_tables netlink — by comment, or by the chain they jump to — and
 //!   deleted by handle in one transaction, with no process at all; the

@@ -191,9 +191,29 @@ pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
     Ok(())
 }
 
+/// Over nf_tables netlink (no process) where iptables-nft holds the
+/// table; `iptables-restore -C` else.
 pub fn check(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
     let layout = Layout::of(att.network, att.container_id);
     for (family, addrs) in by_family(addrs) {
+        let rules = layout.chain_rules(family, &addrs);
+        let jumps: Vec<Vec<String>> = addrs.iter().map(|a| layout.jump(a)).collect();
+        let wanted = super::check::Wanted {
+            chain: &layout.chain,
+            rules: &rules,
+            parent: "POSTROUTING",
+            entries: &jumps,
+        };
+        match super::check::check(family, &wanted) {
+            Some(Ok(None)) => continue,
+            Some(Ok(Some(missing))) => {
+                return Err(Error::Missing(format!(
+                    "masquerade rules in chain {} of network {:?} container {:?} missing: {missing}",
+                    layout.chain, att.network, att.container_id
+                )));
+            }
+            Some(Err(_)) | None => {}
+        }
         let mut b = Batch::default();
         for r in layout.chain_rules(family, &addrs) {
             b.check(&layout.chain, &r);

@@ -2,6 +2,7 @@
 //! `iptables-restore --noflush` to change, per address family.
 
 mod batch;
+mod check;
 pub(crate) mod firewall;
 mod hostports;
 mod masquerade;

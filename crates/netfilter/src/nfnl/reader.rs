@@ -130,6 +130,9 @@ fn flatten(name: &str, data: &[u8], depth: u8, out: &mut Vec<u8>) {
         // default (NFT_BITWISE_MASK_XOR, 0), which nft does not send.
         .filter(|(k, p)| !(depth == 0 && name == "bitwise" && *k == 6 && *p == [0; 4]))
         .collect();
+    if depth == 0 && name == "nat" {
+        attrs = nat_as_sent(attrs);
+    }
     attrs.sort_by_key(|(k, _)| *k);
     for (kind, payload) in attrs {
         out.extend(kind.to_ne_bytes());
@@ -158,6 +161,35 @@ fn flatten(name: &str, data: &[u8], depth: u8, out: &mut Vec<u8>) {
             out.extend(trimmed);
         }
     }
+}
+
+/// A `nat` expression's attributes as nft sends them: the kernel reports
+/// each range's maximum register (the minimum's when none was sent), and
+/// flags with the bits the registers imply (`NF_NAT_RANGE_MAP_IPS` for an
+/// address register, `NF_NAT_RANGE_PROTO_SPECIFIED` for a port register);
+/// both are left out, so one rule compares equal either way.
+fn nat_as_sent(attrs: Vec<(u16, &[u8])>) -> Vec<(u16, &[u8])> {
+    const ADDR_MIN: u16 = 3;
+    const ADDR_MAX: u16 = 4;
+    const PROTO_MIN: u16 = 5;
+    const PROTO_MAX: u16 = 6;
+    const FLAGS: u16 = 7;
+    let get = |kind: u16| attrs.iter().find(|(k, _)| *k == kind).map(|(_, p)| *p);
+    let (addr_min, proto_min) = (get(ADDR_MIN), get(PROTO_MIN));
+    let implied = u32::from(addr_min.is_some()) | (u32::from(proto_min.is_some()) << 1);
+    attrs
+        .iter()
+        .filter(|(k, p)| match *k {
+            ADDR_MAX => addr_min != Some(*p),
+            PROTO_MAX => proto_min != Some(*p),
+            FLAGS => p
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .is_none_or(|b: [u8; 4]| u32::from_be_bytes(b) & !implied != 0),
+            _ => true,
+        })
+        .copied()
+        .collect()
 }
 
 /// The expressions of a rule, in order.

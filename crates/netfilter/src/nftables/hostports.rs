@@ -59,7 +59,7 @@ impl Family {
 }
 
 /// The container's rules for one family: (chain, rule text as nft prints it).
-fn container_rules(hp: &HostPorts<'_>, addr: IpNetwork) -> Vec<(&'static str, String)> {
+pub(super) fn container_rules(hp: &HostPorts<'_>, addr: IpNetwork) -> Vec<(&'static str, String)> {
     let f = Family::of(&addr);
     let ip = f.keyword();
     let cid = hp.container_id;
@@ -100,7 +100,7 @@ fn container_rules(hp: &HostPorts<'_>, addr: IpNetwork) -> Vec<(&'static str, St
     out
 }
 
-fn entry_rule(conditions: &[String]) -> String {
+pub(super) fn entry_rule(conditions: &[String]) -> String {
     let mut r = conditions.join(" ");
     if !r.is_empty() {
         r.push(' ');
@@ -249,7 +249,12 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
     })
 }
 
+/// Over netlink (`super::check`, no process) where it covers the
+/// configuration; from an `nft` listing else.
 pub fn check(hp: &HostPorts<'_>) -> Result<()> {
+    if let Some(done) = super::check::hostports(hp) {
+        return done;
+    }
     for (addr, conditions) in hp.families() {
         let f = Family::of(&addr);
         let listing = list_family(f)?;

@@ -50,9 +50,7 @@ fn structure_in_place(f: u8, snat: bool) -> bool {
 /// exactly as nft would (no free-form conditions, no `masqAll`'s /0
 /// match); the caller uses `nft` otherwise.
 pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
-    use crate::nfnl::writer::{
-        Batch, Hook, addr_eq, dnat, dport_eq, fib_daddr_local, jump, masquerade, return_,
-    };
+    use crate::nfnl::writer::{Batch, Hook, jump, return_};
     let owner = nft_owner_chain(hp.network, hp.container_id);
     let cid = Some(hp.container_id);
     let t = NFT_HOSTPORT_TABLE;
@@ -91,9 +89,7 @@ pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
                     false,
                 );
                 b.flush_chain(f, t, chain);
-                let mut entry = fib_daddr_local();
-                entry.extend(jump(NFT_HOSTPORTS_ALL_CHAIN));
-                b.add_rule(f, t, chain, entry, None);
+                b.add_rule(f, t, chain, entry_rule(), None);
             }
             if hp.snat != Snat::Off {
                 let hook = Hook {
@@ -103,29 +99,7 @@ pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
                 b.add_chain(f, t, NFT_MASQUERADING_CHAIN, Some(hook), false);
             }
         }
-        // The container's rules, in the order they are sent.
-        let mut own = vec![];
-        for m in hp.mappings {
-            let Some(dest) = m.destination_for(addr.ip()) else {
-                continue;
-            };
-            let mut r = dest.map(|d| addr_eq(false, d)).unwrap_or_default();
-            r.extend(dport_eq(m.protocol.ipproto(), m.host_port));
-            r.extend(dnat(addr.ip(), m.container_port));
-            own.push((NFT_HOSTPORTS_CHAIN, r));
-        }
-        if hp.snat != Snat::Off {
-            let mut hairpin = addr_eq(true, addr.ip());
-            hairpin.extend(addr_eq(false, addr.ip()));
-            hairpin.extend(masquerade());
-            own.push((NFT_MASQUERADING_CHAIN, hairpin));
-            if addr.is_ipv4() {
-                let mut local = addr_eq(true, IpAddr::from([127, 0, 0, 1]));
-                local.extend(addr_eq(false, addr.ip()));
-                local.extend(masquerade());
-                own.push((NFT_MASQUERADING_CHAIN, local));
-            }
-        }
+        let own = own_rules(hp, addr);
         // Fails the whole transaction on a repeated ADD.
         let layout = layout_comment(own.iter().map(|(chain, _)| *chain));
         b.add_chain_with_comment(f, t, &owner, None, true, layout.as_deref());
@@ -135,6 +109,48 @@ pub(super) fn add(hp: &HostPorts<'_>) -> std::io::Result<()> {
         }
     }
     b.commit()
+}
+
+/// The container's rules for one family as ADD sends them, in order:
+/// (chain, expressions) — the same rules, in the same order, as
+/// `hostports::container_rules` gives as text. No `masqAll` (its /0
+/// match is left to `nft`).
+pub(super) fn own_rules(
+    hp: &HostPorts<'_>,
+    addr: ipnetwork::IpNetwork,
+) -> Vec<(&'static str, Vec<crate::nfnl::writer::Expr>)> {
+    use crate::nfnl::writer::{addr_eq, dnat, dport_eq, masquerade};
+    let mut own = vec![];
+    for m in hp.mappings {
+        let Some(dest) = m.destination_for(addr.ip()) else {
+            continue;
+        };
+        let mut r = dest.map(|d| addr_eq(false, d)).unwrap_or_default();
+        r.extend(dport_eq(m.protocol.ipproto(), m.host_port));
+        r.extend(dnat(addr.ip(), m.container_port));
+        own.push((NFT_HOSTPORTS_CHAIN, r));
+    }
+    if hp.snat != Snat::Off {
+        let mut hairpin = addr_eq(true, addr.ip());
+        hairpin.extend(addr_eq(false, addr.ip()));
+        hairpin.extend(masquerade());
+        own.push((NFT_MASQUERADING_CHAIN, hairpin));
+        if addr.is_ipv4() {
+            let mut local = addr_eq(true, IpAddr::from([127, 0, 0, 1]));
+            local.extend(addr_eq(false, addr.ip()));
+            local.extend(masquerade());
+            own.push((NFT_MASQUERADING_CHAIN, local));
+        }
+    }
+    own
+}
+
+/// The entry rule of `prerouting` and `output` without conditions.
+pub(super) fn entry_rule() -> Vec<crate::nfnl::writer::Expr> {
+    use crate::nfnl::writer::{fib_daddr_local, jump};
+    let mut entry = fib_daddr_local();
+    entry.extend(jump(NFT_HOSTPORTS_ALL_CHAIN));
+    entry
 }
 
 /// The owner chain's comment: the chains of the container's rules, in the
@@ -163,7 +179,7 @@ fn layout_comment<'a>(chains: impl Iterator<Item = &'a str>) -> Option<String> {
     (codes.len() <= LAYOUT_MAX_RULES).then(|| format!("{LAYOUT_PREFIX}{codes}"))
 }
 
-fn layout_chains(comment: &str) -> Option<Vec<&'static str>> {
+pub(super) fn layout_chains(comment: &str) -> Option<Vec<&'static str>> {
     comment
         .strip_prefix(LAYOUT_PREFIX)?
         .chars()

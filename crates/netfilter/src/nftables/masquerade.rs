@@ -49,11 +49,11 @@ fn owned_by<'a>(listing: Option<&'a Listing>, prefix: &'a str) -> impl Iterator<
 /// by handle, checks its comment, and deletes them with the chain — no
 /// listing of `masq_checks`, which holds a rule per address of every
 /// container on the node. It also tells a repeated ADD from a first one.
-fn anchor_chain(instance: &str) -> String {
+pub(super) fn anchor_chain(instance: &str) -> String {
     format!("owner_{}", instance.replace('-', "_"))
 }
 
-const ANCHOR_PREFIX: &str = "cni-rs rules: ";
+pub(super) const ANCHOR_PREFIX: &str = "cni-rs rules: ";
 
 fn anchor_comment(rules: usize) -> String {
     format!("{ANCHOR_PREFIX}{rules}")
@@ -95,9 +95,7 @@ fn recorded(instance: &str) -> Option<Vec<Deletion>> {
 /// already the reference's three rules, so a steady-state setup deletes
 /// nothing but this attachment's stale rules.
 fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std::io::Result<()> {
-    use crate::nfnl::writer::{
-        Batch, Hook, addr_eq, goto, masquerade, nfproto_eq, prefix_match, return_,
-    };
+    use crate::nfnl::writer::{Batch, Hook, goto, nfproto_eq, prefix_match, return_};
     let t = NFT_MASQ_TABLE;
     let f = NFPROTO_INET;
     let anchor = anchor_chain(instance);
@@ -153,11 +151,7 @@ fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std
             }
         }
         for a in addrs {
-            let mut r = nfproto_eq(nfproto_of(a));
-            r.extend(addr_eq(true, a.ip()));
-            r.extend(prefix_match(false, *a, false));
-            r.extend(masquerade());
-            b.add_rule(f, t, NFT_MASQ_CHECKS_CHAIN, r, Some(comment));
+            b.add_rule(f, t, NFT_MASQ_CHECKS_CHAIN, checks_rule(a), Some(comment));
         }
         Ok(b)
     };
@@ -165,6 +159,17 @@ fn setup_over_netlink(addrs: &[IpNetwork], instance: &str, comment: &str) -> std
         return Ok(());
     }
     reader::plan_and_commit(|| plan(false))
+}
+
+/// The `masq_checks` rule of one address:
+/// `ip saddr == <ip> ip daddr != <subnet> masquerade`.
+pub(super) fn checks_rule(a: &IpNetwork) -> Vec<crate::nfnl::writer::Expr> {
+    use crate::nfnl::writer::{addr_eq, masquerade, nfproto_eq, prefix_match};
+    let mut r = nfproto_eq(nfproto_of(a));
+    r.extend(addr_eq(true, a.ip()));
+    r.extend(prefix_match(false, *a, false));
+    r.extend(masquerade());
+    r
 }
 
 fn nfproto_of(a: &IpNetwork) -> u8 {
@@ -227,7 +232,12 @@ pub fn setup(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
     })
 }
 
+/// Over netlink (`super::check`, no process); from an `nft` listing when
+/// that cannot decide.
 pub fn check(att: &Attachment<'_>, addrs: &[IpNetwork]) -> Result<()> {
+    if let Some(done) = super::check::masquerade(att, addrs) {
+        return done;
+    }
     let comment = nft_masq_comment(att.network, att.ifname, att.container_id);
     let listing = list(&CHAIN)?;
     for a in addrs {

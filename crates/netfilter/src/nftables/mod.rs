@@ -3,6 +3,7 @@
 //! setup, every teardown), otherwise as an `nft -f -` script, preceded by one
 //! `nft -a list` when the change depends on what is there.
 
+mod check;
 pub(crate) mod firewall;
 mod hostports;
 mod hostports_netlink;

@@ -27,15 +27,25 @@ pub fn check(req: &Request, s: &Settings) -> Result<()> {
     attach::check_addresses(&cont, &cont_link, &prev)?;
     attach::check_routes(&cont, &cont_link, &prev)?;
 
-    // The host end: a veth whose peer is the container interface and whose
-    // controller is the bridge.
-    let found = host
-        .veths_with_peer(cont_link.index)
-        .map_err(|e| Error::internal(e.to_string()))?
-        .into_iter()
-        .any(|l| {
-            l.controller == Some(bridge.index) && prev.interfaces.iter().any(|i| i.name == l.name)
-        });
+    // The host end: a veth named in the result whose peer is the container
+    // interface and whose controller is the bridge — looked up by those
+    // names (one request each), not by listing every link of the host (a
+    // veth per attached container).
+    let mut found = false;
+    let on_host = |i: &&Interface| i.sandbox.as_deref().unwrap_or_default().is_empty();
+    for i in prev.interfaces.iter().filter(on_host) {
+        let l = host
+            .link_by_name(&i.name)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        if l.is_some_and(|l| {
+            l.is_veth()
+                && l.peer_index == Some(cont_link.index)
+                && l.controller == Some(bridge.index)
+        }) {
+            found = true;
+            break;
+        }
+    }
     if !found {
         return Err(Error::internal(format!(
             "CNI veth created for bridge {} was not found",

@@ -160,10 +160,29 @@ pub fn add(hp: &HostPorts<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Over nf_tables netlink (no process) where iptables-nft holds the table
+/// and every rule is one `xtrules` encodes; `iptables-restore -C` else.
 pub fn check(hp: &HostPorts<'_>) -> Result<()> {
     for (addr, conditions) in hp.families() {
         let family = Family::of(&addr);
         let c = container_rules(hp, addr, conditions);
+        let what = if family == Family::V4 { "ipv4" } else { "ipv6" };
+        let wanted = super::check::Wanted {
+            chain: &c.chain,
+            rules: &c.rules,
+            parent: HOSTPORT_DNAT_CHAIN,
+            entries: &c.entries,
+        };
+        match super::check::check(family, &wanted) {
+            Some(Ok(None)) => continue,
+            Some(Ok(Some(missing))) => {
+                return Err(Error::Missing(format!(
+                    "could not check {what} dnat: {missing}"
+                )));
+            }
+            // Unreadable over netlink: as before.
+            Some(Err(_)) | None => {}
+        }
         let mut b = Batch::default();
         for r in &c.rules {
             b.check(&c.chain, r);
@@ -173,8 +192,7 @@ pub fn check(hp: &HostPorts<'_>) -> Result<()> {
         }
         apply(family, &b).map_err(|e| {
             Error::Missing(format!(
-                "could not check {} dnat: rules of chain {} in iptables table nat missing: {e}",
-                if family == Family::V4 { "ipv4" } else { "ipv6" },
+                "could not check {what} dnat: rules of chain {} in iptables table nat missing: {e}",
                 c.chain
             ))
         })?;
