@@ -20,6 +20,24 @@ pub fn align(n: usize) -> usize {
     (n + 3) & !3
 }
 
+/// One netlink attribute (`struct nlattr`), padded to 4 bytes.
+pub fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut a = Vec::with_capacity(align(len));
+    a.extend_from_slice(&(len as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize(align(len), 0);
+    a
+}
+
+/// A NUL-terminated string attribute.
+pub fn attr_str(kind: u16, s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    attr(kind, &v)
+}
+
 pub struct Socket(OwnedFd);
 
 thread_local! {
