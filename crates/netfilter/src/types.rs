@@ -1,6 +1,7 @@
 //! The public face's types, which the backends implement and lib.rs
 //! dispatches on: which backend, the attachment every rule is keyed by,
-//! and the operations both backends offer.
+//! the operations offered ([`Netfilter`], validated by lib.rs) and what
+//! each backend implements behind them ([`Ops`], on validated input).
 
 use std::str::FromStr;
 
@@ -90,5 +91,18 @@ pub trait Netfilter {
     fn del_hostports(&self, network: &str, container_id: &str) -> Result<()>;
 
     /// Remove host-port rules of `network` whose container id is not in `keep`.
+    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()>;
+}
+
+/// What each backend implements: the operations of [`Netfilter`] on input
+/// the public face (lib.rs) has already validated, once.
+pub(crate) trait Ops {
+    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()>;
+    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()>;
+    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()>;
+    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()>;
+    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()>;
+    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()>;
+    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()>;
     fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()>;
 }
