@@ -84,7 +84,6 @@ pub use nfnl::conntrack;
 pub use types::{Attachment, Backend, Netfilter};
 
 use error::Errors;
-use types::Ops;
 
 /// Choosing a backend, which needs the backends themselves.
 impl Backend {
@@ -133,8 +132,8 @@ pub fn netfilter(backend: Backend) -> Box<dyn Netfilter> {
     Box::new(Validated(backend))
 }
 
-/// The backend's own operations, on validated input.
-fn ops(backend: Backend) -> &'static dyn Ops {
+/// The backend's own implementation, on validated input.
+fn ops(backend: Backend) -> &'static dyn Netfilter {
     match backend {
         Backend::Iptables => &iptables::Iptables,
         Backend::Nftables => &nftables::Nftables,
@@ -212,7 +211,7 @@ impl Netfilter for Validated {
 /// Run `op` on every installed backend, collecting errors: DEL and GC clean
 /// both, since the rules may have been made by another version or config.
 /// The caller has validated the input.
-fn on_installed_backends(op: impl Fn(&dyn Ops) -> Result<()>) -> Result<()> {
+fn on_installed_backends(op: impl Fn(&dyn Netfilter) -> Result<()>) -> Result<()> {
     let mut errors = Errors::default();
     for backend in [Backend::Iptables, Backend::Nftables] {
         if !backend.is_installed() {

@@ -10,11 +10,8 @@ mod xtrules;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
-use crate::hostports::HostPorts;
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
-use crate::types::{Attachment, Ops};
-use ipnetwork::IpNetwork;
 
 pub use batch::Batch;
 pub use save::NatTable;
@@ -276,37 +273,4 @@ pub fn tolerate_unusable(family: Family, r: Result<()>) -> Result<()> {
 /// The iptables backend.
 pub struct Iptables;
 
-/// On input the public face (lib.rs) has validated.
-impl Ops for Iptables {
-    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        masquerade::setup(att, addresses)
-    }
-
-    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        masquerade::check(att, addresses)
-    }
-
-    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()> {
-        masquerade::teardown(att)
-    }
-
-    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()> {
-        masquerade::gc(network, keep)
-    }
-
-    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hostports::add(hp)
-    }
-
-    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hostports::check(hp)
-    }
-
-    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()> {
-        hostports::del(network, container_id)
-    }
-
-    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()> {
-        hostports::gc(network, keep)
-    }
-}
+crate::types::backend_impl!(Iptables);

@@ -11,9 +11,6 @@ mod masquerade;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
-use crate::hostports::HostPorts;
-use crate::types::{Attachment, Ops};
-use ipnetwork::IpNetwork;
 
 pub use listing::Listing;
 
@@ -75,37 +72,4 @@ pub fn list_modify_apply(
 /// The nftables backend.
 pub struct Nftables;
 
-/// On input the public face (lib.rs) has validated.
-impl Ops for Nftables {
-    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        masquerade::setup(att, addresses)
-    }
-
-    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        masquerade::check(att, addresses)
-    }
-
-    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()> {
-        masquerade::teardown(att)
-    }
-
-    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()> {
-        masquerade::gc(network, keep)
-    }
-
-    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hostports::add(hp)
-    }
-
-    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hostports::check(hp)
-    }
-
-    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()> {
-        hostports::del(network, container_id)
-    }
-
-    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()> {
-        hostports::gc(network, keep)
-    }
-}
+crate::types::backend_impl!(Nftables);
