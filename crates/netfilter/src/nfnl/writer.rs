@@ -42,6 +42,22 @@ fn attr_u32(kind: u16, v: u32) -> Vec<u8> {
     attr(kind, &v.to_be_bytes())
 }
 
+/// A base chain's `NFTA_CHAIN_HOOK`.
+fn hook_attr(hook: Hook) -> Vec<u8> {
+    let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, hook.hooknum);
+    hk.extend(attr(NFTA_HOOK_PRIORITY, &hook.priority.to_be_bytes()));
+    nested(NFTA_CHAIN_HOOK, &hk)
+}
+
+/// Create; with `exclusive`, the whole batch fails if it exists.
+fn create_flags(exclusive: bool) -> u16 {
+    if exclusive {
+        NLM_F_CREATE | NLM_F_EXCL
+    } else {
+        NLM_F_CREATE
+    }
+}
+
 /// The xtables compatibility info iptables-nft adds to a rule (`-p`, or 0).
 fn xt_compat(proto: u8) -> Vec<u8> {
     let mut compat = attr_u32(NFTA_RULE_COMPAT_PROTO, proto.into());
@@ -471,17 +487,10 @@ impl Batch {
             a.extend(attr(NFTA_CHAIN_USERDATA, &comment_udata(c)));
         }
         if let Some(h) = hook {
-            let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, h.hooknum);
-            hk.extend(attr(NFTA_HOOK_PRIORITY, &h.priority.to_be_bytes()));
-            a.extend(nested(NFTA_CHAIN_HOOK, &hk));
+            a.extend(hook_attr(h));
             a.extend(attr_str(NFTA_CHAIN_TYPE, "nat"));
         }
-        let flags = if exclusive {
-            NLM_F_CREATE | NLM_F_EXCL
-        } else {
-            NLM_F_CREATE
-        };
-        self.push(NFT_MSG_NEWCHAIN, flags, family, a);
+        self.push(NFT_MSG_NEWCHAIN, create_flags(exclusive), family, a);
     }
 
     /// A `filter` base chain on `hook` with policy accept (or, with
@@ -496,17 +505,10 @@ impl Batch {
     ) {
         let mut a = attr_str(NFTA_CHAIN_TABLE, table);
         a.extend(attr_str(NFTA_CHAIN_NAME, chain));
-        let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, hook.hooknum);
-        hk.extend(attr(NFTA_HOOK_PRIORITY, &hook.priority.to_be_bytes()));
-        a.extend(nested(NFTA_CHAIN_HOOK, &hk));
+        a.extend(hook_attr(hook));
         a.extend(attr_u32(NFTA_CHAIN_POLICY, NF_ACCEPT as u32));
         a.extend(attr_str(NFTA_CHAIN_TYPE, "filter"));
-        let flags = if exclusive {
-            NLM_F_CREATE | NLM_F_EXCL
-        } else {
-            NLM_F_CREATE
-        };
-        self.push(NFT_MSG_NEWCHAIN, flags, family, a);
+        self.push(NFT_MSG_NEWCHAIN, create_flags(exclusive), family, a);
     }
 
     pub fn flush_chain(&mut self, family: u8, table: &str, chain: &str) {
