@@ -242,15 +242,8 @@ fn delete_link(req: &Request) -> Result<()> {
     if req.netns.is_empty() {
         return Ok(());
     }
-    let ns = match NetNs::open(&req.netns) {
-        Ok(ns) => ns,
-        Err(netns::Error::NotFound(_)) => return Ok(()),
-        Err(e) => {
-            return Err(Error::new(
-                cni::code::INVALID_NETNS,
-                format!("failed to open netns {:?}: {e}", req.netns),
-            ));
-        }
+    let Some(ns) = crate::open_netns_if_exists(&req.netns)? else {
+        return Ok(());
     };
     let cont = Netlink::in_netns(&ns).map_err(internal)?;
     if let Some(l) = cont.link_by_name(&req.ifname).map_err(internal)? {
