@@ -33,7 +33,7 @@ impl Lan {
             &server,
             ("srv0", "192.168.50.1/24"),
         );
-        wait_settled(&host, "lan0");
+        host.wait_settled("lan0");
         Lan { host, server }
     }
 
@@ -45,20 +45,6 @@ impl Lan {
             ("srv1", "10.77.0.1/24"),
         );
     }
-}
-
-/// Wait until `ifname` has carrier and no address is tentative, so snapshots
-/// taken before and after a plugin run do not differ by the link settling.
-fn wait_settled(ns: &Netns, ifname: &str) {
-    for _ in 0..100 {
-        let l = ns.ip_json(&["link", "show", ifname]);
-        let tentative = ns.ip_json(&["-6", "addr", "show", "tentative"]);
-        if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("{ifname} never settled");
 }
 
 /// One network's config and host-local's store.
@@ -104,10 +90,7 @@ impl Net {
     }
 
     fn reservations(&self) -> Vec<String> {
-        dir_entries(&self.data.path().join("mvnet"))
-            .into_iter()
-            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
-            .collect()
+        integration::reservations(&self.data.path().join("mvnet"))
     }
 
     fn inv(&self, cmd: &str, ctr: &Netns, id: &str) -> Invocation {
@@ -704,11 +687,8 @@ impl Runtimes {
         std::fs::create_dir_all(&conf_dir).unwrap();
         std::fs::create_dir_all(var_lib.join("cni")).unwrap();
         let mut tools = vec!["cnictl".to_string()];
-        match ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
-            .iter()
-            .find(|p| std::path::Path::new(p).is_file())
-        {
-            Some(p) => tools.push(p.to_string()),
+        match integration::find_cnitool() {
+            Some(p) => tools.push(p.display().to_string()),
             None => eprintln!("SKIPPED (cnitool part): cnitool not installed"),
         }
         Runtimes {
@@ -743,13 +723,9 @@ impl Runtimes {
             c.args(args).env("CNI_CACHE_DIR", self.var_lib.join("cni"));
             c
         } else {
-            // cnitool keeps its cache in /var/lib/cni: give it a private /var/lib.
-            let script = format!(
-                "mount --bind {} /var/lib && exec {program} \"$@\"",
-                self.var_lib.display()
-            );
-            let mut c = lan.host.command("unshare");
-            c.args(["-m", "sh", "-c", &script, "sh"]).args(args);
+            let mut c = lan.host.command(program);
+            integration::with_private_var_lib(&mut c, &self.var_lib);
+            c.args(args);
             c
         };
         cmd.env("NETCONFPATH", &self.conf_dir)
