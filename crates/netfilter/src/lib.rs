@@ -65,6 +65,7 @@ mod error;
 mod exec;
 mod family;
 pub mod firewall;
+mod firewall_spec;
 mod hostports;
 mod iptables;
 mod lock;

@@ -36,9 +36,7 @@
 //! The same semantics in a table of our own, `inet cni_firewall`; see
 //! the `nftables` backend's module for its layout.
 
-pub(crate) mod spec;
-
-pub use spec::{DEFAULT_ADMIN_CHAIN, Firewall, IngressPolicy};
+pub use crate::firewall_spec::{DEFAULT_ADMIN_CHAIN, Firewall, IngressPolicy};
 
 use crate::error::Result;
 use crate::types::Backend;
