@@ -156,17 +156,23 @@ fn cmp(op: u32, bytes: &[u8]) -> Expr {
     )
 }
 
+/// Where the source or destination address of `ip`'s family sits in the
+/// network header.
+fn addr_offset(ip: IpAddr, source: bool) -> u32 {
+    match (ip, source) {
+        (IpAddr::V4(_), true) => 12,
+        (IpAddr::V4(_), false) => 16,
+        (IpAddr::V6(_), true) => 8,
+        (IpAddr::V6(_), false) => 24,
+    }
+}
+
 /// `ip|ip6 saddr|daddr ==|!= <network>/<prefix>`, encoded as nft encodes
 /// it: a whole-byte prefix loads only those bytes; any other prefix loads
 /// the whole address and masks it.
 pub fn prefix_match(source: bool, net: ipnetwork::IpNetwork, equal: bool) -> Vec<Expr> {
     let ip = net.network();
-    let offset = match (ip, source) {
-        (IpAddr::V4(_), true) => 12,
-        (IpAddr::V4(_), false) => 16,
-        (IpAddr::V6(_), true) => 8,
-        (IpAddr::V6(_), false) => 24,
-    };
+    let offset = addr_offset(ip, source);
     let bytes = ip_bytes(ip);
     let prefix = net.prefix() as usize;
     let op = if equal { NFT_CMP_EQ } else { NFT_CMP_NEQ };
@@ -197,12 +203,7 @@ pub fn prefix_match(source: bool, net: ipnetwork::IpNetwork, equal: bool) -> Vec
 
 /// `ip|ip6 saddr|daddr == <ip>`.
 pub fn addr_eq(source: bool, ip: IpAddr) -> Vec<Expr> {
-    let offset = match (ip, source) {
-        (IpAddr::V4(_), true) => 12,
-        (IpAddr::V4(_), false) => 16,
-        (IpAddr::V6(_), true) => 8,
-        (IpAddr::V6(_), false) => 24,
-    };
+    let offset = addr_offset(ip, source);
     let bytes = ip_bytes(ip);
     vec![
         payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bytes.len() as u32),
