@@ -154,14 +154,6 @@ fn routes(ns: &Netns) -> Vec<String> {
     v
 }
 
-/// Addresses other than the kernel's IPv6 link-local one.
-fn global_addresses(ns: &Netns, ifname: &str) -> Vec<String> {
-    ns.addresses(ifname)
-        .into_iter()
-        .filter(|a| !a.starts_with("fe80:"))
-        .collect()
-}
-
 fn only_lo(ns: &Netns) -> bool {
     ns.links() == ["lo"]
 }
@@ -190,7 +182,7 @@ fn reaches_the_server_and_del_leaves_nothing() {
     let shape = link_shape(&ctr, "eth0");
     assert_eq!(shape["kind"], "macvlan");
     assert_eq!(shape["mode"], "bridge");
-    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.10/24"]);
+    assert_eq!(ctr.global_addresses("eth0"), ["192.168.50.10/24"]);
     assert!(
         routes(&ctr)
             .iter()
@@ -452,7 +444,7 @@ fn link_in_container_uses_a_master_inside_the_container() {
     let l = link_details(&ctr, "net1");
     assert_eq!(l["linkinfo"]["info_kind"], "macvlan");
     assert_eq!(l["link"], "up0");
-    assert_eq!(global_addresses(&ctr, "net1"), ["10.88.0.10/24"]);
+    assert_eq!(ctr.global_addresses("net1"), ["10.88.0.10/24"]);
     let mut conf = net.conf.clone();
     conf["prevResult"] = r;
     Invocation::new(plugin("macvlan"), "CHECK")
@@ -580,8 +572,8 @@ fn same_kernel_state_as_the_go_plugin_and_cross_del() {
             "{extra}"
         );
         assert_eq!(
-            global_addresses(&ours_ctr, "eth0"),
-            global_addresses(&go_ctr, "eth0")
+            ours_ctr.global_addresses("eth0"),
+            go_ctr.global_addresses("eth0")
         );
         assert_eq!(routes(&ours_ctr), routes(&go_ctr));
         if extra.get("mac").is_some() {
@@ -636,7 +628,7 @@ fn podman_style_static_ip_and_mac() {
     assert_eq!(r["ips"][0]["address"], "192.168.50.20/24");
     assert_eq!(r["ips"][0]["gateway"], SERVER);
     assert_eq!(link_details(&ctr, "eth0")["address"], "02:00:00:00:00:42");
-    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.20/24"]);
+    assert_eq!(ctr.global_addresses("eth0"), ["192.168.50.20/24"]);
     assert!(
         routes(&ctr)
             .iter()
@@ -764,7 +756,7 @@ fn example_conflist_under_cnictl_and_cnitool() {
         let want = format!("192.168.50.{}/24", 100 + i);
         let ns = ctr.path_str();
         rt.run(&lan, tool, &["add", &name, &ns], &[]);
-        assert_eq!(global_addresses(&ctr, "eth0"), [want], "{tool}");
+        assert_eq!(ctr.global_addresses("eth0"), [want], "{tool}");
         assert_eq!(link_shape(&ctr, "eth0")["kind"], "macvlan");
         assert!(ctr.ping(SERVER), "{tool}: cannot reach the server");
         rt.run(&lan, tool, &["check", &name, &ns], &[]);
@@ -824,7 +816,7 @@ exit 0
     assert_eq!(during[0]["ifname"], "eth0");
     assert_eq!(during[0]["address"], "02:00:00:00:00:77");
     assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:77");
-    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.77/24"]);
+    assert_eq!(ctr.global_addresses("eth0"), ["192.168.50.77/24"]);
     net.inv("DEL", &ctr, "c1")
         .cni_path(&path)
         .run(&lan.host)
@@ -854,7 +846,10 @@ fn dual_stack_reaches_the_server_over_both_families() {
     net.conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
     let r = net.run("ADD", &lan.host, &ctr, "c1").expect_ok();
     assert_eq!(r["ips"][1]["address"], "fd00:50::10/64");
-    assert!(global_addresses(&ctr, "eth0").contains(&"fd00:50::10/64".to_string()));
+    assert!(
+        ctr.global_addresses("eth0")
+            .contains(&"fd00:50::10/64".to_string())
+    );
     // DAD finished before ADD returned.
     let tentative = ctr.ip_json(&["-6", "addr", "show", "dev", "eth0", "tentative"]);
     assert!(
@@ -928,7 +923,7 @@ fn macvlan_and_static_under_cnictl_and_cnitool() {
             let ctr = Netns::bare("cnit-mvctr");
             let ns = ctr.path_str();
             rt.run(&lan, tool, &["add", &name, &ns], env);
-            let mut got = global_addresses(&ctr, "eth0");
+            let mut got = ctr.global_addresses("eth0");
             got.sort();
             assert_eq!(got, want, "{tool} {env:?}");
             assert_eq!(link_shape(&ctr, "eth0")["kind"], "macvlan");
@@ -1013,9 +1008,9 @@ fn macvlan_and_static_same_as_the_go_plugins_and_cross_del() {
             normalize_result(go_r),
             "{what}"
         );
-        let ours_addrs = global_addresses(&ours_ctr, "eth0");
+        let ours_addrs = ours_ctr.global_addresses("eth0");
         assert!(!ours_addrs.is_empty(), "{what}");
-        assert_eq!(ours_addrs, global_addresses(&go_ctr, "eth0"), "{what}");
+        assert_eq!(ours_addrs, go_ctr.global_addresses("eth0"), "{what}");
         assert_eq!(routes(&ours_ctr), routes(&go_ctr), "{what}");
         assert!(
             routes(&ours_ctr)

@@ -144,6 +144,14 @@ impl Netns {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {text}"))
     }
 
+    /// Addresses of `link` other than the kernel's IPv6 link-local one.
+    pub fn global_addresses(&self, link: &str) -> Vec<String> {
+        self.addresses(link)
+            .into_iter()
+            .filter(|a| !a.starts_with("fe80:"))
+            .collect()
+    }
+
     /// Names of all links.
     pub fn links(&self) -> Vec<String> {
         self.ip_json(&["link", "show"])
