@@ -121,14 +121,7 @@ fn tc_state(ns: &Netns) -> (Vec<String>, Vec<String>) {
 }
 
 fn ifbs(ns: &Netns) -> Vec<String> {
-    ns.ip_json(&["link", "show", "type", "ifb"])
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    ns.links_of_type("ifb")
 }
 
 fn assert_clean(ns: &Netns, what: &str) {

@@ -154,7 +154,16 @@ impl Netns {
 
     /// Names of all links.
     pub fn links(&self) -> Vec<String> {
-        self.ip_json(&["link", "show"])
+        self.link_names(&["link", "show"])
+    }
+
+    /// Names of the links of one kind (`ip link show type <kind>`).
+    pub fn links_of_type(&self, kind: &str) -> Vec<String> {
+        self.link_names(&["link", "show", "type", kind])
+    }
+
+    fn link_names(&self, args: &[&str]) -> Vec<String> {
+        self.ip_json(args)
             .as_array()
             .map(|a| {
                 a.iter()
