@@ -25,7 +25,9 @@
 //! A batch that fails because another plugin run changed the table in the
 //! meantime is re-planned from a fresh read ("already gone" is success).
 //! No shell is involved; every value is validated before it is written into
-//! a rule ([`validate`]).
+//! a rule ([`validate`]), once, here at the public face: the implementation
+//! [`netfilter`] returns and the free functions below check their input and
+//! only then hand it to a backend, which does not check it again.
 //!
 //! # Masquerade (for the bridge plugin)
 //!
