@@ -58,7 +58,7 @@ pub fn add_ingress_policy(fw: &Firewall<'_>) -> Result<()> {
     crate::iptables::firewall::add_ingress_policy(fw)
 }
 
-/// CHECK: every rule of [`add`] is present ([`Error::Missing`] otherwise).
+/// CHECK: every rule of [`add`] is present ([`Error::Missing`](crate::Error::Missing) otherwise).
 pub fn check(backend: Backend, fw: &Firewall<'_>) -> Result<()> {
     fw.validate()?;
     match backend {
