@@ -12,6 +12,7 @@
 //! When exec'd under a plugin's name from a wrapper directory it is the
 //! measuring wrapper instead (see `wrapper.rs`).
 
+mod basics;
 mod chain;
 mod concurrency;
 mod floors;
@@ -23,32 +24,16 @@ mod stats;
 mod wrapper;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
+use basics::on_signal;
+pub use basics::{ALL_PLUGINS, Fallible, check_interrupted};
 use lab::{Chain, Lab, Variant};
 
-pub type Fallible<T> = Result<T, String>;
-
-pub const ALL_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
 /// Needed too, by the podman chain only.
 const PODMAN_PLUGINS: &[&str] = &["firewall", "tuning"];
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Err once Ctrl-C was pressed, so every guard on the way out cleans up.
-pub fn check_interrupted() -> Fallible<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        return Err("interrupted".into());
-    }
-    Ok(())
-}
 
 struct Options {
     ours: PathBuf,

@@ -20,6 +20,10 @@ pub use test_support::{
     Invocation, Netns, Outcome, Topology, bin_dir, clean_env, command_in, dir_entries, dir_tree,
     netfilter_rules, plugin, run_with_stdin, runtime_env, temp_dir, write_executable,
 };
+pub use test_support::{
+    ProcessLog, cnitool, find_cnitool, kernel_has_link_type, link_type_missing, reservations,
+    with_private_var_lib,
+};
 
 /// The project's plugin binaries.
 pub const PLUGINS: &[&str] = &[

@@ -6,16 +6,14 @@
 //! crossed both ways, and the container-side shaping used when there is
 //! no host veth.
 
-use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use integration::{Invocation, Netns, can_run, plugin, reference_plugin, temp_dir};
+use integration::{cnitool, with_private_var_lib};
 use serde_json::{Value, json};
 
 /// 2,000,000 bytes at 8 Mbit/s (1,000,000 bytes/s): two seconds.
@@ -123,14 +121,7 @@ fn tc_state(ns: &Netns) -> (Vec<String>, Vec<String>) {
 }
 
 fn ifbs(ns: &Netns) -> Vec<String> {
-    ns.ip_json(&["link", "show", "type", "ifb"])
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    ns.links_of_type("ifb")
 }
 
 fn assert_clean(ns: &Netns, what: &str) {
@@ -586,50 +577,6 @@ fn gc_removes_the_ifbs_of_attachments_that_are_gone() {
     assert!(f.trim().is_empty(), "{f}");
 }
 
-/// libcni's cnitool, when installed.
-fn cnitool() -> Option<PathBuf> {
-    let found = ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!(
-            "SKIPPED: cnitool not installed (build it with `bash crates/runtime/scripts/build-cnitool.sh`)"
-        );
-    }
-    found
-}
-
-/// cnitool keeps its cache in /var/lib/cni: give it a private /var/lib.
-fn private_var_lib(source: &CString) -> std::io::Result<()> {
-    use nix::libc;
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    // SAFETY: plain syscalls with NUL-terminated strings that outlive them.
-    unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            source.as_ptr(),
-            c"/var/lib".as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))
-    }
-}
-
 fn ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
@@ -670,13 +617,7 @@ fn through_runtime(tool: &str) {
         let mut cmd: Command = match &cnitool_bin {
             Some(t) => {
                 let mut c = host.command(t);
-                let var_lib =
-                    CString::new(state.path().join("varlib").as_os_str().as_bytes()).unwrap();
-                // SAFETY: only async-signal-safe syscalls (unshare, mount)
-                // run between fork and exec.
-                unsafe {
-                    c.pre_exec(move || private_var_lib(&var_lib));
-                }
+                with_private_var_lib(&mut c, &state.path().join("varlib"));
                 c.env("CAP_ARGS", &cap)
                     .args([verb, NETWORK, &ctr.path_str()]);
                 c

@@ -689,11 +689,7 @@ enum Runtime {
 impl Runtime {
     /// libcni's cnitool, when it is installed.
     fn cnitool() -> Option<Runtime> {
-        ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .map(Runtime::Cnitool)
+        integration::find_cnitool().map(Runtime::Cnitool)
     }
 
     /// The highest CNI version the runtime speaks (Debian's libcni: 1.0.0).
@@ -728,15 +724,7 @@ impl Runtime {
                 let mut cmd = ns.command(tool);
                 cmd.env("NETCONFPATH", conf_dir)
                     .env("CNI_PATH", integration::bin_dir());
-                let source = std::ffi::CString::new(var_lib.as_os_str().as_encoded_bytes())
-                    .expect("a path without NUL");
-                // SAFETY: only unshare and mount run between fork and exec,
-                // on memory prepared before the fork.
-                unsafe {
-                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                        private_var_lib(&source)
-                    });
-                }
+                integration::with_private_var_lib(&mut cmd, &var_lib);
                 cmd
             }
         };
@@ -890,38 +878,6 @@ fn macvlan_with_dhcp_ipam_under_cnitool() {
         return;
     };
     macvlan_with_dhcp_ipam(&tool);
-}
-
-/// cnitool keeps its result cache in /var/lib/cni and has no option for
-/// another place: run it in a private mount namespace whose /var/lib is a
-/// test directory.
-fn private_var_lib(source: &std::ffi::CString) -> std::io::Result<()> {
-    use nix::libc;
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    // SAFETY: plain syscalls with NUL-terminated strings that outlive them.
-    unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            source.as_ptr(),
-            c"/var/lib".as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))
-    }
 }
 
 /// An expired lease brings the interface down (the reference's behaviour).

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use integration::ProcessLog;
 use integration::{Invocation, Netns, can_run, plugin, reference_plugin, temp_dir};
 use serde_json::{Value, json};
 
@@ -351,59 +352,6 @@ fn same_bridge_networks_cannot_reach_each_other_but_an_open_one_reaches_them() {
             .expect_ok();
         net.del(&host, ctr, id, r);
         assert!(rules_naming(&host, &ip_of(r)).is_empty());
-    }
-}
-
-/// PATH with logging wrappers in front of the netfilter programs: counts
-/// the processes a plugin run really starts.
-struct ProcessLog {
-    dir: tempfile::TempDir,
-}
-
-impl ProcessLog {
-    const PROGRAMS: [&str; 7] = [
-        "iptables",
-        "ip6tables",
-        "iptables-save",
-        "ip6tables-save",
-        "iptables-restore",
-        "ip6tables-restore",
-        "nft",
-    ];
-
-    fn new() -> ProcessLog {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("cnit-proclog");
-        for p in Self::PROGRAMS {
-            let real = ["/usr/sbin", "/sbin", "/usr/bin"]
-                .iter()
-                .map(|d| format!("{d}/{p}"))
-                .find(|c| std::path::Path::new(c).exists())
-                .unwrap();
-            let script = format!(
-                "#!/bin/sh\necho {p} >> {}\nexec {real} \"$@\"\n",
-                dir.path().join("log").display()
-            );
-            let path = dir.path().join(p);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        ProcessLog { dir }
-    }
-
-    fn path_env(&self) -> String {
-        format!(
-            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-            self.dir.path().display()
-        )
-    }
-
-    /// Processes logged since the last call.
-    fn take(&self) -> Vec<String> {
-        let log = self.dir.path().join("log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
-        text.lines().map(str::to_string).collect()
     }
 }
 

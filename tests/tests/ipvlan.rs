@@ -4,57 +4,11 @@
 //! DEL/STATUS/bad input work — and the kernel tests print SKIPPED. The
 //! exact RTM_NEWLINK bytes are tested in the plugin and in `link`.
 
-use integration::{Invocation, Netns, can_run, dir_entries, plugin, temp_dir};
+use integration::{
+    Invocation, Netns, can_run, kernel_has_link_type, link_type_missing, plugin, reservations,
+    temp_dir,
+};
 use serde_json::{Value, json};
-
-/// Why this kernel cannot create ipvlan links (probed in a throwaway
-/// namespace), or `None` when it can.
-fn ipvlan_missing() -> Option<String> {
-    let ns = Netns::new("cnit-ivprobe");
-    ns.run_ok(
-        "ip",
-        &["link", "add", "p0", "type", "veth", "peer", "name", "p1"],
-    );
-    let out = ns.exec(
-        "ip",
-        &[
-            "link", "add", "link", "p0", "name", "iv0", "type", "ipvlan", "mode", "l2",
-        ],
-    );
-    if out.status.success() {
-        return None;
-    }
-    Some(format!(
-        "this kernel cannot create ipvlan links: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-/// For the tests that need the link type: false (after saying SKIPPED)
-/// when the kernel lacks it.
-fn kernel_has_ipvlan() -> bool {
-    match ipvlan_missing() {
-        None => true,
-        Some(why) => {
-            eprintln!("SKIPPED: {why}");
-            false
-        }
-    }
-}
-
-/// Wait until `ifname` has carrier and no address is tentative, so snapshots taken before and after a
-/// plugin run do not differ by the link coming up on its own.
-fn wait_carrier(ns: &Netns, ifname: &str) {
-    for _ in 0..100 {
-        let l = ns.ip_json(&["link", "show", ifname]);
-        let tentative = ns.ip_json(&["-6", "addr", "show", "tentative"]);
-        if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("{ifname} never came up");
-}
 
 struct Setup {
     host: Netns,
@@ -75,7 +29,7 @@ fn setup(extra: Value) -> Setup {
         &server,
         ("srv0", "192.168.60.1/24"),
     );
-    wait_carrier(&host, "lan0");
+    host.wait_settled("lan0");
     let data = temp_dir("cnit-iv-ipam");
     let mut conf = json!({
         "cniVersion": "1.1.0",
@@ -101,10 +55,7 @@ fn setup(extra: Value) -> Setup {
 
 impl Setup {
     fn reservations(&self) -> Vec<String> {
-        dir_entries(&self.data.path().join("ivnet"))
-            .into_iter()
-            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
-            .collect()
+        reservations(&self.data.path().join("ivnet"))
     }
 
     fn inv(&self, cmd: &str, ctr: &Netns) -> Invocation {
@@ -117,7 +68,7 @@ impl Setup {
 
 #[test]
 fn add_where_ipvlan_is_missing_fails_cleanly_and_del_status_still_work() {
-    if !can_run() || ipvlan_missing().is_none() {
+    if !can_run() || link_type_missing(&["ipvlan", "mode", "l2"]).is_none() {
         return;
     }
     let s = setup(json!({}));
@@ -175,7 +126,7 @@ fn bad_input_is_refused_before_anything_changes() {
 
 #[test]
 fn kernel_ipvlan_reaches_the_server_in_each_mode_and_del_leaves_nothing() {
-    if !can_run() || !kernel_has_ipvlan() {
+    if !can_run() || !kernel_has_link_type(&["ipvlan", "mode", "l2"]) {
         return;
     }
     for mode in ["l2", "l3", "l3s"] {
@@ -211,7 +162,7 @@ fn kernel_ipvlan_reaches_the_server_in_each_mode_and_del_leaves_nothing() {
 
 #[test]
 fn kernel_ipvlan_chained_takes_master_and_addresses_from_prev_result() {
-    if !can_run() || !kernel_has_ipvlan() {
+    if !can_run() || !kernel_has_link_type(&["ipvlan", "mode", "l2"]) {
         return;
     }
     let s = setup(json!({"master": null, "ipam": null}));
@@ -251,7 +202,7 @@ fn kernel_ipvlan_chained_takes_master_and_addresses_from_prev_result() {
 /// implementation's DEL removes what the other made.
 #[test]
 fn kernel_same_state_as_the_go_plugin_and_cross_del() {
-    if !can_run() || !kernel_has_ipvlan() {
+    if !can_run() || !kernel_has_link_type(&["ipvlan", "mode", "l2"]) {
         return;
     }
     let Some(go) = integration::reference_plugin("ipvlan") else {
@@ -278,13 +229,7 @@ fn kernel_same_state_as_the_go_plugin_and_cross_del() {
                    "mtu": l["mtu"], "flags": l["flags"]})
         };
         assert_eq!(shape(&a), shape(&b), "{mode}");
-        let global = |ns: &Netns| -> Vec<String> {
-            ns.addresses("eth0")
-                .into_iter()
-                .filter(|x| !x.starts_with("fe80:"))
-                .collect()
-        };
-        assert_eq!(global(&a), global(&b));
+        assert_eq!(a.global_addresses("eth0"), b.global_addresses("eth0"));
         let routes = |ns: &Netns| ns.run_ok("ip", &["route", "show"]);
         assert_eq!(routes(&a), routes(&b));
         // Cross-DEL.

@@ -33,7 +33,7 @@ impl Lan {
             &server,
             ("srv0", "192.168.50.1/24"),
         );
-        wait_settled(&host, "lan0");
+        host.wait_settled("lan0");
         Lan { host, server }
     }
 
@@ -45,20 +45,6 @@ impl Lan {
             ("srv1", "10.77.0.1/24"),
         );
     }
-}
-
-/// Wait until `ifname` has carrier and no address is tentative, so snapshots
-/// taken before and after a plugin run do not differ by the link settling.
-fn wait_settled(ns: &Netns, ifname: &str) {
-    for _ in 0..100 {
-        let l = ns.ip_json(&["link", "show", ifname]);
-        let tentative = ns.ip_json(&["-6", "addr", "show", "tentative"]);
-        if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("{ifname} never settled");
 }
 
 /// One network's config and host-local's store.
@@ -104,10 +90,7 @@ impl Net {
     }
 
     fn reservations(&self) -> Vec<String> {
-        dir_entries(&self.data.path().join("mvnet"))
-            .into_iter()
-            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
-            .collect()
+        integration::reservations(&self.data.path().join("mvnet"))
     }
 
     fn inv(&self, cmd: &str, ctr: &Netns, id: &str) -> Invocation {
@@ -171,14 +154,6 @@ fn routes(ns: &Netns) -> Vec<String> {
     v
 }
 
-/// Addresses other than the kernel's IPv6 link-local one.
-fn global_addresses(ns: &Netns, ifname: &str) -> Vec<String> {
-    ns.addresses(ifname)
-        .into_iter()
-        .filter(|a| !a.starts_with("fe80:"))
-        .collect()
-}
-
 fn only_lo(ns: &Netns) -> bool {
     ns.links() == ["lo"]
 }
@@ -207,7 +182,7 @@ fn reaches_the_server_and_del_leaves_nothing() {
     let shape = link_shape(&ctr, "eth0");
     assert_eq!(shape["kind"], "macvlan");
     assert_eq!(shape["mode"], "bridge");
-    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.10/24"]);
+    assert_eq!(ctr.global_addresses("eth0"), ["192.168.50.10/24"]);
     assert!(
         routes(&ctr)
             .iter()
@@ -469,7 +444,7 @@ fn link_in_container_uses_a_master_inside_the_container() {
     let l = link_details(&ctr, "net1");
     assert_eq!(l["linkinfo"]["info_kind"], "macvlan");
     assert_eq!(l["link"], "up0");
-    assert_eq!(global_addresses(&ctr, "net1"), ["10.88.0.10/24"]);
+    assert_eq!(ctr.global_addresses("net1"), ["10.88.0.10/24"]);
     let mut conf = net.conf.clone();
     conf["prevResult"] = r;
     Invocation::new(plugin("macvlan"), "CHECK")
@@ -597,8 +572,8 @@ fn same_kernel_state_as_the_go_plugin_and_cross_del() {
             "{extra}"
         );
         assert_eq!(
-            global_addresses(&ours_ctr, "eth0"),
-            global_addresses(&go_ctr, "eth0")
+            ours_ctr.global_addresses("eth0"),
+            go_ctr.global_addresses("eth0")
         );
         assert_eq!(routes(&ours_ctr), routes(&go_ctr));
         if extra.get("mac").is_some() {
@@ -653,7 +628,7 @@ fn podman_style_static_ip_and_mac() {
     assert_eq!(r["ips"][0]["address"], "192.168.50.20/24");
     assert_eq!(r["ips"][0]["gateway"], SERVER);
     assert_eq!(link_details(&ctr, "eth0")["address"], "02:00:00:00:00:42");
-    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.20/24"]);
+    assert_eq!(ctr.global_addresses("eth0"), ["192.168.50.20/24"]);
     assert!(
         routes(&ctr)
             .iter()
@@ -704,11 +679,8 @@ impl Runtimes {
         std::fs::create_dir_all(&conf_dir).unwrap();
         std::fs::create_dir_all(var_lib.join("cni")).unwrap();
         let mut tools = vec!["cnictl".to_string()];
-        match ["/usr/local/bin/cnitool", "/usr/bin/cnitool"]
-            .iter()
-            .find(|p| std::path::Path::new(p).is_file())
-        {
-            Some(p) => tools.push(p.to_string()),
+        match integration::find_cnitool() {
+            Some(p) => tools.push(p.display().to_string()),
             None => eprintln!("SKIPPED (cnitool part): cnitool not installed"),
         }
         Runtimes {
@@ -743,13 +715,9 @@ impl Runtimes {
             c.args(args).env("CNI_CACHE_DIR", self.var_lib.join("cni"));
             c
         } else {
-            // cnitool keeps its cache in /var/lib/cni: give it a private /var/lib.
-            let script = format!(
-                "mount --bind {} /var/lib && exec {program} \"$@\"",
-                self.var_lib.display()
-            );
-            let mut c = lan.host.command("unshare");
-            c.args(["-m", "sh", "-c", &script, "sh"]).args(args);
+            let mut c = lan.host.command(program);
+            integration::with_private_var_lib(&mut c, &self.var_lib);
+            c.args(args);
             c
         };
         cmd.env("NETCONFPATH", &self.conf_dir)
@@ -788,7 +756,7 @@ fn example_conflist_under_cnictl_and_cnitool() {
         let want = format!("192.168.50.{}/24", 100 + i);
         let ns = ctr.path_str();
         rt.run(&lan, tool, &["add", &name, &ns], &[]);
-        assert_eq!(global_addresses(&ctr, "eth0"), [want], "{tool}");
+        assert_eq!(ctr.global_addresses("eth0"), [want], "{tool}");
         assert_eq!(link_shape(&ctr, "eth0")["kind"], "macvlan");
         assert!(ctr.ping(SERVER), "{tool}: cannot reach the server");
         rt.run(&lan, tool, &["check", &name, &ns], &[]);
@@ -848,7 +816,7 @@ exit 0
     assert_eq!(during[0]["ifname"], "eth0");
     assert_eq!(during[0]["address"], "02:00:00:00:00:77");
     assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:77");
-    assert_eq!(global_addresses(&ctr, "eth0"), ["192.168.50.77/24"]);
+    assert_eq!(ctr.global_addresses("eth0"), ["192.168.50.77/24"]);
     net.inv("DEL", &ctr, "c1")
         .cni_path(&path)
         .run(&lan.host)
@@ -878,7 +846,10 @@ fn dual_stack_reaches_the_server_over_both_families() {
     net.conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
     let r = net.run("ADD", &lan.host, &ctr, "c1").expect_ok();
     assert_eq!(r["ips"][1]["address"], "fd00:50::10/64");
-    assert!(global_addresses(&ctr, "eth0").contains(&"fd00:50::10/64".to_string()));
+    assert!(
+        ctr.global_addresses("eth0")
+            .contains(&"fd00:50::10/64".to_string())
+    );
     // DAD finished before ADD returned.
     let tentative = ctr.ip_json(&["-6", "addr", "show", "dev", "eth0", "tentative"]);
     assert!(
@@ -952,7 +923,7 @@ fn macvlan_and_static_under_cnictl_and_cnitool() {
             let ctr = Netns::bare("cnit-mvctr");
             let ns = ctr.path_str();
             rt.run(&lan, tool, &["add", &name, &ns], env);
-            let mut got = global_addresses(&ctr, "eth0");
+            let mut got = ctr.global_addresses("eth0");
             got.sort();
             assert_eq!(got, want, "{tool} {env:?}");
             assert_eq!(link_shape(&ctr, "eth0")["kind"], "macvlan");
@@ -1037,9 +1008,9 @@ fn macvlan_and_static_same_as_the_go_plugins_and_cross_del() {
             normalize_result(go_r),
             "{what}"
         );
-        let ours_addrs = global_addresses(&ours_ctr, "eth0");
+        let ours_addrs = ours_ctr.global_addresses("eth0");
         assert!(!ours_addrs.is_empty(), "{what}");
-        assert_eq!(ours_addrs, global_addresses(&go_ctr, "eth0"), "{what}");
+        assert_eq!(ours_addrs, go_ctr.global_addresses("eth0"), "{what}");
         assert_eq!(routes(&ours_ctr), routes(&go_ctr), "{what}");
         assert!(
             routes(&ours_ctr)

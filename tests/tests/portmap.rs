@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use integration::ProcessLog;
 use integration::{Invocation, Netns, Outcome, can_run, plugin, reference_plugin, temp_dir};
 use serde_json::{Value, json};
 
@@ -399,59 +400,6 @@ fn the_default_backend_is_iptables_when_installed() {
     );
     net.del(&host, &c1, "pm-def");
     assert!(rules_of(&host, "pm-def", &ip_of(&r)).is_empty());
-}
-
-/// PATH with logging wrappers in front of the netfilter programs: counts
-/// the processes a plugin run really starts.
-struct ProcessLog {
-    dir: tempfile::TempDir,
-}
-
-impl ProcessLog {
-    const PROGRAMS: [&str; 7] = [
-        "iptables",
-        "ip6tables",
-        "iptables-save",
-        "ip6tables-save",
-        "iptables-restore",
-        "ip6tables-restore",
-        "nft",
-    ];
-
-    fn new() -> ProcessLog {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("cnit-proclog");
-        for p in Self::PROGRAMS {
-            let real = ["/usr/sbin", "/sbin", "/usr/bin"]
-                .iter()
-                .map(|d| format!("{d}/{p}"))
-                .find(|c| std::path::Path::new(c).exists())
-                .unwrap();
-            let script = format!(
-                "#!/bin/sh\necho {p} >> {}\nexec {real} \"$@\"\n",
-                dir.path().join("log").display()
-            );
-            let path = dir.path().join(p);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        ProcessLog { dir }
-    }
-
-    fn path_env(&self) -> String {
-        format!(
-            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-            self.dir.path().display()
-        )
-    }
-
-    /// Processes logged since the last call.
-    fn take(&self) -> Vec<String> {
-        let log = self.dir.path().join("log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
-        text.lines().map(str::to_string).collect()
-    }
 }
 
 /// Processes started by a first ADD, a later ADD and a DEL of `bin`

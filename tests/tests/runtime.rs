@@ -8,9 +8,6 @@
 //! (whose cache directory is fixed) runs in a private mount namespace where
 //! a temporary directory is mounted over /var/lib.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,6 +15,7 @@ use integration::{
     Netns, REFERENCE_DIR, bin_dir, can_run, clean_env, dir_entries, plugin, temp_dir,
     write_executable,
 };
+use integration::{cnitool, with_private_var_lib};
 use serde_json::{Value, json};
 
 /// Which implementation of the plugins a test drives.
@@ -58,22 +56,6 @@ impl Plugins {
         }
         true
     }
-}
-
-/// Where libcni's cnitool is, or `None` with a visible message.
-fn cnitool() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CNITOOL").map(PathBuf::from),
-        Some(PathBuf::from("/usr/local/bin/cnitool")),
-        Some(PathBuf::from("/usr/bin/cnitool")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!(
-            "SKIPPED: cnitool not installed (build it with `bash crates/runtime/scripts/build-cnitool.sh`)"
-        );
-    }
-    found
 }
 
 /// One test's world: a host namespace, a container namespace, and a
@@ -194,12 +176,7 @@ exit 0
             .env("CNI_PATH", &self.cni_path)
             .envs(env.iter().copied())
             .args(args);
-        let var_lib = CString::new(self.var_lib().as_os_str().as_bytes()).unwrap();
-        // SAFETY: only async-signal-safe syscalls (unshare, mount) run
-        // between fork and exec, on memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || private_var_lib(&var_lib));
-        }
+        with_private_var_lib(&mut cmd, &self.var_lib());
         cmd.output().expect("run cnitool")
     }
 
@@ -218,10 +195,7 @@ exit 0
 
     /// host-local reservations (not its lock or last_reserved_ip files).
     fn reservations(&self, network: &str) -> Vec<String> {
-        dir_entries(&self.ipam_dir().join(network))
-            .into_iter()
-            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
-            .collect()
+        integration::reservations(&self.ipam_dir().join(network))
     }
 
     fn cached(&self) -> Vec<String> {
@@ -271,36 +245,6 @@ exit 0
             !rules.contains("10.89.0.2"),
             "rules for the container address left:\n{rules}"
         );
-    }
-}
-
-/// Runs in the child between fork and exec.
-fn private_var_lib(source: &CString) -> std::io::Result<()> {
-    use nix::libc;
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    // SAFETY: plain syscalls with NUL-terminated strings that outlive them.
-    unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            source.as_ptr(),
-            c"/var/lib".as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))
     }
 }
 

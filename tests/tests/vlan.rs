@@ -5,57 +5,11 @@
 //! tests print SKIPPED. The exact RTM_NEWLINK bytes are tested in the
 //! plugin and in `link`.
 
-use integration::{Invocation, Netns, can_run, dir_entries, plugin, temp_dir};
+use integration::{
+    Invocation, Netns, can_run, kernel_has_link_type, link_type_missing, plugin, reservations,
+    temp_dir,
+};
 use serde_json::{Value, json};
-
-/// Why this kernel cannot create vlan links (probed in a throwaway
-/// namespace), or `None` when it can.
-fn vlan_missing() -> Option<String> {
-    let ns = Netns::new("cnit-vlprobe");
-    ns.run_ok(
-        "ip",
-        &["link", "add", "p0", "type", "veth", "peer", "name", "p1"],
-    );
-    let out = ns.exec(
-        "ip",
-        &[
-            "link", "add", "link", "p0", "name", "p0.5", "type", "vlan", "id", "5",
-        ],
-    );
-    if out.status.success() {
-        return None;
-    }
-    Some(format!(
-        "this kernel cannot create vlan links: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-/// For the tests that need the link type: false (after saying SKIPPED)
-/// when the kernel lacks it.
-fn kernel_has_vlan() -> bool {
-    match vlan_missing() {
-        None => true,
-        Some(why) => {
-            eprintln!("SKIPPED: {why}");
-            false
-        }
-    }
-}
-
-/// Wait until `ifname` has carrier and no address is tentative, so snapshots taken before and after a
-/// plugin run do not differ by the link coming up on its own.
-fn wait_carrier(ns: &Netns, ifname: &str) {
-    for _ in 0..100 {
-        let l = ns.ip_json(&["link", "show", ifname]);
-        let tentative = ns.ip_json(&["-6", "addr", "show", "tentative"]);
-        if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("{ifname} never came up");
-}
 
 struct Setup {
     host: Netns,
@@ -75,7 +29,7 @@ fn setup(extra: Value) -> Setup {
     );
     host.run_ok("ip", &["link", "set", "lan0", "up"]);
     host.run_ok("ip", &["link", "set", "lan0p", "up"]);
-    wait_carrier(&host, "lan0");
+    host.wait_settled("lan0");
     let data = temp_dir("cnit-vl-ipam");
     let mut conf = json!({
         "cniVersion": "1.1.0",
@@ -97,10 +51,7 @@ fn setup(extra: Value) -> Setup {
 
 impl Setup {
     fn reservations(&self) -> Vec<String> {
-        dir_entries(&self.data.path().join("vlnet"))
-            .into_iter()
-            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
-            .collect()
+        reservations(&self.data.path().join("vlnet"))
     }
 
     fn inv(&self, cmd: &str, ctr: &Netns, id: &str) -> Invocation {
@@ -113,7 +64,7 @@ impl Setup {
 
 #[test]
 fn add_where_vlan_is_missing_fails_cleanly_and_del_needs_no_master() {
-    if !can_run() || vlan_missing().is_none() {
+    if !can_run() || link_type_missing(&["vlan", "id", "5"]).is_none() {
         return;
     }
     let s = setup(json!({}));
@@ -170,7 +121,7 @@ fn bad_input_is_refused_before_anything_changes() {
 
 #[test]
 fn kernel_vlan_link_has_the_id_and_del_leaves_nothing() {
-    if !can_run() || !kernel_has_vlan() {
+    if !can_run() || !kernel_has_link_type(&["vlan", "id", "5"]) {
         return;
     }
     let s = setup(json!({"mtu": 1400}));
@@ -202,7 +153,7 @@ fn kernel_vlan_link_has_the_id_and_del_leaves_nothing() {
 /// come up, and DEL removes only the containers' links.
 #[test]
 fn kernel_two_attachments_share_a_vlan_link_next_to_the_master() {
-    if !can_run() || !kernel_has_vlan() {
+    if !can_run() || !kernel_has_link_type(&["vlan", "id", "5"]) {
         return;
     }
     let s = setup(json!({}));
@@ -242,7 +193,7 @@ fn kernel_two_attachments_share_a_vlan_link_next_to_the_master() {
 /// addresses, and each implementation's DEL removes what the other made.
 #[test]
 fn kernel_same_state_as_the_go_plugin_and_cross_del() {
-    if !can_run() || !kernel_has_vlan() {
+    if !can_run() || !kernel_has_link_type(&["vlan", "id", "5"]) {
         return;
     }
     let Some(go) = integration::reference_plugin("vlan") else {
@@ -273,13 +224,7 @@ fn kernel_same_state_as_the_go_plugin_and_cross_del() {
         ns.ip_json(&["-d", "link", "show", "eth0"])[0]["linkinfo"]["info_data"]["id"].clone()
     };
     assert_eq!((id(&a), id(&b)), (json!(100), json!(101)));
-    let global = |ns: &Netns| -> Vec<String> {
-        ns.addresses("eth0")
-            .into_iter()
-            .filter(|x| !x.starts_with("fe80:"))
-            .collect()
-    };
-    assert_eq!(global(&a), global(&b));
+    assert_eq!(a.global_addresses("eth0"), b.global_addresses("eth0"));
     Invocation::new(&go, "DEL")
         .container_id("a")
         .netns(&a)

@@ -38,12 +38,24 @@ pub fn container_entry<'a>(
 /// The container's namespace, or the CNI error for a bad `CNI_NETNS`
 /// (code 3, naming the path).
 pub fn open_netns(path: &str) -> Result<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            cni::code::INVALID_NETNS,
-            format!("failed to open netns {path:?}: {e}"),
-        )
-    })
+    NetNs::open(path).map_err(|e| netns_error(path, e))
+}
+
+/// Like [`open_netns`] for DEL: `None` when the namespace no longer exists
+/// (what was in it went with it).
+pub fn open_netns_if_exists(path: &str) -> Result<Option<NetNs>> {
+    match NetNs::open(path) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(netns::Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(netns_error(path, e)),
+    }
+}
+
+fn netns_error(path: &str, e: netns::Error) -> Error {
+    Error::new(
+        cni::code::INVALID_NETNS,
+        format!("failed to open netns {path:?}: {e}"),
+    )
 }
 
 /// The addresses and routes of `result` that belong on `ifname` (IPs whose

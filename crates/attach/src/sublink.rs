@@ -201,6 +201,25 @@ fn create<'a>(
     })
 }
 
+/// The `mtu` key as macvlan and vlan read it: 0 (the master's) or more,
+/// with the reference's message.
+pub fn parse_mtu(mtu: i64) -> Result<u32> {
+    u32::try_from(mtu)
+        .map_err(|_| Error::invalid_config(format!("invalid MTU {mtu}, must be [0, master MTU]")))
+}
+
+/// `mtu` is at most the master's (macvlan, vlan), with the reference's
+/// message.
+pub fn check_mtu(req: &Request, master: &str, link_in_container: bool, mtu: u32) -> Result<()> {
+    let master_mtu = master_mtu(req, master, link_in_container)?;
+    if mtu > master_mtu {
+        return Err(Error::invalid_config(format!(
+            "invalid MTU {mtu}, must be [0, master MTU({master_mtu})]"
+        )));
+    }
+    Ok(())
+}
+
 /// DEL: release the addresses and delete the link; both steps run even if
 /// one fails. A missing link, an empty `CNI_NETNS` or a namespace that is
 /// already gone is success.
@@ -223,15 +242,8 @@ fn delete_link(req: &Request) -> Result<()> {
     if req.netns.is_empty() {
         return Ok(());
     }
-    let ns = match NetNs::open(&req.netns) {
-        Ok(ns) => ns,
-        Err(netns::Error::NotFound(_)) => return Ok(()),
-        Err(e) => {
-            return Err(Error::new(
-                cni::code::INVALID_NETNS,
-                format!("failed to open netns {:?}: {e}", req.netns),
-            ));
-        }
+    let Some(ns) = crate::open_netns_if_exists(&req.netns)? else {
+        return Ok(());
     };
     let cont = Netlink::in_netns(&ns).map_err(internal)?;
     if let Some(l) = cont.link_by_name(&req.ifname).map_err(internal)? {
@@ -343,4 +355,66 @@ pub fn gc(req: &Request, ipam: Option<&str>) -> Result<()> {
         Some(ipam) => req.delegate(ipam, Command::Gc),
         None => Ok(()),
     }
+}
+
+/// The decisions of one sublink plugin (macvlan, ipvlan, vlan): its
+/// configuration, what ADD creates and what CHECK expects. [`run`] handles
+/// the CNI verbs with them, the same way for every such plugin.
+pub trait Decisions: Sized {
+    /// Name printed when run by hand, and in DEL's messages.
+    const NAME: &'static str;
+    const VERSION: &'static str;
+
+    /// Everything that can be checked without the kernel.
+    fn parse(req: &Request) -> Result<Self>;
+
+    /// What ADD creates (may look at the master).
+    fn add_plan(self, req: &Request) -> Result<Plan>;
+
+    /// What CHECK compares the container link with.
+    fn check_plan(self, req: &Request) -> Result<(Plan, Box<dyn Expect>)>;
+
+    /// The master STATUS looks for (empty: the default route's link), and
+    /// whether it lives in the container (`linkInContainer`).
+    fn status_master(&self) -> Result<(String, bool)>;
+}
+
+/// The CNI verbs of a sublink plugin. DEL, STATUS and GC parse the
+/// configuration (so a bad one fails as in ADD) and ask the `ipam` block's
+/// plugin, which is what each plugin's configuration holds as its IPAM.
+struct Verbs<D>(std::marker::PhantomData<D>);
+
+impl<D: Decisions> cni::Plugin for Verbs<D> {
+    const NAME: &'static str = D::NAME;
+    const VERSION: &'static str = D::VERSION;
+
+    fn add(&self, req: &Request) -> Result<CniResult> {
+        add(req, &D::parse(req)?.add_plan(req)?)
+    }
+
+    /// Needs no master: DEL works after the master is gone.
+    fn del(&self, req: &Request) -> Result<()> {
+        D::parse(req)?;
+        del(req, D::NAME, req.config.ipam_type())
+    }
+
+    fn check(&self, req: &Request) -> Result<()> {
+        let (plan, expect) = D::parse(req)?.check_plan(req)?;
+        check(req, &plan, expect.as_ref())
+    }
+
+    fn status(&self, req: &Request) -> Result<()> {
+        let (master, link_in_container) = D::parse(req)?.status_master()?;
+        status(req, &master, link_in_container, req.config.ipam_type())
+    }
+
+    fn gc(&self, req: &Request) -> Result<()> {
+        D::parse(req)?;
+        gc(req, req.config.ipam_type())
+    }
+}
+
+/// Run the sublink plugin `D` against the process environment, then exit.
+pub fn run<D: Decisions>() -> ! {
+    cni::run(&Verbs::<D>(std::marker::PhantomData))
 }

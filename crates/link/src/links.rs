@@ -13,6 +13,7 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec};
 use crate::connection::Netlink;
 use crate::error::{Error, Result, ctx, to_io};
 use crate::mac::MacAddr;
+use crate::sublink::{SubLinkInfo, read_sublink_info};
 
 /// RFC 2863 operational state, spelled as `ip link` and the reference print it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub struct Link {
     pub vlan_filtering: Option<bool>,
     /// For a macvlan, ipvlan or vlan: its mode or VLAN id
     /// (`peer_index` is then the parent's index).
-    pub sublink: Option<crate::sublink::SubLinkInfo>,
+    pub sublink: Option<SubLinkInfo>,
 }
 
 impl Link {
@@ -130,7 +131,7 @@ impl Link {
     }
 
     fn read_info(&mut self, infos: &[LinkInfo]) {
-        self.sublink = crate::sublink::read_sublink_info(infos);
+        self.sublink = read_sublink_info(infos);
         for info in infos {
             match info {
                 LinkInfo::Kind(k) => self.kind = Some(kind_name(k)),
@@ -336,5 +337,15 @@ impl Netlink {
                 source: to_io(e),
             }),
         }
+    }
+
+    /// A VLAN link in this namespace on parent `parent_index` with id `vid`
+    /// (for example `eth1.100`, made by an administrator).
+    pub fn find_vlan(&self, parent_index: u32, vid: u16) -> Result<Option<Link>> {
+        Ok(self.links()?.into_iter().find(|l| {
+            l.kind.as_deref() == Some("vlan")
+                && l.peer_index == Some(parent_index)
+                && l.sublink == Some(SubLinkInfo::Vlan(Some(vid)))
+        }))
     }
 }

@@ -256,16 +256,6 @@ impl Netlink {
         ))
     }
 
-    /// A VLAN link in this namespace on parent `parent_index` with id `vid`
-    /// (for example `eth1.100`, made by an administrator).
-    pub fn find_vlan(&self, parent_index: u32, vid: u16) -> Result<Option<crate::Link>> {
-        Ok(self.links()?.into_iter().find(|l| {
-            l.kind.as_deref() == Some("vlan")
-                && l.peer_index == Some(parent_index)
-                && l.sublink == Some(SubLinkInfo::Vlan(Some(vid)))
-        }))
-    }
-
     /// The link of the first default route of the main table (IPv4 first,
     /// then IPv6), as the reference picks a missing `master`.
     pub fn default_route_link(&self) -> Result<Option<String>> {

@@ -19,7 +19,9 @@
 //! same text (the tests compare the expressions).
 
 use crate::error::{Error, Result};
-use crate::nfnl::abi::{HOOK_PREROUTING, NFPROTO_BRIDGE};
+use crate::nfnl::abi::{
+    HOOK_PREROUTING, NFPROTO_BRIDGE, NFT_META_IIFNAME, NFTA_CMP_DATA, NFTA_META_KEY,
+};
 use crate::nfnl::reader::{self, Deletion, RuleInfo};
 use crate::nfnl::socket::attributes;
 use crate::nfnl::writer::{
@@ -193,11 +195,11 @@ pub fn check(container_id: &str, ifname: &str) -> Result<()> {
 /// `cmp` after a `meta iifname` load, without its NUL padding.
 fn host_port_of(rule: &RuleInfo) -> Option<String> {
     let exprs = rule.exprs();
-    let meta = exprs.iter().position(|e| {
-        e.name == "meta" && e.be32(2 /* NFTA_META_KEY */) == Some(6 /* NFT_META_IIFNAME */)
-    })?;
+    let meta = exprs
+        .iter()
+        .position(|e| e.name == "meta" && e.be32(NFTA_META_KEY) == Some(NFT_META_IIFNAME))?;
     let cmp = exprs.get(meta + 1).filter(|e| e.name == "cmp")?;
-    let data = cmp.attr(3 /* NFTA_CMP_DATA */)?;
+    let data = cmp.attr(NFTA_CMP_DATA)?;
     let (_, _, value) = attributes(data).next()?;
     let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
     Some(String::from_utf8_lossy(&value[..end]).into_owned())

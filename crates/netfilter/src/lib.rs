@@ -29,7 +29,9 @@
 //! A batch that fails because another plugin run changed the table in the
 //! meantime is re-planned from a fresh read ("already gone" is success).
 //! No shell is involved; every value is validated before it is written into
-//! a rule ([`validate`]).
+//! a rule ([`validate`]), once, here at the public face: the implementation
+//! [`netfilter`] returns and the free functions below check their input and
+//! only then hand it to a backend, which does not check it again.
 //!
 //! # Masquerade (for the bridge plugin)
 //!
@@ -69,6 +71,7 @@ mod error;
 mod exec;
 mod family;
 pub mod firewall;
+mod firewall_spec;
 mod hostports;
 mod iptables;
 mod lock;
@@ -130,23 +133,98 @@ impl Backend {
     }
 }
 
-/// The implementation for `backend`.
+/// The implementation for `backend`: every input is validated here, once,
+/// before the backend sees it.
 pub fn netfilter(backend: Backend) -> Box<dyn Netfilter> {
+    Box::new(Validated(backend))
+}
+
+/// The backend's own implementation, on validated input.
+fn ops(backend: Backend) -> &'static dyn Netfilter {
     match backend {
-        Backend::Iptables => Box::new(iptables::Iptables),
-        Backend::Nftables => Box::new(nftables::Nftables),
+        Backend::Iptables => &iptables::Iptables,
+        Backend::Nftables => &nftables::Nftables,
+    }
+}
+
+/// The public face of one backend: validates, then dispatches.
+struct Validated(Backend);
+
+impl Validated {
+    /// Free-form match conditions are checked against what the backend
+    /// parses them with.
+    fn hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
+        hp.validate(match self.0 {
+            Backend::Iptables => validate::iptables_condition,
+            Backend::Nftables => validate::nft_condition,
+        })
+    }
+}
+
+impl Netfilter for Validated {
+    fn backend(&self) -> Backend {
+        self.0
+    }
+
+    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
+        att.validate()?;
+        ops(self.0).setup_masquerade(att, addresses)
+    }
+
+    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
+        att.validate()?;
+        ops(self.0).check_masquerade(att, addresses)
+    }
+
+    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()> {
+        att.validate()?;
+        ops(self.0).teardown_masquerade(att)
+    }
+
+    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()> {
+        validate::identifier("network name", network)?;
+        ops(self.0).gc_masquerade(network, keep)
+    }
+
+    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
+        self.hostports(hp)?;
+        if self.0 == Backend::Nftables && matches!(hp.snat, Snat::ExternalMarkChain(_)) {
+            return Err(Error::Invalid {
+                what: "externalSetMarkChain",
+                value: String::new(),
+                reason: "is an iptables-only option",
+            });
+        }
+        ops(self.0).add_hostports(hp)
+    }
+
+    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
+        self.hostports(hp)?;
+        ops(self.0).check_hostports(hp)
+    }
+
+    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()> {
+        validate::identifier("network name", network)?;
+        validate::identifier("container id", container_id)?;
+        ops(self.0).del_hostports(network, container_id)
+    }
+
+    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()> {
+        validate::identifier("network name", network)?;
+        ops(self.0).gc_hostports(network, keep)
     }
 }
 
 /// Run `op` on every installed backend, collecting errors: DEL and GC clean
 /// both, since the rules may have been made by another version or config.
+/// The caller has validated the input.
 fn on_installed_backends(op: impl Fn(&dyn Netfilter) -> Result<()>) -> Result<()> {
     let mut errors = Errors::default();
     for backend in [Backend::Iptables, Backend::Nftables] {
         if !backend.is_installed() {
             continue;
         }
-        if let Err(e) = op(netfilter(backend).as_ref()) {
+        if let Err(e) = op(ops(backend)) {
             // A backend that is installed but does not work here (no kernel
             // support, no permission) cannot hold rules of ours: its error
             // is not DEL's problem. Probing costs a process only on failure.
@@ -161,24 +239,24 @@ fn on_installed_backends(op: impl Fn(&dyn Netfilter) -> Result<()>) -> Result<()
 /// Masquerade teardown in every installed backend (bridge DEL).
 pub fn teardown_masquerade(att: &Attachment<'_>) -> Result<()> {
     att.validate()?;
-    on_installed_backends(|nf| nf.teardown_masquerade(att))
+    on_installed_backends(|b| b.teardown_masquerade(att))
 }
 
 /// Masquerade GC in every installed backend (bridge GC).
 pub fn gc_masquerade(network: &str, keep: &[(String, String)]) -> Result<()> {
     validate::identifier("network name", network)?;
-    on_installed_backends(|nf| nf.gc_masquerade(network, keep))
+    on_installed_backends(|b| b.gc_masquerade(network, keep))
 }
 
 /// Host-port teardown in every installed backend (portmap DEL).
 pub fn del_hostports(network: &str, container_id: &str) -> Result<()> {
     validate::identifier("network name", network)?;
     validate::identifier("container id", container_id)?;
-    on_installed_backends(|nf| nf.del_hostports(network, container_id))
+    on_installed_backends(|b| b.del_hostports(network, container_id))
 }
 
 /// Host-port GC in every installed backend (portmap GC).
 pub fn gc_hostports(network: &str, keep: &[String]) -> Result<()> {
     validate::identifier("network name", network)?;
-    on_installed_backends(|nf| nf.gc_hostports(network, keep))
+    on_installed_backends(|b| b.gc_hostports(network, keep))
 }

@@ -1,6 +1,8 @@
 //! The public face's types, which the backends implement and lib.rs
 //! dispatches on: which backend, the attachment every rule is keyed by,
-//! and the operations both backends offer.
+//! and the operations both backends offer ([`Netfilter`]; lib.rs's face
+//! validates the input once, then hands it to a backend's implementation,
+//! which [`backend_impl`] writes).
 
 use std::str::FromStr;
 
@@ -92,3 +94,74 @@ pub trait Netfilter {
     /// Remove host-port rules of `network` whose container id is not in `keep`.
     fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()>;
 }
+
+/// `impl Netfilter for $backend`, on input the public face (lib.rs) has
+/// already validated: each backend has a `masquerade` and a `hostports`
+/// module with the same functions, which this delegates to.
+macro_rules! backend_impl {
+    ($backend:ident) => {
+        impl $crate::types::Netfilter for $backend {
+            fn backend(&self) -> $crate::types::Backend {
+                $crate::types::Backend::$backend
+            }
+
+            fn setup_masquerade(
+                &self,
+                att: &$crate::types::Attachment<'_>,
+                addresses: &[ipnetwork::IpNetwork],
+            ) -> $crate::error::Result<()> {
+                masquerade::setup(att, addresses)
+            }
+
+            fn check_masquerade(
+                &self,
+                att: &$crate::types::Attachment<'_>,
+                addresses: &[ipnetwork::IpNetwork],
+            ) -> $crate::error::Result<()> {
+                masquerade::check(att, addresses)
+            }
+
+            fn teardown_masquerade(
+                &self,
+                att: &$crate::types::Attachment<'_>,
+            ) -> $crate::error::Result<()> {
+                masquerade::teardown(att)
+            }
+
+            fn gc_masquerade(
+                &self,
+                network: &str,
+                keep: &[(String, String)],
+            ) -> $crate::error::Result<()> {
+                masquerade::gc(network, keep)
+            }
+
+            fn add_hostports(
+                &self,
+                hp: &$crate::hostports::HostPorts<'_>,
+            ) -> $crate::error::Result<()> {
+                hostports::add(hp)
+            }
+
+            fn check_hostports(
+                &self,
+                hp: &$crate::hostports::HostPorts<'_>,
+            ) -> $crate::error::Result<()> {
+                hostports::check(hp)
+            }
+
+            fn del_hostports(
+                &self,
+                network: &str,
+                container_id: &str,
+            ) -> $crate::error::Result<()> {
+                hostports::del(network, container_id)
+            }
+
+            fn gc_hostports(&self, network: &str, keep: &[String]) -> $crate::error::Result<()> {
+                hostports::gc(network, keep)
+            }
+        }
+    };
+}
+pub(crate) use backend_impl;

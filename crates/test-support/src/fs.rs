@@ -34,6 +34,15 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// host-local's reservations in a network's directory of its `dataDir`:
+/// the address files, not its lock or `last_reserved_ip` files.
+pub fn reservations(network_dir: &Path) -> Vec<String> {
+    dir_entries(network_dir)
+        .into_iter()
+        .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+        .collect()
+}
+
 /// Every path under `dir` (files and directories), relative, sorted: a
 /// whole state directory at a glance, for "nothing changed" assertions.
 pub fn dir_tree(dir: &Path) -> Vec<String> {

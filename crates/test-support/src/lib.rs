@@ -3,7 +3,10 @@
 //! spawned exactly as a runtime spawns them ([`Invocation`],
 //! [`runtime_env`], [`run_with_stdin`]), netfilter state as text
 //! ([`netfilter_rules`]), temporary directories ([`temp_dir`],
-//! [`dir_entries`], [`dir_tree`]) and fake plugins ([`write_executable`]).
+//! [`dir_entries`], [`dir_tree`]), fake plugins ([`write_executable`]),
+//! libcni's cnitool with a private cache ([`cnitool`],
+//! [`with_private_var_lib`]) and a log of netfilter processes
+//! ([`ProcessLog`]).
 //!
 //! Every namespace is removed when its guard drops — also when a test
 //! fails. The helpers that panic (`Netns::new`, `Invocation::run`, ...)
@@ -15,10 +18,14 @@
 pub mod fs;
 pub mod ns;
 pub mod plugin;
+pub mod runtime;
 
-pub use fs::{dir_entries, dir_tree, temp_dir, write_executable};
-pub use ns::{Netns, Topology, command_in, netfilter_rules};
+pub use fs::{dir_entries, dir_tree, reservations, temp_dir, write_executable};
+pub use ns::{
+    Netns, Topology, command_in, kernel_has_link_type, link_type_missing, netfilter_rules,
+};
 pub use plugin::{Invocation, Outcome, clean_env, run_with_stdin, runtime_env};
+pub use runtime::{ProcessLog, cnitool, find_cnitool, with_private_var_lib};
 
 use std::path::{Path, PathBuf};
 

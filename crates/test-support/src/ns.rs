@@ -118,6 +118,21 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Wait until `ifname` has carrier and no address is tentative, so
+    /// snapshots taken before and after a plugin run do not differ by the
+    /// link settling on its own.
+    pub fn wait_settled(&self, ifname: &str) {
+        for _ in 0..100 {
+            let l = self.ip_json(&["link", "show", ifname]);
+            let tentative = self.ip_json(&["-6", "addr", "show", "tentative"]);
+            if l[0]["operstate"] == "UP" && tentative.as_array().is_some_and(Vec::is_empty) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{ifname} never came up");
+    }
+
     /// `ip -j <args>` parsed.
     pub fn ip_json(&self, args: &[&str]) -> Value {
         let mut full = vec!["-j"];
@@ -129,9 +144,26 @@ impl Netns {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {text}"))
     }
 
+    /// Addresses of `link` other than the kernel's IPv6 link-local one.
+    pub fn global_addresses(&self, link: &str) -> Vec<String> {
+        self.addresses(link)
+            .into_iter()
+            .filter(|a| !a.starts_with("fe80:"))
+            .collect()
+    }
+
     /// Names of all links.
     pub fn links(&self) -> Vec<String> {
-        self.ip_json(&["link", "show"])
+        self.link_names(&["link", "show"])
+    }
+
+    /// Names of the links of one kind (`ip link show type <kind>`).
+    pub fn links_of_type(&self, kind: &str) -> Vec<String> {
+        self.link_names(&["link", "show", "type", kind])
+    }
+
+    fn link_names(&self, args: &[&str]) -> Vec<String> {
+        self.ip_json(args)
             .as_array()
             .map(|a| {
                 a.iter()
@@ -247,6 +279,40 @@ impl Topology {
         Topology {
             host: Netns::new("cnit-host"),
             containers: (0..containers).map(|_| Netns::bare("cnit-ctr")).collect(),
+        }
+    }
+}
+
+/// Why this kernel cannot stack a `kind` link on a veth (`type_args`: what
+/// follows `type` in `ip link add`, e.g. `["vlan", "id", "5"]`), probed in
+/// a throwaway namespace; `None` when it can.
+pub fn link_type_missing(type_args: &[&str]) -> Option<String> {
+    let kind = type_args.first().copied().unwrap_or_default();
+    let ns = Netns::new("cnit-probe");
+    ns.run_ok(
+        "ip",
+        &["link", "add", "p0", "type", "veth", "peer", "name", "p1"],
+    );
+    let mut args = vec!["link", "add", "link", "p0", "name", "probe0", "type"];
+    args.extend_from_slice(type_args);
+    let out = ns.exec("ip", &args);
+    if out.status.success() {
+        return None;
+    }
+    Some(format!(
+        "this kernel cannot create {kind} links: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+/// For the tests that need a link type: false (after saying SKIPPED) when
+/// the kernel lacks it (see [`link_type_missing`]).
+pub fn kernel_has_link_type(type_args: &[&str]) -> bool {
+    match link_type_missing(type_args) {
+        None => true,
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
         }
     }
 }

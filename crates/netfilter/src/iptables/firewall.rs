@@ -10,7 +10,7 @@ use super::batch::render;
 use super::{Batch, Family, NatTable, apply_table, read_filter};
 use crate::args;
 use crate::error::{Error, Result};
-use crate::firewall::spec::{Firewall, IngressPolicy};
+use crate::firewall_spec::{Firewall, IngressPolicy};
 use crate::lock::SharedChainsLock;
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, RuleInfo};

@@ -11,11 +11,8 @@ mod xtrules;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
-use crate::hostports::HostPorts;
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, Deletion};
-use crate::types::{Attachment, Backend, Netfilter};
-use ipnetwork::IpNetwork;
 
 pub use batch::Batch;
 pub use save::NatTable;
@@ -277,49 +274,4 @@ pub fn tolerate_unusable(family: Family, r: Result<()>) -> Result<()> {
 /// The iptables backend.
 pub struct Iptables;
 
-impl Netfilter for Iptables {
-    fn backend(&self) -> Backend {
-        Backend::Iptables
-    }
-
-    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        att.validate()?;
-        masquerade::setup(att, addresses)
-    }
-
-    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        att.validate()?;
-        masquerade::check(att, addresses)
-    }
-
-    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()> {
-        att.validate()?;
-        masquerade::teardown(att)
-    }
-
-    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()> {
-        crate::validate::identifier("network name", network)?;
-        masquerade::gc(network, keep)
-    }
-
-    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hp.validate(crate::validate::iptables_condition)?;
-        hostports::add(hp)
-    }
-
-    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hp.validate(crate::validate::iptables_condition)?;
-        hostports::check(hp)
-    }
-
-    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()> {
-        crate::validate::identifier("network name", network)?;
-        crate::validate::identifier("container id", container_id)?;
-        hostports::del(network, container_id)
-    }
-
-    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()> {
-        crate::validate::identifier("network name", network)?;
-        hostports::gc(network, keep)
-    }
-}
+crate::types::backend_impl!(Iptables);

@@ -10,15 +10,15 @@
 use std::io;
 
 use crate::nfnl::abi::{
-    NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFTA_CHAIN_HANDLE,
-    NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_USE, NFTA_CHAIN_USERDATA, NFTA_COMPAT_INFO,
-    NFTA_COMPAT_NAME, NFTA_COMPAT_REV, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
-    NFTA_EXPR_NAME, NFTA_IMMEDIATE_DATA, NFTA_LIST_ELEM, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS,
-    NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
-    UDATA_COMMENT,
+    NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFTA_BITWISE_MASK,
+    NFTA_BITWISE_OP, NFTA_BITWISE_XOR, NFTA_CHAIN_HANDLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
+    NFTA_CHAIN_USE, NFTA_CHAIN_USERDATA, NFTA_CMP_DATA, NFTA_COMPAT_INFO, NFTA_COMPAT_NAME,
+    NFTA_COMPAT_REV, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME,
+    NFTA_IMMEDIATE_DATA, NFTA_LIST_ELEM, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE,
+    NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, UDATA_COMMENT,
 };
 use crate::nfnl::socket::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, align, attributes, message, string, with_socket,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, attr, attr_str, attributes, message, string, with_socket,
 };
 use crate::nfnl::writer::Batch;
 
@@ -128,7 +128,9 @@ fn flatten(name: &str, data: &[u8], depth: u8, out: &mut Vec<u8>) {
         .map(|(k, _, p)| (k, p))
         // The kernel reports bitwise's operation even when it is the
         // default (NFT_BITWISE_MASK_XOR, 0), which nft does not send.
-        .filter(|(k, p)| !(depth == 0 && name == "bitwise" && *k == 6 && *p == [0; 4]))
+        .filter(|(k, p)| {
+            !(depth == 0 && name == "bitwise" && *k == NFTA_BITWISE_OP && *p == [0; 4])
+        })
         .collect();
     if depth == 0 && name == "nat" {
         attrs = nat_as_sent(attrs);
@@ -140,10 +142,12 @@ fn flatten(name: &str, data: &[u8], depth: u8, out: &mut Vec<u8>) {
             // cmp's and immediate's data, bitwise's mask and xor.
             0 => matches!(
                 (name, kind),
-                ("cmp", 3) | ("immediate", 2) | ("bitwise", 4) | ("bitwise", 5)
+                ("cmp", NFTA_CMP_DATA)
+                    | ("immediate", NFTA_IMMEDIATE_DATA)
+                    | ("bitwise", NFTA_BITWISE_MASK)
+                    | ("bitwise", NFTA_BITWISE_XOR)
             ),
-            // NFTA_DATA_VERDICT.
-            1 => kind == 2,
+            1 => kind == NFTA_DATA_VERDICT,
             _ => false,
         };
         if nested {
@@ -151,7 +155,7 @@ fn flatten(name: &str, data: &[u8], depth: u8, out: &mut Vec<u8>) {
             flatten(name, payload, depth + 1, out);
             out.push(b'}');
         } else {
-            let trimmed = if matches!(name, "match" | "target") && kind == 3 {
+            let trimmed = if matches!(name, "match" | "target") && kind == NFTA_COMPAT_INFO {
                 let end = payload.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
                 &payload[..end]
             } else {
@@ -203,22 +207,6 @@ fn expressions(exprs: &[u8]) -> Vec<Expr> {
             })
         })
         .collect()
-}
-
-fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 4 + payload.len();
-    let mut a = Vec::with_capacity(align(len));
-    a.extend_from_slice(&(len as u16).to_ne_bytes());
-    a.extend_from_slice(&kind.to_ne_bytes());
-    a.extend_from_slice(payload);
-    a.resize(align(len), 0);
-    a
-}
-
-fn attr_str(kind: u16, s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    attr(kind, &v)
 }
 
 fn find(attrs: &[u8], kind: u16) -> Option<&[u8]> {

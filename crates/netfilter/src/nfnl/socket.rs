@@ -20,6 +20,24 @@ pub fn align(n: usize) -> usize {
     (n + 3) & !3
 }
 
+/// One netlink attribute (`struct nlattr`), padded to 4 bytes.
+pub fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut a = Vec::with_capacity(align(len));
+    a.extend_from_slice(&(len as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize(align(len), 0);
+    a
+}
+
+/// A NUL-terminated string attribute.
+pub fn attr_str(kind: u16, s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    attr(kind, &v)
+}
+
 pub struct Socket(OwnedFd);
 
 thread_local! {
@@ -124,33 +142,27 @@ impl Socket {
         Ok(n as usize)
     }
 
-    /// Send a dump request and hand every reply message's payload (after
-    /// the nfgenmsg header's start) with its type to `each`.
     /// Send a non-dump request that asks for an acknowledgement
     /// (`NLM_F_ACK`) and pass each reply before it to `each`.
-    pub fn request(&self, request: &[u8], mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
-        self.send(request)?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = self.recv(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            for (kind, payload) in messages(&buf[..n]) {
-                match kind {
-                    NLMSG_ERROR => {
-                        return match error_code(payload) {
-                            0 => Ok(()),
-                            code => Err(io::Error::from_raw_os_error(code)),
-                        };
-                    }
-                    _ => each(kind, payload),
-                }
-            }
-        }
+    pub fn request(&self, request: &[u8], each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        self.exchange(request, false, each)
     }
 
-    pub fn dump(&self, request: &[u8], mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    /// Send a dump request and hand every reply message's payload (after
+    /// the nfgenmsg header's start) with its type to `each`.
+    pub fn dump(&self, request: &[u8], each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        self.exchange(request, true, each)
+    }
+
+    /// Send `request` and read replies until the end: the acknowledgement
+    /// (`NLMSG_ERROR` with code 0) of a request, `NLMSG_DONE` of a dump,
+    /// where a dump's acknowledgements are passed over.
+    fn exchange(
+        &self,
+        request: &[u8],
+        dump: bool,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
         self.send(request)?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -160,13 +172,12 @@ impl Socket {
             }
             for (kind, payload) in messages(&buf[..n]) {
                 match kind {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code = error_code(payload);
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(code));
-                        }
-                    }
+                    NLMSG_DONE if dump => return Ok(()),
+                    NLMSG_ERROR => match error_code(payload) {
+                        0 if dump => {}
+                        0 => return Ok(()),
+                        code => return Err(io::Error::from_raw_os_error(code)),
+                    },
                     _ => each(kind, payload),
                 }
             }

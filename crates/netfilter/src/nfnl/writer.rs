@@ -8,41 +8,61 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::nfnl::abi::{
-    NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP,
-    NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE,
-    NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFTA_CHAIN_HOOK, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
-    NFTA_CHAIN_TYPE, NFTA_CHAIN_USERDATA, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
-    NFTA_EXPR_NAME, NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NFTA_LIST_ELEM, NFTA_RULE_CHAIN,
-    NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_TABLE_NAME,
-    NFTA_TABLE_USERDATA, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_F_NESTED, NLM_F_APPEND,
-    NLM_F_CREATE, NLM_F_EXCL, UDATA_COMMENT,
+    NF_ACCEPT, NF_DROP, NF_NAT_RANGE_PROTO_SPECIFIED, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END,
+    NFNL_SUBSYS_NFTABLES, NFPROTO_IPV4, NFPROTO_IPV6, NFT_CMP_EQ, NFT_CMP_NEQ, NFT_CT_STATE,
+    NFT_FIB_RESULT_ADDRTYPE, NFT_GOTO, NFT_JUMP, NFT_META_IIFNAME, NFT_META_L4PROTO,
+    NFT_META_NFPROTO, NFT_META_OIFNAME, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE, NFT_NAT_DNAT, NFT_PAYLOAD_LL_HEADER,
+    NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG_1, NFT_REG_2,
+    NFT_REG_VERDICT, NFT_RETURN, NFTA_BITWISE_DREG, NFTA_BITWISE_LEN, NFTA_BITWISE_MASK,
+    NFTA_BITWISE_SREG, NFTA_BITWISE_XOR, NFTA_CHAIN_HOOK, NFTA_CHAIN_NAME, NFTA_CHAIN_POLICY,
+    NFTA_CHAIN_TABLE, NFTA_CHAIN_TYPE, NFTA_CHAIN_USERDATA, NFTA_CMP_DATA, NFTA_CMP_OP,
+    NFTA_CMP_SREG, NFTA_COMPAT_INFO, NFTA_COMPAT_NAME, NFTA_COMPAT_REV, NFTA_COUNTER_BYTES,
+    NFTA_COUNTER_PACKETS, NFTA_CT_DREG, NFTA_CT_KEY, NFTA_DATA_VALUE, NFTA_DATA_VERDICT,
+    NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_FIB_DREG, NFTA_FIB_F_DADDR, NFTA_FIB_FLAGS,
+    NFTA_FIB_RESULT, NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NFTA_IMMEDIATE_DATA,
+    NFTA_IMMEDIATE_DREG, NFTA_LIST_ELEM, NFTA_META_DREG, NFTA_META_KEY, NFTA_NAT_FAMILY,
+    NFTA_NAT_FLAGS, NFTA_NAT_REG_ADDR_MIN, NFTA_NAT_REG_PROTO_MIN, NFTA_NAT_TYPE,
+    NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_DREG, NFTA_PAYLOAD_LEN, NFTA_PAYLOAD_OFFSET, NFTA_RULE_CHAIN,
+    NFTA_RULE_COMPAT, NFTA_RULE_COMPAT_FLAGS, NFTA_RULE_COMPAT_PROTO, NFTA_RULE_EXPRESSIONS,
+    NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_TABLE_NAME, NFTA_TABLE_USERDATA,
+    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL,
+    RTN_LOCAL, UDATA_COMMENT,
 };
 use crate::nfnl::socket::{
-    NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, align, error_code, message, messages, with_socket,
+    NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, attr, attr_str, error_code, message, messages,
+    with_socket,
 };
-
-fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 4 + payload.len();
-    let mut a = Vec::with_capacity(align(len));
-    a.extend_from_slice(&(len as u16).to_ne_bytes());
-    a.extend_from_slice(&kind.to_ne_bytes());
-    a.extend_from_slice(payload);
-    a.resize(align(len), 0);
-    a
-}
 
 fn nested(kind: u16, payload: &[u8]) -> Vec<u8> {
     attr(kind | NLA_F_NESTED, payload)
 }
 
-fn attr_str(kind: u16, s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    attr(kind, &v)
-}
-
 fn attr_u32(kind: u16, v: u32) -> Vec<u8> {
     attr(kind, &v.to_be_bytes())
+}
+
+/// A base chain's `NFTA_CHAIN_HOOK`.
+fn hook_attr(hook: Hook) -> Vec<u8> {
+    let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, hook.hooknum);
+    hk.extend(attr(NFTA_HOOK_PRIORITY, &hook.priority.to_be_bytes()));
+    nested(NFTA_CHAIN_HOOK, &hk)
+}
+
+/// Create; with `exclusive`, the whole batch fails if it exists.
+fn create_flags(exclusive: bool) -> u16 {
+    if exclusive {
+        NLM_F_CREATE | NLM_F_EXCL
+    } else {
+        NLM_F_CREATE
+    }
+}
+
+/// The xtables compatibility info iptables-nft adds to a rule (`-p`, or 0).
+fn xt_compat(proto: u8) -> Vec<u8> {
+    let mut compat = attr_u32(NFTA_RULE_COMPAT_PROTO, proto.into());
+    compat.extend(attr_u32(NFTA_RULE_COMPAT_FLAGS, 0));
+    nested(NFTA_RULE_COMPAT, &compat)
 }
 
 /// libnftnl's userdata TLV holding a comment.
@@ -85,9 +105,9 @@ fn cmp_eq(bytes: &[u8]) -> Expr {
     expr(
         "cmp",
         &[
-            attr_u32(1, NFT_REG_1),
-            attr_u32(2, 0),
-            nested(3, &data_value(bytes)),
+            attr_u32(NFTA_CMP_SREG, NFT_REG_1),
+            attr_u32(NFTA_CMP_OP, NFT_CMP_EQ),
+            nested(NFTA_CMP_DATA, &data_value(bytes)),
         ],
     )
 }
@@ -97,27 +117,30 @@ fn payload(base: u32, offset: u32, len: u32) -> Expr {
     expr(
         "payload",
         &[
-            attr_u32(1, NFT_REG_1),
-            attr_u32(2, base),
-            attr_u32(3, offset),
-            attr_u32(4, len),
+            attr_u32(NFTA_PAYLOAD_DREG, NFT_REG_1),
+            attr_u32(NFTA_PAYLOAD_BASE, base),
+            attr_u32(NFTA_PAYLOAD_OFFSET, offset),
+            attr_u32(NFTA_PAYLOAD_LEN, len),
         ],
     )
 }
 
-const PAYLOAD_NETWORK: u32 = 1;
-const PAYLOAD_TRANSPORT: u32 = 2;
-
 /// `meta nfproto ipv4|ipv6`: the dependency nft puts before an address
 /// match in an `inet` table.
 pub fn nfproto_eq(nfproto: u8) -> Vec<Expr> {
-    meta_eq(15 /* NFT_META_NFPROTO */, &[nfproto])
+    meta_eq(NFT_META_NFPROTO, &[nfproto])
 }
 
 /// `meta <key> == <value>`: load the meta key into register 1, compare.
 fn meta_eq(key: u32, value: &[u8]) -> Vec<Expr> {
     vec![
-        expr("meta", &[attr_u32(1, NFT_REG_1), attr_u32(2, key)]),
+        expr(
+            "meta",
+            &[
+                attr_u32(NFTA_META_DREG, NFT_REG_1),
+                attr_u32(NFTA_META_KEY, key),
+            ],
+        ),
         cmp_eq(value),
     ]
 }
@@ -126,11 +149,22 @@ fn cmp(op: u32, bytes: &[u8]) -> Expr {
     expr(
         "cmp",
         &[
-            attr_u32(1, NFT_REG_1),
-            attr_u32(2, op),
-            nested(3, &data_value(bytes)),
+            attr_u32(NFTA_CMP_SREG, NFT_REG_1),
+            attr_u32(NFTA_CMP_OP, op),
+            nested(NFTA_CMP_DATA, &data_value(bytes)),
         ],
     )
+}
+
+/// Where the source or destination address of `ip`'s family sits in the
+/// network header.
+fn addr_offset(ip: IpAddr, source: bool) -> u32 {
+    match (ip, source) {
+        (IpAddr::V4(_), true) => 12,
+        (IpAddr::V4(_), false) => 16,
+        (IpAddr::V6(_), true) => 8,
+        (IpAddr::V6(_), false) => 24,
+    }
 }
 
 /// `ip|ip6 saddr|daddr ==|!= <network>/<prefix>`, encoded as nft encodes
@@ -138,38 +172,29 @@ fn cmp(op: u32, bytes: &[u8]) -> Expr {
 /// the whole address and masks it.
 pub fn prefix_match(source: bool, net: ipnetwork::IpNetwork, equal: bool) -> Vec<Expr> {
     let ip = net.network();
-    let offset = match (ip, source) {
-        (IpAddr::V4(_), true) => 12,
-        (IpAddr::V4(_), false) => 16,
-        (IpAddr::V6(_), true) => 8,
-        (IpAddr::V6(_), false) => 24,
-    };
+    let offset = addr_offset(ip, source);
     let bytes = ip_bytes(ip);
     let prefix = net.prefix() as usize;
-    let op = if equal {
-        0
-    } else {
-        1 /* NFT_CMP_NEQ */
-    };
+    let op = if equal { NFT_CMP_EQ } else { NFT_CMP_NEQ };
     if prefix.is_multiple_of(8) {
         let n = prefix / 8;
         return vec![
-            payload(PAYLOAD_NETWORK, offset, n as u32),
+            payload(NFT_PAYLOAD_NETWORK_HEADER, offset, n as u32),
             cmp(op, &bytes[..n]),
         ];
     }
     let mask = ip_bytes(ipnetwork::IpNetwork::new(ip, net.prefix()).map_or(ip, |n| n.mask()));
     let zeros = vec![0u8; bytes.len()];
     vec![
-        payload(PAYLOAD_NETWORK, offset, bytes.len() as u32),
+        payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bytes.len() as u32),
         expr(
             "bitwise",
             &[
-                attr_u32(1, NFT_REG_1),
-                attr_u32(2, NFT_REG_1),
-                attr_u32(3, bytes.len() as u32),
-                nested(4, &data_value(&mask)),
-                nested(5, &data_value(&zeros)),
+                attr_u32(NFTA_BITWISE_SREG, NFT_REG_1),
+                attr_u32(NFTA_BITWISE_DREG, NFT_REG_1),
+                attr_u32(NFTA_BITWISE_LEN, bytes.len() as u32),
+                nested(NFTA_BITWISE_MASK, &data_value(&mask)),
+                nested(NFTA_BITWISE_XOR, &data_value(&zeros)),
             ],
         ),
         cmp(op, &bytes),
@@ -178,15 +203,10 @@ pub fn prefix_match(source: bool, net: ipnetwork::IpNetwork, equal: bool) -> Vec
 
 /// `ip|ip6 saddr|daddr == <ip>`.
 pub fn addr_eq(source: bool, ip: IpAddr) -> Vec<Expr> {
-    let offset = match (ip, source) {
-        (IpAddr::V4(_), true) => 12,
-        (IpAddr::V4(_), false) => 16,
-        (IpAddr::V6(_), true) => 8,
-        (IpAddr::V6(_), false) => 24,
-    };
+    let offset = addr_offset(ip, source);
     let bytes = ip_bytes(ip);
     vec![
-        payload(PAYLOAD_NETWORK, offset, bytes.len() as u32),
+        payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bytes.len() as u32),
         cmp_eq(&bytes),
     ]
 }
@@ -201,43 +221,47 @@ pub fn dport_eq(ipproto: u8, port: u16) -> Vec<Expr> {
 
 /// `meta l4proto <ipproto>`.
 pub fn l4proto_eq(ipproto: u8) -> Vec<Expr> {
-    meta_eq(16 /* NFT_META_L4PROTO */, &[ipproto])
+    meta_eq(NFT_META_L4PROTO, &[ipproto])
 }
 
 /// The destination port (bytes 2–3 of the transport header) equals `port`.
 pub fn port_eq(port: u16) -> Vec<Expr> {
     vec![
-        payload(PAYLOAD_TRANSPORT, 2, 2),
+        payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
         cmp_eq(&port.to_be_bytes()),
     ]
 }
 
 /// `dnat to <ip>:<port>`.
 pub fn dnat(ip: IpAddr, port: u16) -> Vec<Expr> {
-    let family: u32 = if ip.is_ipv4() { 2 } else { 10 };
+    let family = u32::from(if ip.is_ipv4() {
+        NFPROTO_IPV4
+    } else {
+        NFPROTO_IPV6
+    });
     vec![
         expr(
             "immediate",
             &[
-                attr_u32(1, NFT_REG_1),
-                nested(2, &data_value(&ip_bytes(ip))),
+                attr_u32(NFTA_IMMEDIATE_DREG, NFT_REG_1),
+                nested(NFTA_IMMEDIATE_DATA, &data_value(&ip_bytes(ip))),
             ],
         ),
         expr(
             "immediate",
             &[
-                attr_u32(1, NFT_REG_2),
-                nested(2, &data_value(&port.to_be_bytes())),
+                attr_u32(NFTA_IMMEDIATE_DREG, NFT_REG_2),
+                nested(NFTA_IMMEDIATE_DATA, &data_value(&port.to_be_bytes())),
             ],
         ),
         expr(
             "nat",
             &[
-                attr_u32(1, 1 /* NFT_NAT_DNAT */),
-                attr_u32(2, family),
-                attr_u32(3, NFT_REG_1),
-                attr_u32(5, NFT_REG_2),
-                attr_u32(7, 2 /* NF_NAT_RANGE_PROTO_SPECIFIED */),
+                attr_u32(NFTA_NAT_TYPE, NFT_NAT_DNAT),
+                attr_u32(NFTA_NAT_FAMILY, family),
+                attr_u32(NFTA_NAT_REG_ADDR_MIN, NFT_REG_1),
+                attr_u32(NFTA_NAT_REG_PROTO_MIN, NFT_REG_2),
+                attr_u32(NFTA_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
             ],
         ),
     ]
@@ -253,12 +277,12 @@ pub fn fib_daddr_local() -> Vec<Expr> {
         expr(
             "fib",
             &[
-                attr_u32(1, NFT_REG_1),
-                attr_u32(2, 3 /* NFT_FIB_RESULT_ADDRTYPE */),
-                attr_u32(3, 2 /* NFTA_FIB_F_DADDR */),
+                attr_u32(NFTA_FIB_DREG, NFT_REG_1),
+                attr_u32(NFTA_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE),
+                attr_u32(NFTA_FIB_FLAGS, NFTA_FIB_F_DADDR),
             ],
         ),
-        cmp_eq(&2u32.to_ne_bytes() /* RTN_LOCAL, host order */),
+        cmp_eq(&RTN_LOCAL.to_ne_bytes() /* host order */),
     ]
 }
 
@@ -270,17 +294,20 @@ fn verdict(code: i32, chain: Option<&str>) -> Vec<Expr> {
     let data = nested(NFTA_DATA_VERDICT, &v);
     vec![expr(
         "immediate",
-        &[attr_u32(1, NFT_REG_VERDICT), nested(2, &data)],
+        &[
+            attr_u32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT),
+            nested(NFTA_IMMEDIATE_DATA, &data),
+        ],
     )]
 }
 
 pub fn accept() -> Vec<Expr> {
-    verdict(1 /* NF_ACCEPT */, None)
+    verdict(NF_ACCEPT, None)
 }
 
 /// `ether saddr <mac>` (bridge family: no dependency).
 pub fn ether_saddr_eq(mac: [u8; 6]) -> Vec<Expr> {
-    vec![payload(0 /* NFT_PAYLOAD_LL_HEADER */, 6, 6), cmp_eq(&mac)]
+    vec![payload(NFT_PAYLOAD_LL_HEADER, 6, 6), cmp_eq(&mac)]
 }
 
 /// `ct state & <mask> != 0` (`ct state related,established` is mask 6),
@@ -289,24 +316,27 @@ pub fn ct_state_in(mask: u32) -> Vec<Expr> {
     vec![
         expr(
             "ct",
-            &[attr_u32(1, NFT_REG_1), attr_u32(2, 0 /* NFT_CT_STATE */)],
+            &[
+                attr_u32(NFTA_CT_DREG, NFT_REG_1),
+                attr_u32(NFTA_CT_KEY, NFT_CT_STATE),
+            ],
         ),
         expr(
             "bitwise",
             &[
-                attr_u32(1, NFT_REG_1),
-                attr_u32(2, NFT_REG_1),
-                attr_u32(3, 4),
-                nested(4, &data_value(&mask.to_ne_bytes())),
-                nested(5, &data_value(&[0; 4])),
+                attr_u32(NFTA_BITWISE_SREG, NFT_REG_1),
+                attr_u32(NFTA_BITWISE_DREG, NFT_REG_1),
+                attr_u32(NFTA_BITWISE_LEN, 4),
+                nested(NFTA_BITWISE_MASK, &data_value(&mask.to_ne_bytes())),
+                nested(NFTA_BITWISE_XOR, &data_value(&[0; 4])),
             ],
         ),
-        cmp(1 /* NFT_CMP_NEQ */, &[0; 4]),
+        cmp(NFT_CMP_NEQ, &[0; 4]),
     ]
 }
 
 pub fn drop() -> Vec<Expr> {
-    verdict(0 /* NF_DROP */, None)
+    verdict(NF_DROP, None)
 }
 
 /// `iifname|oifname ==|!= <name>` as iptables-nft writes `-i`/`-o`: the
@@ -323,22 +353,21 @@ pub fn nft_iface_match(out: bool, name: &str, equal: bool) -> Vec<Expr> {
 
 fn iface_cmp(out: bool, name: &str, equal: bool, len: usize) -> Vec<Expr> {
     let key = if out {
-        7 /* NFT_META_OIFNAME */
+        NFT_META_OIFNAME
     } else {
-        6 /* NFT_META_IIFNAME */
+        NFT_META_IIFNAME
     };
     let mut bytes = name.as_bytes().to_vec();
     bytes.resize(len, 0);
     vec![
-        expr("meta", &[attr_u32(1, NFT_REG_1), attr_u32(2, key)]),
-        cmp(
-            if equal {
-                0
-            } else {
-                1 /* NFT_CMP_NEQ */
-            },
-            &bytes,
+        expr(
+            "meta",
+            &[
+                attr_u32(NFTA_META_DREG, NFT_REG_1),
+                attr_u32(NFTA_META_KEY, key),
+            ],
         ),
+        cmp(if equal { NFT_CMP_EQ } else { NFT_CMP_NEQ }, &bytes),
     ]
 }
 
@@ -347,8 +376,8 @@ pub fn counter() -> Vec<Expr> {
     vec![expr(
         "counter",
         &[
-            attr(1 /* NFTA_COUNTER_BYTES */, &0u64.to_be_bytes()),
-            attr(2 /* NFTA_COUNTER_PACKETS */, &0u64.to_be_bytes()),
+            attr(NFTA_COUNTER_BYTES, &0u64.to_be_bytes()),
+            attr(NFTA_COUNTER_PACKETS, &0u64.to_be_bytes()),
         ],
     )]
 }
@@ -358,7 +387,11 @@ pub fn counter() -> Vec<Expr> {
 pub fn xt_match(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
     vec![expr(
         "match",
-        &[attr_str(1, name), attr_u32(2, rev), attr(3, info)],
+        &[
+            attr_str(NFTA_COMPAT_NAME, name),
+            attr_u32(NFTA_COMPAT_REV, rev),
+            attr(NFTA_COMPAT_INFO, info),
+        ],
     )]
 }
 
@@ -366,7 +399,11 @@ pub fn xt_match(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
 pub fn xt_target(name: &str, rev: u32, info: &[u8]) -> Vec<Expr> {
     vec![expr(
         "target",
-        &[attr_str(1, name), attr_u32(2, rev), attr(3, info)],
+        &[
+            attr_str(NFTA_COMPAT_NAME, name),
+            attr_u32(NFTA_COMPAT_REV, rev),
+            attr(NFTA_COMPAT_INFO, info),
+        ],
     )]
 }
 
@@ -379,7 +416,7 @@ pub fn goto(chain: &str) -> Vec<Expr> {
 }
 
 pub fn return_() -> Vec<Expr> {
-    verdict(-5 /* NFT_RETURN */, None)
+    verdict(NFT_RETURN, None)
 }
 
 /// A base chain's hook.
@@ -451,17 +488,10 @@ impl Batch {
             a.extend(attr(NFTA_CHAIN_USERDATA, &comment_udata(c)));
         }
         if let Some(h) = hook {
-            let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, h.hooknum);
-            hk.extend(attr(NFTA_HOOK_PRIORITY, &h.priority.to_be_bytes()));
-            a.extend(nested(NFTA_CHAIN_HOOK, &hk));
+            a.extend(hook_attr(h));
             a.extend(attr_str(NFTA_CHAIN_TYPE, "nat"));
         }
-        let flags = if exclusive {
-            NLM_F_CREATE | NLM_F_EXCL
-        } else {
-            NLM_F_CREATE
-        };
-        self.push(NFT_MSG_NEWCHAIN, flags, family, a);
+        self.push(NFT_MSG_NEWCHAIN, create_flags(exclusive), family, a);
     }
 
     /// A `filter` base chain on `hook` with policy accept (or, with
@@ -476,20 +506,10 @@ impl Batch {
     ) {
         let mut a = attr_str(NFTA_CHAIN_TABLE, table);
         a.extend(attr_str(NFTA_CHAIN_NAME, chain));
-        let mut hk = attr_u32(NFTA_HOOK_HOOKNUM, hook.hooknum);
-        hk.extend(attr(NFTA_HOOK_PRIORITY, &hook.priority.to_be_bytes()));
-        a.extend(nested(NFTA_CHAIN_HOOK, &hk));
-        a.extend(attr_u32(
-            5, /* NFTA_CHAIN_POLICY */
-            1, /* NF_ACCEPT */
-        ));
+        a.extend(hook_attr(hook));
+        a.extend(attr_u32(NFTA_CHAIN_POLICY, NF_ACCEPT as u32));
         a.extend(attr_str(NFTA_CHAIN_TYPE, "filter"));
-        let flags = if exclusive {
-            NLM_F_CREATE | NLM_F_EXCL
-        } else {
-            NLM_F_CREATE
-        };
-        self.push(NFT_MSG_NEWCHAIN, flags, family, a);
+        self.push(NFT_MSG_NEWCHAIN, create_flags(exclusive), family, a);
     }
 
     pub fn flush_chain(&mut self, family: u8, table: &str, chain: &str) {
@@ -536,10 +556,7 @@ impl Batch {
         proto: u8,
         exprs: Vec<Expr>,
     ) {
-        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
-        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
-        let extra = nested(5 /* NFTA_RULE_COMPAT */, &compat);
-        self.append_rule(family, table, chain, exprs, extra);
+        self.append_rule(family, table, chain, exprs, xt_compat(proto));
     }
 
     /// Like [`Batch::add_xt_rule`], but the rule goes first in the chain
@@ -552,10 +569,7 @@ impl Batch {
         proto: u8,
         exprs: Vec<Expr>,
     ) {
-        let mut compat = attr_u32(1 /* NFTA_RULE_COMPAT_PROTO */, proto.into());
-        compat.extend(attr_u32(2 /* NFTA_RULE_COMPAT_FLAGS */, 0));
-        let extra = nested(5 /* NFTA_RULE_COMPAT */, &compat);
-        self.new_rule(family, table, chain, exprs, extra, false);
+        self.new_rule(family, table, chain, exprs, xt_compat(proto), false);
     }
 
     /// NEWRULE appending `exprs` to `table chain`, followed by the

@@ -33,7 +33,7 @@
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
-use crate::firewall::spec::{Firewall, IngressPolicy};
+use crate::firewall_spec::{Firewall, IngressPolicy};
 use crate::nfnl::abi::{HOOK_FORWARD, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::nfnl::inventory::Inventory;
 use crate::nfnl::reader::{self, RuleInfo};

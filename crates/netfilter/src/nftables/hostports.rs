@@ -325,17 +325,9 @@ pub fn del(network: &str, container_id: &str) -> Result<()> {
     if super::hostports_netlink::del(container_id, &owner) {
         return Ok(());
     }
-    let families = existing_families()?;
-    if families.is_empty() {
-        return Ok(());
-    }
-    list_plan_apply(&families, |listings| {
-        let mut s = String::new();
-        for (f, listing) in listings {
-            write_deletions(&mut s, *f, listing.as_ref(), container_id);
-            write_owner_removal(&mut s, *f, listing.as_ref(), &owner);
-        }
-        Ok(s)
+    remove_per_family(|s, f, listing| {
+        write_deletions(s, f, listing, container_id);
+        write_owner_removal(s, f, listing, &owner);
     })
 }
 
@@ -343,6 +335,24 @@ pub fn del(network: &str, container_id: &str) -> Result<()> {
 /// it; rules the Go portmap made (container id only) are left alone.
 pub fn gc(network: &str, keep: &[String]) -> Result<()> {
     let prefix = nft_owner_chain_prefix(network);
+    remove_per_family(|s, f, listing| {
+        let Some(l) = listing else { return };
+        for chain in l.chains.iter().filter(|c| c.name.starts_with(&prefix)) {
+            let Some(cid) = chain.rules.iter().find_map(|r| r.comment.clone()) else {
+                continue;
+            };
+            if keep.contains(&cid) || nft_owner_chain(network, &cid) != chain.name {
+                continue;
+            }
+            write_deletions(s, f, Some(l), &cid);
+            write_owner_removal(s, f, Some(l), &chain.name);
+        }
+    })
+}
+
+/// A removal in every family that has a host-port table, as one script
+/// planned from fresh listings: `each` writes one family's part.
+fn remove_per_family(each: impl Fn(&mut String, Family, Option<&Listing>)) -> Result<()> {
     let families = existing_families()?;
     if families.is_empty() {
         return Ok(());
@@ -350,17 +360,7 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
     list_plan_apply(&families, |listings| {
         let mut s = String::new();
         for (f, listing) in listings {
-            let Some(l) = listing else { continue };
-            for chain in l.chains.iter().filter(|c| c.name.starts_with(&prefix)) {
-                let Some(cid) = chain.rules.iter().find_map(|r| r.comment.clone()) else {
-                    continue;
-                };
-                if keep.contains(&cid) || nft_owner_chain(network, &cid) != chain.name {
-                    continue;
-                }
-                write_deletions(&mut s, *f, Some(l), &cid);
-                write_owner_removal(&mut s, *f, Some(l), &chain.name);
-            }
+            each(&mut s, *f, listing.as_ref());
         }
         Ok(s)
     })

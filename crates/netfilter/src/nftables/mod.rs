@@ -12,9 +12,6 @@ mod masquerade;
 
 use crate::error::{Error, Result};
 use crate::exec::Program;
-use crate::hostports::HostPorts;
-use crate::types::{Attachment, Backend, Netfilter};
-use ipnetwork::IpNetwork;
 
 pub use listing::Listing;
 
@@ -76,56 +73,4 @@ pub fn list_modify_apply(
 /// The nftables backend.
 pub struct Nftables;
 
-impl Netfilter for Nftables {
-    fn backend(&self) -> Backend {
-        Backend::Nftables
-    }
-
-    fn setup_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        att.validate()?;
-        masquerade::setup(att, addresses)
-    }
-
-    fn check_masquerade(&self, att: &Attachment<'_>, addresses: &[IpNetwork]) -> Result<()> {
-        att.validate()?;
-        masquerade::check(att, addresses)
-    }
-
-    fn teardown_masquerade(&self, att: &Attachment<'_>) -> Result<()> {
-        att.validate()?;
-        masquerade::teardown(att)
-    }
-
-    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<()> {
-        crate::validate::identifier("network name", network)?;
-        masquerade::gc(network, keep)
-    }
-
-    fn add_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hp.validate(crate::validate::nft_condition)?;
-        if matches!(hp.snat, crate::hostports::Snat::ExternalMarkChain(_)) {
-            return Err(Error::Invalid {
-                what: "externalSetMarkChain",
-                value: String::new(),
-                reason: "is an iptables-only option",
-            });
-        }
-        hostports::add(hp)
-    }
-
-    fn check_hostports(&self, hp: &HostPorts<'_>) -> Result<()> {
-        hp.validate(crate::validate::nft_condition)?;
-        hostports::check(hp)
-    }
-
-    fn del_hostports(&self, network: &str, container_id: &str) -> Result<()> {
-        crate::validate::identifier("network name", network)?;
-        crate::validate::identifier("container id", container_id)?;
-        hostports::del(network, container_id)
-    }
-
-    fn gc_hostports(&self, network: &str, keep: &[String]) -> Result<()> {
-        crate::validate::identifier("network name", network)?;
-        hostports::gc(network, keep)
-    }
-}
+crate::types::backend_impl!(Nftables);

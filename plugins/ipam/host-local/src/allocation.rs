@@ -7,7 +7,18 @@ use cni::{Error, IpConfig, Result};
 use ipam_store::{LockedStore, Owner, allocate};
 
 use crate::config::Config;
-use crate::store_err;
+
+/// Store failures become CNI errors: filesystem problems are I/O (5),
+/// everything else keeps the reference's code 999 and wording.
+pub(crate) fn store_err(e: ipam_store::Error) -> Error {
+    match e {
+        ipam_store::Error::Io { .. } => Error::io(e.to_string()),
+        ipam_store::Error::InvalidNetworkName(_) | ipam_store::Error::NotADirectory(_) => {
+            Error::invalid_config(e.to_string())
+        }
+        _ => Error::internal(e.to_string()),
+    }
+}
 
 /// Reserves one address per range set, or none at all.
 pub fn allocate_all(

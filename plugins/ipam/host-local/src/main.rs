@@ -15,6 +15,7 @@ mod dns;
 
 use std::net::IpAddr;
 
+use allocation::store_err;
 use cni::{CniResult, Error, Plugin, Request, Result, code};
 use config::Config;
 use ipam_store::{Owner, Store};
@@ -23,18 +24,6 @@ struct HostLocal;
 
 fn owner(req: &Request) -> Owner {
     Owner::new(req.container_id.clone(), req.ifname.clone())
-}
-
-/// Store failures become CNI errors: filesystem problems are I/O (5),
-/// everything else keeps the reference's code 999 and wording.
-pub(crate) fn store_err(e: ipam_store::Error) -> Error {
-    match e {
-        ipam_store::Error::Io { .. } => Error::io(e.to_string()),
-        ipam_store::Error::InvalidNetworkName(_) | ipam_store::Error::NotADirectory(_) => {
-            Error::invalid_config(e.to_string())
-        }
-        _ => Error::internal(e.to_string()),
-    }
 }
 
 fn open_store(conf: &Config) -> Result<Store> {

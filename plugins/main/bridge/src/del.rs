@@ -8,7 +8,6 @@
 
 use cni::{Command, Error, Request, Result};
 use link::Netlink;
-use netns::NetNs;
 
 use crate::config::Settings;
 use crate::masquerade;
@@ -77,15 +76,8 @@ fn delete_container_interface(req: &Request, s: &Settings) -> Result<()> {
     if req.netns.is_empty() {
         return delete_host_port(req, s);
     }
-    let ns = match NetNs::open(&req.netns) {
-        Ok(ns) => ns,
-        Err(netns::Error::NotFound(_)) => return delete_host_port(req, s),
-        Err(e) => {
-            return Err(Error::new(
-                cni::code::INVALID_NETNS,
-                format!("failed to open netns {:?}: {e}", req.netns),
-            ));
-        }
+    let Some(ns) = attach::open_netns_if_exists(&req.netns)? else {
+        return delete_host_port(req, s);
     };
     let cont = Netlink::in_netns(&ns).map_err(|e| Error::internal(e.to_string()))?;
     // Deleting one end of a veth pair deletes the other: the host port goes too.

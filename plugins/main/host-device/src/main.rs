@@ -15,7 +15,7 @@ mod check;
 mod config;
 mod device;
 
-use cni::{CniResult, Command, Error, Interface, Plugin, Request, Result, Rollback, code};
+use cni::{CniResult, Command, Error, Interface, Plugin, Request, Result, Rollback};
 use config::Config;
 use link::{MacAddr, Netlink};
 use netns::NetNs;
@@ -94,18 +94,9 @@ fn del(req: &Request, conf: &Config) -> Result<()> {
     if req.netns.is_empty() {
         return Ok(());
     }
-    let ns = match NetNs::open(&req.netns) {
-        Ok(ns) => Some(ns),
-        // A vanished namespace took the device with it: a physical device
-        // returns to the initial namespace by itself, a virtual one is gone.
-        Err(netns::Error::NotFound(_)) => None,
-        Err(e) => {
-            return Err(Error::new(
-                code::INVALID_NETNS,
-                format!("failed to open netns {:?}: {e}", req.netns),
-            ));
-        }
-    };
+    // A vanished namespace took the device with it: a physical device
+    // returns to the initial namespace by itself, a virtual one is gone.
+    let ns = attach::open_netns_if_exists(&req.netns)?;
     if let Some(ipam) = &conf.ipam {
         req.delegate(ipam, Command::Del)?;
     }

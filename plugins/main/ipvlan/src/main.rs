@@ -5,13 +5,13 @@
 //! ADD leaves nothing in the container, and STATUS reports a missing
 //! master.
 
-use attach::sublink::{self, Expect};
-use cni::{CniResult, Error, Plugin, Request, Result};
+use attach::sublink::{self, Decisions, Expect, Plan};
+use cni::{Error, Request, Result};
 use link::{Link, SubLinkInfo};
 
 use ipvlan::config::Conf;
 
-struct Ipvlan;
+struct Ipvlan(Conf);
 
 struct Mode(link::IpvlanMode);
 
@@ -31,43 +31,37 @@ impl Expect for Mode {
     }
 }
 
-impl Plugin for Ipvlan {
+impl Decisions for Ipvlan {
     const NAME: &'static str = "ipvlan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
-    fn add(&self, req: &Request) -> Result<CniResult> {
-        let conf = Conf::parse(req)?.resolve(req)?;
-        sublink::add(req, &conf.plan()?)
+    fn parse(req: &Request) -> Result<Self> {
+        Conf::parse(req).map(Ipvlan)
     }
 
-    /// Needs no master: DEL works after the master is gone.
-    fn del(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?;
-        sublink::del(req, Self::NAME, conf.ipam.as_deref())
+    fn add_plan(self, req: &Request) -> Result<Plan> {
+        self.0.resolve(req)?.plan()
     }
 
-    fn check(&self, req: &Request) -> Result<()> {
+    fn check_plan(self, _req: &Request) -> Result<(Plan, Box<dyn Expect>)> {
         // prevResult is now this plugin's own result, so it does not name
         // the master: only a configured master is checked.
-        let conf = Conf::parse(req)?;
+        let conf = self.0;
         let mut plan = conf.plan()?;
         plan.master = conf.master.clone();
         // CHECK asks IPAM whenever there is an `ipam` block.
         plan.ipam = conf.ipam.clone();
-        sublink::check(req, &plan, &Mode(conf.mode))
+        Ok((plan, Box::new(Mode(conf.mode))))
     }
 
-    fn status(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?;
-        let master = conf.chained_master()?.unwrap_or_default();
-        sublink::status(req, &master, conf.link_in_container, conf.ipam.as_deref())
-    }
-
-    fn gc(&self, req: &Request) -> Result<()> {
-        sublink::gc(req, Conf::parse(req)?.ipam.as_deref())
+    fn status_master(&self) -> Result<(String, bool)> {
+        Ok((
+            self.0.chained_master()?.unwrap_or_default(),
+            self.0.link_in_container,
+        ))
     }
 }
 
 fn main() {
-    cni::run(&Ipvlan)
+    sublink::run::<Ipvlan>()
 }

@@ -45,12 +45,7 @@ impl Conf {
         let mode = MacvlanMode::parse(&raw.mode).ok_or_else(|| {
             Error::invalid_config(format!("unknown macvlan mode: {:?}", raw.mode))
         })?;
-        if raw.mtu < 0 || raw.mtu > i64::from(u32::MAX) {
-            return Err(Error::invalid_config(format!(
-                "invalid MTU {}, must be [0, master MTU]",
-                raw.mtu
-            )));
-        }
+        let mtu = attach::sublink::parse_mtu(raw.mtu)?;
         req.args.check_known(&["MAC"])?;
         // `mac` < CNI_ARGS `MAC` < `runtimeConfig.mac`, as in the reference.
         let runtime_mac = req
@@ -72,7 +67,7 @@ impl Conf {
         Ok(Conf {
             master: raw.master,
             mode,
-            mtu: raw.mtu as u32,
+            mtu,
             mac,
             link_in_container: raw.link_in_container,
             bcqueuelen: raw.bcqueuelen,
@@ -84,13 +79,7 @@ impl Conf {
     /// and check `mtu` against it.
     pub fn resolve(mut self, req: &Request) -> Result<Conf> {
         self.master = attach::sublink::resolve_master(req, &self.master, self.link_in_container)?;
-        let master_mtu = attach::sublink::master_mtu(req, &self.master, self.link_in_container)?;
-        if self.mtu > master_mtu {
-            return Err(Error::invalid_config(format!(
-                "invalid MTU {}, must be [0, master MTU({master_mtu})]",
-                self.mtu
-            )));
-        }
+        attach::sublink::check_mtu(req, &self.master, self.link_in_container, self.mtu)?;
         Ok(self)
     }
 

@@ -3,13 +3,13 @@
 //! reference `macvlan` (same keys, defaults and result); a failed ADD
 //! leaves nothing in the container, and STATUS reports a missing master.
 
-use attach::sublink::{self, Expect};
-use cni::{CniResult, Error, Plugin, Request, Result};
+use attach::sublink::{self, Decisions, Expect, Plan};
+use cni::{Error, Request, Result};
 use link::{Link, SubLinkInfo};
 
 use macvlan::config::Conf;
 
-struct Macvlan;
+struct Macvlan(Conf);
 
 struct Mode(link::MacvlanMode);
 
@@ -29,41 +29,28 @@ impl Expect for Mode {
     }
 }
 
-impl Plugin for Macvlan {
+impl Decisions for Macvlan {
     const NAME: &'static str = "macvlan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
-    fn add(&self, req: &Request) -> Result<CniResult> {
-        let conf = Conf::parse(req)?.resolve(req)?;
-        sublink::add(req, &conf.plan())
+    fn parse(req: &Request) -> Result<Self> {
+        Conf::parse(req).map(Macvlan)
     }
 
-    /// Needs no master: DEL works after the master is gone.
-    fn del(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?;
-        sublink::del(req, Self::NAME, conf.ipam.as_deref())
+    fn add_plan(self, req: &Request) -> Result<Plan> {
+        Ok(self.0.resolve(req)?.plan())
     }
 
-    fn check(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?.resolve(req)?;
-        sublink::check(req, &conf.plan(), &Mode(conf.mode))
+    fn check_plan(self, req: &Request) -> Result<(Plan, Box<dyn Expect>)> {
+        let conf = self.0.resolve(req)?;
+        Ok((conf.plan(), Box::new(Mode(conf.mode))))
     }
 
-    fn status(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?;
-        sublink::status(
-            req,
-            &conf.master,
-            conf.link_in_container,
-            conf.ipam.as_deref(),
-        )
-    }
-
-    fn gc(&self, req: &Request) -> Result<()> {
-        sublink::gc(req, Conf::parse(req)?.ipam.as_deref())
+    fn status_master(&self) -> Result<(String, bool)> {
+        Ok((self.0.master.clone(), self.0.link_in_container))
     }
 }
 
 fn main() {
-    cni::run(&Macvlan)
+    sublink::run::<Macvlan>()
 }

@@ -47,16 +47,11 @@ impl Conf {
                     raw.vlan_id
                 ))
             })?;
-        if raw.mtu < 0 || raw.mtu > i64::from(u32::MAX) {
-            return Err(Error::invalid_config(format!(
-                "invalid MTU {}, must be [0, master MTU]",
-                raw.mtu
-            )));
-        }
+        let mtu = attach::sublink::parse_mtu(raw.mtu)?;
         Ok(Conf {
             master: raw.master,
             vlan_id,
-            mtu: raw.mtu as u32,
+            mtu,
             link_in_container: raw.link_in_container,
             ipam: req.config.ipam_type().map(str::to_string),
         })
@@ -70,13 +65,7 @@ impl Conf {
                 "failed to execute IPAM delegate: no IPAM plugin configured (\"ipam\": {\"type\": ...})",
             ));
         }
-        let master_mtu = attach::sublink::master_mtu(req, &self.master, self.link_in_container)?;
-        if self.mtu > master_mtu {
-            return Err(Error::invalid_config(format!(
-                "invalid MTU {}, must be [0, master MTU({master_mtu})]",
-                self.mtu
-            )));
-        }
+        attach::sublink::check_mtu(req, &self.master, self.link_in_container, self.mtu)?;
         Ok(self)
     }
 

@@ -9,14 +9,13 @@
 //! made by the administrator), each attachment gets a macvlan in bridge
 //! mode on it instead: any number of containers then share the VLAN.
 
-use attach::sublink::Plan;
-use attach::sublink::{self, Expect};
-use cni::{CniResult, Error, Plugin, Request, Result};
+use attach::sublink::{self, Decisions, Expect, Plan};
+use cni::{Error, Request, Result};
 use link::{Link, MacvlanMode, SubLinkInfo, SubLinkKind};
 
 use vlan::config::Conf;
 
-struct Vlan;
+struct Vlan(Conf);
 
 struct Expected {
     vlan_id: u16,
@@ -86,47 +85,35 @@ impl Expected {
     }
 }
 
-impl Plugin for Vlan {
+impl Decisions for Vlan {
     const NAME: &'static str = "vlan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
-    fn add(&self, req: &Request) -> Result<CniResult> {
-        let conf = Conf::parse(req)?.resolve(req)?;
-        sublink::add(req, &plan_for(req, &conf)?.0)
+    fn parse(req: &Request) -> Result<Self> {
+        Conf::parse(req).map(Vlan)
     }
 
-    /// Needs no master (the reference's DEL fails once the master is gone).
-    fn del(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?;
-        sublink::del(req, Self::NAME, conf.ipam.as_deref())
+    fn add_plan(self, req: &Request) -> Result<Plan> {
+        let conf = self.0.resolve(req)?;
+        Ok(plan_for(req, &conf)?.0)
     }
 
-    fn check(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?.resolve(req)?;
+    fn check_plan(self, req: &Request) -> Result<(Plan, Box<dyn Expect>)> {
+        let conf = self.0.resolve(req)?;
         let (plan, shared) = plan_for(req, &conf)?;
         let expected = Expected {
             vlan_id: conf.vlan_id,
             mtu: conf.mtu,
             shared,
         };
-        sublink::check(req, &plan, &expected)
+        Ok((plan, Box::new(expected)))
     }
 
-    fn status(&self, req: &Request) -> Result<()> {
-        let conf = Conf::parse(req)?;
-        sublink::status(
-            req,
-            &conf.master,
-            conf.link_in_container,
-            conf.ipam.as_deref(),
-        )
-    }
-
-    fn gc(&self, req: &Request) -> Result<()> {
-        sublink::gc(req, Conf::parse(req)?.ipam.as_deref())
+    fn status_master(&self) -> Result<(String, bool)> {
+        Ok((self.0.master.clone(), self.0.link_in_container))
     }
 }
 
 fn main() {
-    cni::run(&Vlan)
+    sublink::run::<Vlan>()
 }

@@ -110,6 +110,45 @@ fn firewall<'a>(
     }
 }
 
+/// What ADD and CHECK read first, in this order: the configuration,
+/// prevResult (required), the bridge its ingress policy needs, and every
+/// address.
+struct Chained {
+    conf: Config,
+    prev: CniResult,
+    bridge: Option<String>,
+    addrs: Vec<IpAddr>,
+}
+
+impl Chained {
+    fn read(req: &Request) -> Result<Chained> {
+        let conf = config::parse(req)?;
+        let Some(prev) = req.prev_result()? else {
+            return Err(missing_prev_result());
+        };
+        let bridge = bridge(&conf, &prev)?;
+        let addrs = addresses(&prev);
+        Ok(Chained {
+            conf,
+            prev,
+            bridge,
+            addrs,
+        })
+    }
+
+    /// The rules of the request's attachment.
+    fn firewall<'a>(&'a self, req: &'a Request) -> Firewall<'a> {
+        firewall(
+            req,
+            &req.container_id,
+            &req.ifname,
+            &self.conf,
+            &self.addrs,
+            self.bridge.as_deref(),
+        )
+    }
+}
+
 /// Remove the rules of one attachment (DEL and GC).
 fn remove(backend: Backend, conf: &Config, fw: &Firewall<'_>) -> Result<()> {
     let iptables = |fw| {
@@ -136,38 +175,27 @@ impl Plugin for FirewallPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn add(&self, req: &Request) -> Result<CniResult> {
-        let conf = config::parse(req)?;
-        let Some(prev) = req.prev_result()? else {
-            return Err(missing_prev_result());
-        };
-        let br = bridge(&conf, &prev)?;
-        let addrs = addresses(&prev);
-        let fw = firewall(
-            req,
-            &req.container_id,
-            &req.ifname,
-            &conf,
-            &addrs,
-            br.as_deref(),
-        );
-        let backend = backend(&conf);
+        let chained = Chained::read(req)?;
+        let (conf, addrs) = (&chained.conf, &chained.addrs);
+        let fw = chained.firewall(req);
+        let backend = backend(conf);
         // Recorded before any rule exists, so a DEL or GC after an ADD
         // that died half-way still finds the addresses.
         Records::new(&conf.data_dir, &req.config.name)
-            .save(&req.container_id, &req.ifname, &addrs)
+            .save(&req.container_id, &req.ifname, addrs)
             .map_err(|e| Error::io(format!("failed to record the container's addresses: {e}")))?;
         match netfilter_backend(backend) {
             Some(b) => netfilter::firewall::add(b, &fw)
                 .map_err(|e| nf_error("failed to set up firewall rules", e))?,
             None => {
-                firewalld::add_sources(&conf.zone, &addrs)?;
+                firewalld::add_sources(&conf.zone, addrs)?;
                 // The reference applies the ingress policy with iptables
                 // whatever the backend.
                 netfilter::firewall::add_ingress_policy(&fw)
                     .map_err(|e| nf_error("failed to set up the ingress policy", e))?;
             }
         }
-        Ok(prev)
+        Ok(chained.prev)
     }
 
     fn del(&self, req: &Request) -> Result<()> {
@@ -195,24 +223,13 @@ impl Plugin for FirewallPlugin {
     }
 
     fn check(&self, req: &Request) -> Result<()> {
-        let conf = config::parse(req)?;
-        let Some(prev) = req.prev_result()? else {
-            return Err(missing_prev_result());
-        };
-        let br = bridge(&conf, &prev)?;
-        let addrs = addresses(&prev);
-        let fw = firewall(
-            req,
-            &req.container_id,
-            &req.ifname,
-            &conf,
-            &addrs,
-            br.as_deref(),
-        );
-        match netfilter_backend(backend(&conf)) {
+        let chained = Chained::read(req)?;
+        let (conf, addrs) = (&chained.conf, &chained.addrs);
+        let fw = chained.firewall(req);
+        match netfilter_backend(backend(conf)) {
             Some(b) => netfilter::firewall::check(b, &fw)
                 .map_err(|e| nf_error("firewall rules check failed", e)),
-            None => firewalld::check_sources(&conf.zone, &addrs),
+            None => firewalld::check_sources(&conf.zone, addrs),
         }
     }
 

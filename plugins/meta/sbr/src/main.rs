@@ -69,6 +69,16 @@ fn lock_netns(path: &str) -> Result<Option<Locked>> {
     }
 }
 
+/// [`lock_netns`] for ADD and CHECK, where the namespace must exist.
+fn require_netns(path: &str) -> Result<Locked> {
+    lock_netns(path)?.ok_or_else(|| {
+        Error::new(
+            code::INVALID_NETNS,
+            format!("failed to open netns {path:?}: it does not exist"),
+        )
+    })
+}
+
 fn connect(ns: &NetNs) -> Result<Netlink> {
     Netlink::in_netns(ns).map_err(|e| Error::internal(e.to_string()))
 }
@@ -89,12 +99,7 @@ impl Plugin for Sbr {
             )));
         }
         let ips = addresses_of(&prev, &req.ifname);
-        let Some(locked) = lock_netns(&req.netns)? else {
-            return Err(Error::new(
-                code::INVALID_NETNS,
-                format!("failed to open netns {:?}: it does not exist", req.netns),
-            ));
-        };
+        let locked = require_netns(&req.netns)?;
         let nl = connect(&locked.ns)?;
         routing::setup(&nl, &ips, &req.ifname, &conf)?;
         Ok(prev)
@@ -125,12 +130,7 @@ impl Plugin for Sbr {
         let conf = Config::load(req)?;
         let prev = req.require_prev_result()?;
         let ips = addresses_of(&prev, &req.ifname);
-        let Some(locked) = lock_netns(&req.netns)? else {
-            return Err(Error::new(
-                code::INVALID_NETNS,
-                format!("failed to open netns {:?}: it does not exist", req.netns),
-            ));
-        };
+        let locked = require_netns(&req.netns)?;
         let nl = connect(&locked.ns)?;
         routing::check(&nl, &ips, &req.ifname, &conf)
     }

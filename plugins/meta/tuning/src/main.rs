@@ -16,7 +16,7 @@
 mod config;
 mod record;
 
-use cni::{CniResult, Error, Plugin, Request, Result, code};
+use cni::{CniResult, Error, Plugin, Request, Result};
 use link::{Link, Netlink, sysctl};
 use netns::NetNs;
 
@@ -245,17 +245,11 @@ impl Plugin for Tuning {
         let Some(rec) = record::load(&path).map_err(|e| record_error("read", &path, e))? else {
             return record::remove(&path).map_err(|e| record_error("remove", &path, e));
         };
-        let ns = match NetNs::open(&req.netns) {
-            _ if req.netns.is_empty() => None,
-            Ok(ns) => Some(ns),
-            // The interface and its sysctls went with the namespace.
-            Err(netns::Error::NotFound(_)) => None,
-            Err(e) => {
-                return Err(Error::new(
-                    code::INVALID_NETNS,
-                    format!("failed to open netns {:?}: {e}", req.netns),
-                ));
-            }
+        // The interface and its sysctls went with the namespace.
+        let ns = if req.netns.is_empty() {
+            None
+        } else {
+            attach::open_netns_if_exists(&req.netns)?
         };
         if let Some(ns) = ns {
             let errs = restore(&ns, &req.ifname, &rec);

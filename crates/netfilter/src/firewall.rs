@@ -36,9 +36,7 @@
 //! The same semantics in a table of our own, `inet cni_firewall`; see
 //! the `nftables` backend's module for its layout.
 
-pub(crate) mod spec;
-
-pub use spec::{DEFAULT_ADMIN_CHAIN, Firewall, IngressPolicy};
+pub use crate::firewall_spec::{DEFAULT_ADMIN_CHAIN, Firewall, IngressPolicy};
 
 use crate::error::Result;
 use crate::types::Backend;
@@ -60,7 +58,7 @@ pub fn add_ingress_policy(fw: &Firewall<'_>) -> Result<()> {
     crate::iptables::firewall::add_ingress_policy(fw)
 }
 
-/// CHECK: every rule of [`add`] is present ([`Error::Missing`] otherwise).
+/// CHECK: every rule of [`add`] is present ([`Error::Missing`](crate::Error::Missing) otherwise).
 pub fn check(backend: Backend, fw: &Firewall<'_>) -> Result<()> {
     fw.validate()?;
     match backend {
