@@ -161,18 +161,21 @@ fn spawn(keep: &[RawFd], work: &mut dyn FnMut()) -> io::Result<()> {
     }
     if pid == 0 {
         // Intermediate child: a new session (a signal to the plugin's
-        // process group does not reach the helper), fork the helper, leave.
+        // process group does not reach the helper), stdio on /dev/null and
+        // nothing else open but `kept` — all before the parent's waitpid
+        // returns, so the helper never holds the plugin's pipes, however
+        // late it gets scheduled — then fork the helper and leave.
         // SAFETY (whole block): raw async-signal-safe syscalls; no return.
         unsafe {
             libc::setsid();
-            let helper = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0);
-            if helper != 0 {
-                libc::_exit(if helper < 0 { 1 } else { 0 });
-            }
             for std_fd in 0..3 {
                 libc::dup2(null_fd, std_fd);
             }
             close_all_but(&kept, max_fd);
+            let helper = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0);
+            if helper != 0 {
+                libc::_exit(if helper < 0 { 1 } else { 0 });
+            }
             work();
             libc::_exit(0);
         }
