@@ -186,10 +186,21 @@ impl Drop for Socket {
         // SAFETY: taken once, here; the field is never used again.
         let fd = unsafe { ManuallyDrop::take(&mut self.0) };
         if DELETED.load(Ordering::Acquire) {
-            released().push(fd);
+            let full = {
+                let mut list = released();
+                list.push(fd);
+                list.len() >= RELEASE_BATCH
+            };
+            // A long-running process with many threads: do not hoard.
+            if full {
+                hand_over_released();
+            }
         }
     }
 }
+
+/// At most this many collected sockets wait for [`release_sockets`].
+const RELEASE_BATCH: usize = 32;
 
 /// Set once a transaction that deleted something was committed (and
 /// teardown may be detached): from then on, a socket's last close would
@@ -248,6 +259,11 @@ pub fn release_sockets() {
             drop(slot.take());
         }
     });
+    hand_over_released();
+}
+
+/// The collected sockets to one helper; our copies closed.
+fn hand_over_released() {
     let fds = std::mem::take(&mut *released());
     if fds.is_empty() {
         return;
