@@ -87,7 +87,10 @@ fn has_dellink(mut buf: &[u8], index: u32) -> bool {
         if len < NLMSG_HDRLEN || len > buf.len() {
             return false;
         }
-        if kind == RTM_DELLINK && len >= NLMSG_HDRLEN + 8 {
+        // Only the device's own notification (family AF_UNSPEC), sent after
+        // every NETDEV_UNREGISTER handler ran; a bridge port's AF_BRIDGE
+        // RTM_DELLINK comes earlier, from inside the bridge's handler.
+        if kind == RTM_DELLINK && len >= NLMSG_HDRLEN + 8 && buf[NLMSG_HDRLEN] == 0 {
             let b = &buf[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8];
             if i32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as u32 == index {
                 return true;
@@ -340,5 +343,9 @@ mod tests {
         d[4..6].copy_from_slice(&16u16.to_ne_bytes()); // RTM_NEWLINK
         assert!(!has_dellink(&d, 7));
         assert!(!has_dellink(&d[..12], 7));
+        // A bridge port's notification (AF_BRIDGE) is not the device's.
+        let mut port = dellink_message(7);
+        port[16] = libc::AF_BRIDGE as u8;
+        assert!(!has_dellink(&port, 7));
     }
 }
