@@ -199,7 +199,11 @@ impl Netlink {
     /// the kernel yet.
     fn delete_link_detached(&self, link: &crate::Link) -> Result<Option<bool>> {
         let index = link.index;
-        let here = NetNs::current()?;
+        // Whatever fails before the request is made falls back to the
+        // synchronous delete.
+        let Ok(here) = NetNs::current() else {
+            return Ok(None);
+        };
         let own_ns = here.same_as(self.netns());
         // A veth whose peer lives in our namespace: wait for the peer's
         // notification there (the bridge side).
@@ -208,9 +212,8 @@ impl Netlink {
                 let Ok(sub) = route_socket(RTMGRP_LINK) else {
                     return Ok(None);
                 };
-                let host = Netlink::current()?;
-                match host.link_by_index(p)? {
-                    Some(l) if l.is_veth() && l.peer_index == Some(index) => Some((sub, p)),
+                match Netlink::current().and_then(|host| host.link_by_index(p)) {
+                    Ok(Some(l)) if l.is_veth() && l.peer_index == Some(index) => Some((sub, p)),
                     _ => None,
                 }
             }
@@ -222,7 +225,10 @@ impl Netlink {
         let made = if own_ns {
             make()
         } else {
-            self.netns().run(make)?
+            match self.netns().run(make) {
+                Ok(made) => made,
+                Err(_) => return Ok(None),
+            }
         };
         let Ok((sub, request)) = made else {
             return Ok(None);
