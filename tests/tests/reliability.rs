@@ -6,6 +6,9 @@
 //! - Crash injection: the plugin process group is SIGKILLed at many points
 //!   of ADD (bridge + portmap, and macvlan); DEL then leaves nothing behind
 //!   and a later ADD works.
+//! - The same for DEL: portmap or bridge DEL SIGKILLed at random points
+//!   (bridge's link delete runs on in its detached helper), then a second
+//!   DEL leaves nothing and a later ADD works.
 //! - The same for the firewall plugin alone (no prevResult on the DEL
 //!   that follows a killed ADD: its record is what DEL goes by).
 //! - A corpus of malformed configurations, results and environments against
@@ -510,6 +513,109 @@ fn kill_during_add_then_del_leaves_nothing_nftables() {
         return;
     }
     crash_during_add("nftables", if stress() { 200 } else { 16 });
+}
+
+/// DEL killed at random points — of portmap, or of bridge (whose link
+/// delete is left to a detached helper that a kill of the plugin's process
+/// group does not reach) — then the runtime's second DEL: nothing is left
+/// and the next ADD works.
+fn crash_during_del(backend: &str, rounds: usize) {
+    let host = Netns::new("cnit-rel-host");
+    let ctr = Netns::bare("cnit-rel-ctr");
+    let chain = Chain::new(backend);
+    let prev = chain.add("first", 8080, &ctr, &host).unwrap();
+    chain.del("first", 8080, Some(&prev), &ctr, &host).unwrap();
+    // Time one undisturbed DEL of each plugin, so kill points cover it.
+    let prev = chain.add("warmup", 8080, &ctr, &host).unwrap();
+    let t = Instant::now();
+    let pm = chain.portmap_conf(&prev, 8080);
+    chain
+        .call("DEL", &pm, "portmap", "warmup", &ctr, &host)
+        .expect_ok();
+    let portmap_time = t.elapsed();
+    let mut br = chain.bridge.clone();
+    br["prevResult"] = prev.clone();
+    let t = Instant::now();
+    chain
+        .call("DEL", &br, "bridge", "warmup", &ctr, &host)
+        .expect_ok();
+    let bridge_time = t.elapsed();
+    let baseline = stable_snapshot(&host);
+    let ctr_baseline = stable_snapshot(&ctr);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!(
+        "crash_during_del({backend}): seed {seed}, portmap DEL {portmap_time:?}, bridge DEL {bridge_time:?}"
+    );
+    let mut rng = Rng(seed);
+    let window = |d: Duration| u64::try_from(d.as_micros()).unwrap().max(1000) * 6 / 5;
+    for round in 0..rounds {
+        let id = format!("delcrash{round}");
+        let prev = chain.add(&id, 8080, &ctr, &host).unwrap();
+        let pm = chain.portmap_conf(&prev, 8080);
+        let killed_bridge = round % 2 == 0;
+        let delay;
+        if killed_bridge {
+            chain
+                .call("DEL", &pm, "portmap", &id, &ctr, &host)
+                .expect_ok();
+            let mut br = chain.bridge.clone();
+            br["prevResult"] = prev.clone();
+            delay = Duration::from_micros(rng.next() % window(bridge_time));
+            run_and_kill("bridge", "DEL", &br, &id, &ctr, &host, delay);
+        } else {
+            delay = Duration::from_micros(rng.next() % window(portmap_time));
+            run_and_kill("portmap", "DEL", &pm, &id, &ctr, &host, delay);
+        }
+        let what =
+            format!("round {round} (seed {seed}, bridge killed: {killed_bridge}, {delay:?})");
+        chain
+            .del(&id, 8080, Some(&prev), &ctr, &host)
+            .unwrap_or_else(|e| panic!("{what}: second DEL: {e}"));
+        assert_eq!(
+            chain.reservations(),
+            Vec::<String>::new(),
+            "{what}: reservation left"
+        );
+        assert_eq!(host_veths(&host), Vec::<String>::new(), "{what}: veth left");
+        assert!(!ctr.has_link("eth0"), "{what}: eth0 left");
+        assert_same(&stable_snapshot(&host), &baseline, &format!("{what}: host"));
+        assert_same(
+            &stable_snapshot(&ctr),
+            &ctr_baseline,
+            &format!("{what}: container"),
+        );
+    }
+    let prev = chain.add("afterdel", 8080, &ctr, &host).unwrap();
+    let ip = prev["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(host.ping(ip));
+    chain
+        .del("afterdel", 8080, Some(&prev), &ctr, &host)
+        .unwrap();
+}
+
+#[test]
+fn kill_during_del_then_del_leaves_nothing_iptables() {
+    if !can_run() {
+        return;
+    }
+    crash_during_del("iptables", if stress() { 200 } else { 24 });
+}
+
+#[test]
+fn kill_during_del_then_del_leaves_nothing_nftables() {
+    if !can_run() {
+        return;
+    }
+    crash_during_del("nftables", if stress() { 200 } else { 16 });
 }
 
 /// firewall ADD killed at random points, then the runtime's DEL without a

@@ -28,6 +28,7 @@ mod sublink;
 pub mod sysctl;
 mod table;
 pub mod tc;
+mod teardown;
 mod veth;
 mod watch;
 

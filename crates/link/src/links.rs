@@ -325,8 +325,9 @@ impl Netlink {
         )
     }
 
-    /// Delete the link. Returns `false` if it was already gone.
-    pub fn delete_link(&self, index: u32) -> Result<bool> {
+    /// Delete the link and wait for the kernel to finish destroying it.
+    /// Returns `false` if it was already gone.
+    pub(crate) fn delete_link_sync(&self, index: u32) -> Result<bool> {
         let req = self.handle().link().del(index);
         match self.block_on(req.execute()) {
             Ok(()) => Ok(true),

@@ -12,6 +12,8 @@
 //! bind mount of the namespace file) so that `ip netns`, other runtimes and
 //! the Go reference plugins see the same objects.
 
+pub mod detach;
+
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};

@@ -10,3 +10,4 @@ pub(crate) mod inventory;
 pub(crate) mod reader;
 pub(crate) mod socket;
 pub(crate) mod writer;
+pub use socket::release_sockets;

@@ -3,7 +3,10 @@
 //! a process. Messages are built and parsed by hand (a few fixed layouts).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 pub const NLMSG_ERROR: u16 = 2;
@@ -38,7 +41,9 @@ pub fn attr_str(kind: u16, s: &str) -> Vec<u8> {
     attr(kind, &v)
 }
 
-pub struct Socket(OwnedFd);
+/// Closed on drop — or, once this process has committed a deletion, handed
+/// to [`release_sockets`] (see there).
+pub struct Socket(ManuallyDrop<OwnedFd>);
 
 thread_local! {
     static SOCKET: std::cell::RefCell<Option<Socket>> = const { std::cell::RefCell::new(None) };
@@ -90,7 +95,9 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor we own.
-        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Socket(ManuallyDrop::new(unsafe {
+            OwnedFd::from_raw_fd(fd)
+        })))
     }
 
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
@@ -183,6 +190,100 @@ impl Socket {
             }
         }
     }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the field is never used again.
+        let fd = unsafe { ManuallyDrop::take(&mut self.0) };
+        if DELETED.load(Ordering::Acquire) {
+            let full = {
+                let mut list = released();
+                list.push(fd);
+                list.len() >= RELEASE_BATCH
+            };
+            // A long-running process with many threads: do not hoard.
+            if full {
+                hand_over_released();
+            }
+        }
+    }
+}
+
+/// At most this many collected sockets wait for [`release_sockets`].
+const RELEASE_BATCH: usize = 32;
+
+/// Set once a transaction that deleted something was committed (and
+/// teardown may be detached): from then on, a socket's last close would
+/// wait for nf_tables' deferred destruction.
+static DELETED: AtomicBool = AtomicBool::new(false);
+/// Sockets whose last close is left to the helper of [`release_sockets`].
+static RELEASED: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+static AT_EXIT: std::sync::Once = std::sync::Once::new();
+
+fn released() -> std::sync::MutexGuard<'static, Vec<OwnedFd>> {
+    RELEASED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Called after a committed transaction that deleted rules or chains.
+///
+/// When the last reference to an nfnetlink socket goes, nf_tables waits
+/// for the destruction of everything deleted so far (`NETLINK_URELEASE` →
+/// `nf_tables_trans_destroy_flush_work`: an RCU grace period, 10–13 ms of
+/// a portmap DEL here), although the rules left every listing at commit.
+/// From here on sockets are not closed by us but collected, and
+/// [`release_sockets`] — run at exit at the latest — hands them to a
+/// detached helper whose exit is their last release. Not with synchronous
+/// teardown ([`netns::detach::SYNC_TEARDOWN_ENV`]).
+pub(crate) fn note_deletion() {
+    if DELETED.load(Ordering::Relaxed) || !netns::detach::enabled() {
+        return;
+    }
+    DELETED.store(true, Ordering::Release);
+    AT_EXIT.call_once(|| {
+        // SAFETY: registering a plain extern "C" function that never unwinds.
+        unsafe { libc::atexit(release_at_exit) };
+    });
+}
+
+extern "C" fn release_at_exit() {
+    let _ = std::panic::catch_unwind(release_sockets);
+}
+
+/// Hand every netfilter socket this process no longer needs — the calling
+/// thread's and those of threads that have ended — to one detached helper
+/// ([`netns::detach::hold`]) and close our copies: the kernel's wait on
+/// their last release then happens in the helper, not in this process.
+/// Nothing to do (and no helper) unless a deletion was committed. Runs on
+/// its own at exit; a plugin may call it earlier, once its netfilter work
+/// is done.
+pub fn release_sockets() {
+    if !DELETED.load(Ordering::Acquire) {
+        return;
+    }
+    // This thread's socket (during exit its slot may be gone already: its
+    // destructor has put it in the list then).
+    let _ = SOCKET.try_with(|cell| {
+        if let Ok(mut slot) = cell.try_borrow_mut() {
+            drop(slot.take());
+        }
+    });
+    hand_over_released();
+}
+
+/// The collected sockets to one helper; our copies closed.
+fn hand_over_released() {
+    let fds = std::mem::take(&mut *released());
+    if fds.is_empty() {
+        return;
+    }
+    let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    // Failing to start the helper only means waiting here, as before.
+    let _ = netns::detach::hold(&borrowed);
+    drop(borrowed);
+    drop(fds);
 }
 
 /// A netfilter netlink message: header, nfgenmsg, attributes.

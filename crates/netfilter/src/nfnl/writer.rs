@@ -428,11 +428,16 @@ pub struct Hook {
 /// One nf_tables transaction under construction.
 pub struct Batch {
     messages: Vec<Vec<u8>>,
+    /// Whether it deletes anything (see [`super::socket::note_deletion`]).
+    deletes: bool,
 }
 
 impl Batch {
     pub fn new() -> Batch {
-        Batch { messages: vec![] }
+        Batch {
+            messages: vec![],
+            deletes: false,
+        }
     }
 
     fn push(&mut self, msg_type: u16, flags: u16, family: u8, attrs: Vec<u8>) {
@@ -515,12 +520,14 @@ impl Batch {
     pub fn flush_chain(&mut self, family: u8, table: &str, chain: &str) {
         let mut a = attr_str(NFTA_RULE_TABLE, table);
         a.extend(attr_str(NFTA_RULE_CHAIN, chain));
+        self.deletes = true;
         self.push(NFT_MSG_DELRULE, 0, family, a);
     }
 
     pub fn delete_chain(&mut self, family: u8, table: &str, chain: &str) {
         let mut a = attr_str(NFTA_CHAIN_TABLE, table);
         a.extend(attr_str(NFTA_CHAIN_NAME, chain));
+        self.deletes = true;
         self.push(NFT_MSG_DELCHAIN, 0, family, a);
     }
 
@@ -528,6 +535,7 @@ impl Batch {
         let mut a = attr_str(NFTA_RULE_TABLE, table);
         a.extend(attr_str(NFTA_RULE_CHAIN, chain));
         a.extend(attr(NFTA_RULE_HANDLE, &handle.to_be_bytes()));
+        self.deletes = true;
         self.push(NFT_MSG_DELRULE, 0, family, a);
     }
 
@@ -641,6 +649,9 @@ impl Batch {
             }
             Ok(())
         })?;
+        if self.deletes {
+            super::socket::note_deletion();
+        }
         Ok(())
     }
 }
