@@ -54,7 +54,7 @@ fn get_flags(fd: &OwnedFd, name: &str) -> Result<(libc::ifreq, libc::c_short)> {
     let mut req = ifreq_for(name)?;
     // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_flags of `req`,
     // which lives for the duration of the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) };
     if rc < 0 {
         return Err(flag_error(
             "read flags of",
@@ -92,7 +92,7 @@ pub fn set_up(name: &str, up: bool) -> Result<()> {
     }
     req.ifr_ifru.ifru_flags = want;
     // SAFETY: SIOCSIFFLAGS reads `req`, valid for the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS as libc::Ioctl, &req) };
     if rc < 0 {
         let op = if up { "set up" } else { "set down" };
         return Err(flag_error(op, name, io::Error::last_os_error()));

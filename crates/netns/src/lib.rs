@@ -55,7 +55,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 // NSFS_MAGIC from linux/magic.h: the filesystem type of namespace files.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
+const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
 
 /// An open handle on a network namespace. Holding it keeps the namespace
 /// alive even if its name is removed.
@@ -84,8 +84,8 @@ impl NetNs {
             source: e.into(),
         })?;
         // procfs for /proc/<pid>/ns/net, nsfs for bind mounts of it.
-        let fs_type = st.filesystem_type().0;
-        if fs_type != NSFS_MAGIC && fs_type != nix::sys::statfs::PROC_SUPER_MAGIC.0 {
+        let fs_type = st.filesystem_type();
+        if fs_type != NSFS_MAGIC && fs_type != nix::sys::statfs::PROC_SUPER_MAGIC {
             return Err(Error::NotNetns(path));
         }
         Ok(NetNs { file, path })
