@@ -14,11 +14,13 @@
 
 mod chain;
 mod concurrency;
+mod floor_chain;
 mod floors;
 mod host_local;
 mod lab;
 mod machine;
 mod report;
+mod report_goals;
 mod stats;
 mod wrapper;
 
@@ -238,6 +240,14 @@ fn run(o: &Options) -> Fallible<Value> {
     }
     let floor = floors::rss(&o.ours, &o.reference)?;
     let kernel = floors::kernel(&o.ours)?;
+    let floor_chain = floor_chain::measure(&o.ours, reps(o, 0))?;
+    eprintln!(
+        "[{:>4.0}s] floor (one process, netlink): ADD {:.1} ms, DEL {:.1} ms to published removal ({:.1} ms to the blocking call's return)",
+        started.elapsed().as_secs_f64(),
+        floor_chain["add_ms"].as_f64().unwrap_or(0.0),
+        floor_chain["del_ms"].as_f64().unwrap_or(0.0),
+        floor_chain["del_blocking_ms"].as_f64().unwrap_or(0.0),
+    );
     let mut chain = Map::new();
     let mut conc = Map::new();
     let all = variants(o);
@@ -367,6 +377,7 @@ fn run(o: &Options) -> Fallible<Value> {
         "sizes": machine::sizes(&o.ours, &o.reference)?,
         "rss_floor_kb": floor,
         "kernel_floor_ms": kernel,
+        "floor_chain": floor_chain,
         "duration_seconds": started.elapsed().as_secs_f64(),
         "method": [
             "Each variant runs in its own throwaway host namespace (which the bench thread enters, so the runtime execs every plugin there) with its own temporary result cache and host-local dataDir.",
@@ -375,6 +386,7 @@ fn run(o: &Options) -> Fallible<Value> {
             "Latency: median over the repetitions after one warm-up round; the measured container is added, checked and deleted in each round. On iptables, ours and the reference have a lab each and their rounds alternate, so other load on the machine falls on both alike.",
             "Scaling: each of ours also has a control lab that stays at 0 attached and is measured in the same alternating rounds as every N; the goal \"N attached ≤ 1.2× 0 attached\" compares N with that control, measured at the same moment.",
             "Processes: one extra round with every plugin exec'd as `strace -f -e trace=execve` (CNI_PATH pointing at the real plugins, so delegates are traced too).",
+            "Floor row: the chain's kernel work done by the bench process itself over netlink, no exec and no CNI (veth pair into a fresh namespace on the bridge, container address, up and default route, masquerade and one host port as nf_tables transactions; then the rules torn down and the container end deleted). DEL is timed to the published removal (the RTM_DELLINK notification of the host end on a socket subscribed before the request) and, beside it, to the return of the blocking delete call.",
             "Peak RSS: one extra round with every plugin exec'd by a wrapper that `wait4`s it (ru_maxrss: max over the plugin and the descendants it reaped).",
             "Concurrency: N threads released by one barrier, each `Runtime::add` on its own namespace; then N concurrent DELs; leaks counted afterwards (reservation files, host veths, netfilter lines naming a container address or id).",
             "host-local alone: reservations written as files in the shared on-disk format, one untimed DEL first, then ADD/DEL rounds.",
