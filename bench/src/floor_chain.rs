@@ -209,6 +209,8 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
     }];
     let (mut add, mut del_pub, mut del_blk, mut removal_pub, mut removal_blk, mut rules_del) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    // ADD's parts: veth pair, container side, masquerade, host port.
+    let mut parts: [Vec<Duration>; 4] = Default::default();
     for round in 0..=reps {
         crate::check_interrupted()?;
         lab.enter()?;
@@ -234,6 +236,7 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
                 container_mac: None,
             })
             .map_err(err("veth"))?;
+        let t_veth = t.elapsed();
         let cont = Netlink::in_netns(&cont_ns).map_err(err("container connection"))?;
         let eth0 = cont.require_link("eth0").map_err(err("eth0"))?;
         cont.add_address(eth0.index, ip)
@@ -244,8 +247,10 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
         let mut route = Route::to(default);
         route.gateway = Some(IpAddr::V4(GATEWAY));
         cont.add_route(&route).map_err(err("default route"))?;
+        let t_cont = t.elapsed();
         nf.setup_masquerade(&att, &[ip])
             .map_err(nferr("masquerade"))?;
+        let t_masq = t.elapsed();
         nf.add_hostports(&rules(&id, ip, &mappings))
             .map_err(nferr("host port"))?;
         let a = t.elapsed();
@@ -275,6 +280,12 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
             continue;
         }
         add.push(a);
+        for (v, d) in parts
+            .iter_mut()
+            .zip([t_veth, t_cont - t_veth, t_masq - t_cont, a - t_masq])
+        {
+            v.push(d);
+        }
         rules_del.push(r);
         removal_pub.push(published);
         removal_blk.push(blocking);
@@ -290,6 +301,12 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
         "del_ms": median_ms(&del_pub),
         "del_blocking_ms": median_ms(&del_blk),
         "add_del_ms": median_ms(&add_del),
+        "add_parts_ms": {
+            "veth pair": median_ms(&parts[0]),
+            "container address, up, route": median_ms(&parts[1]),
+            "masquerade": median_ms(&parts[2]),
+            "host port": median_ms(&parts[3]),
+        },
         "rules_teardown_ms": median_ms(&rules_del),
         "veth_removal_published_ms": median_ms(&removal_pub),
         "veth_removal_blocking_ms": median_ms(&removal_blk),

@@ -62,12 +62,14 @@ struct Options {
     quick: bool,
     /// `--only podman`: the podman chain row alone.
     only_podman: bool,
+    /// `--only floor`: the floor row alone.
+    only_floor: bool,
     /// `--rounds N`: repetitions per point instead of the default.
     rounds: Option<usize>,
 }
 
 const USAGE: &str = "usage: cni-bench [--ours DIR] [--reference DIR] [--out DIR] [--quick]
-                 [--only podman] [--rounds N]
+                 [--only podman|floor] [--rounds N]
 
   --ours DIR       this project's plugins (default: the directory of cni-bench)
   --reference DIR  the Go reference plugins (default: /usr/lib/cni)
@@ -75,6 +77,8 @@ const USAGE: &str = "usage: cni-bench [--ours DIR] [--reference DIR] [--out DIR]
   --quick          a smoke run: 0 and 10 attached, few repetitions
   --only podman    only podman 4's default chain (bridge + host-local,
                    portmap, firewall, tuning), ours vs the reference
+  --only floor     only the floor row (the chain's kernel work in this
+                   process, no exec)
   --rounds N       N timed rounds per point (default 40, 3 with --quick)
 
 Needs root (network namespaces) and strace. Everything runs in throwaway
@@ -94,6 +98,7 @@ fn parse_args() -> Fallible<Options> {
         reservations: 10_000,
         quick: false,
         only_podman: false,
+        only_floor: false,
         rounds: None,
     };
     let mut args = std::env::args().skip(1);
@@ -111,9 +116,10 @@ fn parse_args() -> Fallible<Options> {
             }
             "--only" => match value()?.as_str() {
                 "podman" => o.only_podman = true,
+                "floor" => o.only_floor = true,
                 other => {
                     return Err(format!(
-                        "--only: unknown scenario {other:?} (known: podman)"
+                        "--only: unknown scenario {other:?} (known: podman, floor)"
                     ));
                 }
             },
@@ -238,9 +244,18 @@ fn run(o: &Options) -> Fallible<Value> {
             "duration_seconds": started.elapsed().as_secs_f64(),
         }));
     }
+    let floor_chain = floor_chain::measure(&o.ours, reps(o, 0))?;
+    if o.only_floor {
+        return Ok(json!({
+            "only": "floor",
+            "machine": machine::describe(&o.ours, &o.reference),
+            "load_average": {"start": load_before, "end": machine::load_average()},
+            "floor_chain": floor_chain,
+            "duration_seconds": started.elapsed().as_secs_f64(),
+        }));
+    }
     let floor = floors::rss(&o.ours, &o.reference)?;
     let kernel = floors::kernel(&o.ours)?;
-    let floor_chain = floor_chain::measure(&o.ours, reps(o, 0))?;
     eprintln!(
         "[{:>4.0}s] floor (one process, netlink): ADD {:.1} ms, DEL {:.1} ms to published removal ({:.1} ms to the blocking call's return)",
         started.elapsed().as_secs_f64(),

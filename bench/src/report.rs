@@ -62,6 +62,10 @@ pub fn markdown(results: &Value) -> String {
         results["load_average"]["start"].as_str().unwrap_or("?"),
         results["load_average"]["end"].as_str().unwrap_or("?"),
     );
+    if results["only"].as_str() == Some("floor") {
+        floor_table(&mut s, results);
+        return s;
+    }
     if results["only"].as_str() == Some("podman") {
         podman_table(&mut s, results);
         return s;

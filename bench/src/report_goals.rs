@@ -181,6 +181,15 @@ pub fn floor_table(s: &mut String, r: &Value) {
         ms(&f["veth_removal_published_ms"]),
         ms(&f["veth_removal_blocking_ms"]),
     );
+    let parts: Vec<String> = f["add_parts_ms"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {}", ms(v)))
+        .collect();
+    if !parts.is_empty() {
+        let _ = writeln!(s, "\nADD's parts, ms: {}.", parts.join(", "));
+    }
 }
 
 /// Peak RSS of every plugin of the podman chain, ours against the reference.
