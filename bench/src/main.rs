@@ -244,7 +244,12 @@ fn run(o: &Options) -> Fallible<Value> {
             "duration_seconds": started.elapsed().as_secs_f64(),
         }));
     }
-    let floor_chain = floor_chain::measure(&o.ours, reps(o, 0))?;
+    // A failed floor row costs its own figures only, not the run.
+    let floor_chain = floor_chain::measure(&o.ours, reps(o, 0)).unwrap_or_else(|e| {
+        eprintln!("cni-bench: floor row: {e}");
+        json!({ "error": e })
+    });
+    check_interrupted()?;
     if o.only_floor {
         return Ok(json!({
             "only": "floor",

@@ -162,6 +162,10 @@ pub fn floor_table(s: &mut String, r: &Value) {
     if f.is_null() {
         return;
     }
+    if let Some(e) = f["error"].as_str() {
+        let _ = writeln!(s, "\nThe floor row failed: `{}`", e.replace('`', "'"));
+        return;
+    }
     let _ = writeln!(
         s,
         "\n### Floor row: the chain's kernel work in one already-running process (median of {}, ms)\n\n\
