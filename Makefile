@@ -5,6 +5,10 @@ DESTDIR ?=
 CARGO   ?= cargo
 PLUGINS := bridge host-local loopback portmap static sbr host-device tuning firewall macvlan ipvlan vlan bandwidth dhcp
 TOOLS   := cnictl
+# Release binaries: static musl executables (see README, "Static linking").
+# RELEASE_TARGET=<host triple> builds dynamically linked ones instead.
+RELEASE_TARGET ?= x86_64-unknown-linux-musl
+RELEASE_DIR    := target/$(RELEASE_TARGET)/release
 
 .PHONY: help build test test-unit demo install install-config lint fmt clean need-root
 
@@ -29,7 +33,8 @@ need-root:
 	fi
 
 build:
-	$(CARGO) build --release --workspace --bins
+	@scripts/ensure-rust-target $(RELEASE_TARGET)
+	$(CARGO) build --release --workspace --bins --target $(RELEASE_TARGET)
 
 # Integration tests exec the debug binaries, so build them first.
 test: need-root
@@ -40,12 +45,12 @@ test-unit:
 	$(CARGO) test --workspace --lib --bins
 
 demo: need-root build
-	./target/release/cni-demo --cni-path target/release
+	./$(RELEASE_DIR)/cni-demo --cni-path $(RELEASE_DIR)
 
 install: build
 	install -d "$(DESTDIR)$(PREFIX)"
 	for b in $(PLUGINS) $(TOOLS); do \
-		install -m 0755 "target/release/$$b" "$(DESTDIR)$(PREFIX)/$$b"; \
+		install -m 0755 "$(RELEASE_DIR)/$$b" "$(DESTDIR)$(PREFIX)/$$b"; \
 	done
 
 install-config:
@@ -71,7 +76,7 @@ clean:
 # chart, python3 with matplotlib.
 .PHONY: bench test-stress fuzz-smoke
 bench: need-root build
-	./target/release/cni-bench --ours target/release --out docs/bench
+	./$(RELEASE_DIR)/cni-bench --ours $(RELEASE_DIR) --out docs/bench
 	python3 scripts/bench-chart.py docs/bench/results.json docs/bench/latency.png
 
 test-stress: need-root
@@ -91,12 +96,12 @@ deb: build
 	@$(CARGO) deb --version >/dev/null 2>&1 || { \
 		echo "cargo-deb not found: installing it (cargo install --locked cargo-deb)"; \
 		$(CARGO) install --locked cargo-deb; }
-	$(CARGO) deb -p cni-plugins --no-build
-	@ls target/debian/*.deb
+	$(CARGO) deb -p cni-plugins --no-build --target $(RELEASE_TARGET)
+	@ls target/$(RELEASE_TARGET)/debian/*.deb 2>/dev/null || ls target/debian/*.deb
 
 rpm: build
 	@$(CARGO) generate-rpm --version >/dev/null 2>&1 || { \
 		echo "cargo-generate-rpm not found: installing it (cargo install --locked cargo-generate-rpm)"; \
 		$(CARGO) install --locked cargo-generate-rpm; }
-	$(CARGO) generate-rpm -p packaging
-	@ls target/generate-rpm/*.rpm
+	$(CARGO) generate-rpm -p packaging --target $(RELEASE_TARGET)
+	@ls target/$(RELEASE_TARGET)/generate-rpm/*.rpm 2>/dev/null || ls target/generate-rpm/*.rpm

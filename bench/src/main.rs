@@ -15,11 +15,13 @@
 mod basics;
 mod chain;
 mod concurrency;
+mod floor_chain;
 mod floors;
 mod host_local;
 mod lab;
 mod machine;
 mod report;
+mod report_goals;
 mod stats;
 mod wrapper;
 
@@ -48,12 +50,14 @@ struct Options {
     /// `--only chain`: ours' chain rows (both backends, with their
     /// 0-attached controls) alone, no reference lab.
     only_chain: bool,
+    /// `--only floor`: the floor row alone.
+    only_floor: bool,
     /// `--rounds N`: repetitions per point instead of the default.
     rounds: Option<usize>,
 }
 
 const USAGE: &str = "usage: cni-bench [--ours DIR] [--reference DIR] [--out DIR] [--quick]
-                 [--only podman|chain] [--rounds N] [--attached N,M,...]
+                 [--only podman|chain|floor] [--rounds N] [--attached N,M,...]
 
   --ours DIR       this project's plugins (default: the directory of cni-bench)
   --reference DIR  the Go reference plugins (default: /usr/lib/cni)
@@ -63,6 +67,8 @@ const USAGE: &str = "usage: cni-bench [--ours DIR] [--reference DIR] [--out DIR]
                    portmap, firewall, tuning), ours vs the reference
   --only chain     only ours' chain rows on both backends, each N beside
                    its 0-attached control (no reference, no other scenario)
+  --only floor     only the floor row (the chain's kernel work in this
+                   process, no exec)
   --rounds N       N timed rounds per point (default 40, 3 with --quick)
   --attached LIST  the attached counts measured, e.g. 0,500 (default
                    0,100,500; 0,10 with --quick)
@@ -85,6 +91,7 @@ fn parse_args() -> Fallible<Options> {
         quick: false,
         only_podman: false,
         only_chain: false,
+        only_floor: false,
         rounds: None,
     };
     let mut args = std::env::args().skip(1);
@@ -103,9 +110,10 @@ fn parse_args() -> Fallible<Options> {
             "--only" => match value()?.as_str() {
                 "podman" => o.only_podman = true,
                 "chain" => o.only_chain = true,
+                "floor" => o.only_floor = true,
                 other => {
                     return Err(format!(
-                        "--only: unknown scenario {other:?} (known: podman, chain)"
+                        "--only: unknown scenario {other:?} (known: podman, chain, floor)"
                     ));
                 }
             },
@@ -238,6 +246,28 @@ fn run(o: &Options) -> Fallible<Value> {
             "duration_seconds": started.elapsed().as_secs_f64(),
         }));
     }
+    // A failed floor row costs its own figures only, not the run.
+    let floor_chain = floor_chain::measure(&o.ours, reps(o, 0)).unwrap_or_else(|e| {
+        eprintln!("cni-bench: floor row: {e}");
+        json!({ "error": e })
+    });
+    check_interrupted()?;
+    if o.only_floor {
+        return Ok(json!({
+            "only": "floor",
+            "machine": machine::describe(&o.ours, &o.reference),
+            "load_average": {"start": load_before, "end": machine::load_average()},
+            "floor_chain": floor_chain,
+            "duration_seconds": started.elapsed().as_secs_f64(),
+        }));
+    }
+    eprintln!(
+        "[{:>4.0}s] floor (one process, netlink): ADD {:.1} ms, DEL {:.1} ms to published removal ({:.1} ms to the blocking call's return)",
+        started.elapsed().as_secs_f64(),
+        floor_chain["add_ms"].as_f64().unwrap_or(0.0),
+        floor_chain["del_ms"].as_f64().unwrap_or(0.0),
+        floor_chain["del_blocking_ms"].as_f64().unwrap_or(0.0),
+    );
     let mut chain = Map::new();
     let mut conc = Map::new();
     let mut all = variants(o);
@@ -383,6 +413,7 @@ fn run(o: &Options) -> Fallible<Value> {
         "sizes": machine::sizes(&o.ours, &o.reference)?,
         "rss_floor_kb": floor,
         "kernel_floor_ms": kernel,
+        "floor_chain": floor_chain,
         "duration_seconds": started.elapsed().as_secs_f64(),
         "method": [
             "Each variant runs in its own throwaway host namespace (which the bench thread enters, so the runtime execs every plugin there) with its own temporary result cache and host-local dataDir.",
@@ -391,6 +422,7 @@ fn run(o: &Options) -> Fallible<Value> {
             "Latency: median over the repetitions after one warm-up round; the measured container is added, checked and deleted in each round. On iptables, ours and the reference have a lab each and their rounds alternate, so other load on the machine falls on both alike.",
             "Scaling: each of ours also has a control lab that stays at 0 attached and is measured in the same alternating rounds as every N; the goal \"N attached ≤ 1.2× 0 attached\" compares N with that control, measured at the same moment.",
             "Processes: one extra round with every plugin exec'd as `strace -f -e trace=execve` (CNI_PATH pointing at the real plugins, so delegates are traced too).",
+            "Floor row: the chain's kernel work done by the bench process itself over netlink, no exec and no CNI (veth pair into a fresh namespace on the bridge, container address, up and default route, masquerade and one host port as nf_tables transactions; then the rules torn down and the container end deleted). DEL is timed to the published removal (the RTM_DELLINK notification of the host end on a socket subscribed before the request) and, beside it, to the return of the blocking delete call.",
             "Peak RSS: one extra round with every plugin exec'd by a wrapper that `wait4`s it (ru_maxrss: max over the plugin and the descendants it reaped).",
             "Concurrency: N threads released by one barrier, each `Runtime::add` on its own namespace; then N concurrent DELs; leaks counted afterwards (reservation files, host veths, netfilter lines naming a container address or id).",
             "host-local alone: reservations written as files in the shared on-disk format, one untimed DEL first, then ADD/DEL rounds.",

@@ -5,21 +5,23 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-fn ms(v: &Value) -> String {
+use crate::report_goals::{check_goals, del_floor_goal, floor_table, podman_rss_table, rss_goal};
+
+pub(crate) fn ms(v: &Value) -> String {
     v.as_f64().map_or("—".into(), |x| format!("{x:.1}"))
 }
 
-fn ratio(ours: &Value, reference: &Value) -> Option<f64> {
+pub(crate) fn ratio(ours: &Value, reference: &Value) -> Option<f64> {
     let (o, r) = (ours.as_f64()?, reference.as_f64()?);
     (r > 0.0).then(|| o / r)
 }
 
-fn ratio_text(r: Option<f64>) -> String {
+pub(crate) fn ratio_text(r: Option<f64>) -> String {
     r.map_or("—".into(), |r| format!("{r:.2}×"))
 }
 
 /// The chain point of `variant` at `attached` containers.
-fn point<'a>(results: &'a Value, variant: &str, attached: u64) -> &'a Value {
+pub(crate) fn point<'a>(results: &'a Value, variant: &str, attached: u64) -> &'a Value {
     results["chain"][variant]
         .as_array()
         .and_then(|pts| {
@@ -60,6 +62,10 @@ pub fn markdown(results: &Value) -> String {
         results["load_average"]["start"].as_str().unwrap_or("?"),
         results["load_average"]["end"].as_str().unwrap_or("?"),
     );
+    if results["only"].as_str() == Some("floor") {
+        floor_table(&mut s, results);
+        return s;
+    }
     if results["only"].as_str() == Some("podman") {
         podman_table(&mut s, results);
         return s;
@@ -86,7 +92,7 @@ pub fn markdown(results: &Value) -> String {
     s
 }
 
-fn verdict(met: Option<bool>) -> &'static str {
+pub(crate) fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "**met**",
         Some(false) => "**missed**",
@@ -138,27 +144,9 @@ fn goals(s: &mut String, r: &Value, max_attached: u64) {
             )),
         );
     }
-    // 3. Peak RSS <= 1/2, per plugin tree and verb.
-    let o = &point(r, "ours/iptables", 0)["rss_kb"];
-    let g = &point(r, "reference/iptables", 0)["rss_kb"];
-    let mut worst: Option<(f64, String)> = None;
-    for verb in ["ADD", "DEL"] {
-        for plugin in ["bridge", "portmap"] {
-            if let Some(q) = ratio(&o[verb][plugin], &g[verb][plugin])
-                && worst.as_ref().is_none_or(|(w, _)| q > *w)
-            {
-                worst = Some((q, format!("{plugin} {verb}")));
-            }
-        }
-    }
-    let _ = writeln!(
-        s,
-        "| peak RSS ≤ 1/2 of the reference (per plugin invocation, with its children; iptables) | worst: {} | {} |",
-        worst
-            .as_ref()
-            .map_or("—".into(), |(q, w)| format!("{w} {q:.2}×")),
-        verdict(worst.as_ref().map(|(q, _)| *q <= 0.5)),
-    );
+    del_floor_goal(s, r);
+    check_goals(s, r, max_attached);
+    rss_goal(s, r);
     // 4. Binary size.
     let q = ratio(&r["sizes"]["ours_total"], &r["sizes"]["reference_total"]);
     let _ = writeln!(
@@ -217,18 +205,22 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
             let _ = writeln!(
                 s,
                 "### {ours} (the Go 1.1.1 reference has no nftables backend: ours alone)\n\n\
-                 | attached | reps | ADD | CHECK | DEL | ADD+DEL |\n|---|---|---|---|---|---|"
+                 | attached | reps | ADD | CHECK | DEL | ADD+DEL | ADD/floor | DEL/floor | ADD+DEL/floor |\n|---|---|---|---|---|---|---|---|---|"
             );
             for &n in attached {
                 let p = point(r, ours, n);
+                let f = &r["floor_chain"];
                 let _ = writeln!(
                     s,
-                    "| {n} | {} | {} | {} | {} | {} |",
+                    "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     p["reps"],
                     ms(&p["add_ms"]),
                     check_cell(p),
                     ms(&p["del_ms"]),
-                    ms(&p["add_del_ms"])
+                    ms(&p["add_del_ms"]),
+                    ratio_text(ratio(&p["add_ms"], &f["add_ms"])),
+                    ratio_text(ratio(&p["del_ms"], &f["del_ms"])),
+                    ratio_text(ratio(&p["add_del_ms"], &f["add_del_ms"]))
                 );
             }
             let _ = writeln!(s);
@@ -237,7 +229,7 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
         let _ = writeln!(
             s,
             "### {ours} vs {reference}\n\n\
-             | attached | verb | ours | reference | ours/reference |\n|---|---|---|---|---|"
+             | attached | verb | ours | reference | ours/reference | floor | ours/floor |\n|---|---|---|---|---|---|---|"
         );
         for &n in attached {
             let (o, g) = (point(r, ours, n), point(r, reference, n));
@@ -252,10 +244,13 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
                 } else {
                     (ms(&o[key]), ms(&g[key]))
                 };
+                let f = &r["floor_chain"][key];
                 let _ = writeln!(
                     s,
-                    "| {n} | {verb} | {oc} | {gc} | {} |",
-                    ratio_text(ratio(&o[key], &g[key]))
+                    "| {n} | {verb} | {oc} | {gc} | {} | {} | {} |",
+                    ratio_text(ratio(&o[key], &g[key])),
+                    ms(f),
+                    ratio_text(ratio(&o[key], f))
                 );
             }
         }
@@ -333,6 +328,7 @@ fn chain_tables(s: &mut String, r: &Value, attached: &[u64]) {
         ms(&k["ip_veth_add_ms"]),
         ms(&k["ip_veth_del_ms"])
     );
+    floor_table(s, r);
     let _ = writeln!(s, "\n![latency against attached containers](latency.png)\n");
 }
 
@@ -493,6 +489,7 @@ fn rss_table(s: &mut String, r: &Value) {
             );
         }
     }
+    podman_rss_table(s, r);
     let f = &r["rss_floor_kb"];
     let _ = writeln!(
         s,

@@ -85,7 +85,7 @@ pub fn delete_udp_entries_for_ports(ipv6: bool, ports: &[u16]) -> Result<usize> 
         sock.dump(&dump, |_, payload| {
             stale.extend(matching_entry(payload, ports))
         })?;
-        let mut buf = vec![0u8; 1 << 16];
+        let mut buf = Vec::with_capacity(crate::nfnl::socket::RECV_BUFFER);
         let mut deleted = 0;
         for (i, entry) in stale.iter().enumerate() {
             let seq = 2 + i as u32;
@@ -97,7 +97,7 @@ pub fn delete_udp_entries_for_ports(ipv6: bool, ports: &[u16]) -> Result<usize> 
                 family,
                 &entry.attrs,
             ))?;
-            let n = sock.recv(&mut buf)?;
+            let n = sock.recv_into(&mut buf)?;
             for (kind, payload) in messages(&buf[..n]) {
                 if kind == NLMSG_ERROR {
                     match error_code(payload) {

@@ -140,12 +140,28 @@ impl Socket {
         }
     }
 
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is writable for buf.len() bytes.
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    /// Receive one datagram into `buf`'s capacity (its contents are
+    /// replaced). Unlike a zero-filled buffer, memory the kernel does not
+    /// write is never touched, so a large receive buffer costs no resident
+    /// pages beyond the reply's own.
+    pub fn recv_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        buf.clear();
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: spare is writable for spare.len() bytes; recv writes at
+        // most that many and returns how many it wrote.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                0,
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: the kernel initialised the first n bytes.
+        unsafe { buf.set_len(n as usize) };
         Ok(n as usize)
     }
 
@@ -171,9 +187,9 @@ impl Socket {
         mut each: impl FnMut(u16, &[u8]),
     ) -> io::Result<()> {
         self.send(request)?;
-        let mut buf = vec![0u8; 1 << 16];
+        let mut buf = Vec::with_capacity(RECV_BUFFER);
         loop {
-            let n = self.recv(&mut buf)?;
+            let n = self.recv_into(&mut buf)?;
             if n == 0 {
                 return Ok(());
             }
@@ -191,6 +207,10 @@ impl Socket {
         }
     }
 }
+
+/// Capacity of a receive buffer: a dump datagram is at most a page or
+/// two, an ack smaller still; what is not written is never touched.
+pub const RECV_BUFFER: usize = 1 << 16;
 
 impl Drop for Socket {
     fn drop(&mut self) {

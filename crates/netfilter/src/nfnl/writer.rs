@@ -635,9 +635,9 @@ impl Batch {
         with_socket(|sock| {
             sock.send(&all)?;
             let mut acked = 0;
-            let mut buf = vec![0u8; 1 << 16];
+            let mut buf = Vec::with_capacity(crate::nfnl::socket::RECV_BUFFER);
             while acked < n {
-                let len = sock.recv(&mut buf)?;
+                let len = sock.recv_into(&mut buf)?;
                 for (kind, payload) in messages(&buf[..len]) {
                     if kind == NLMSG_ERROR {
                         match error_code(payload) {
