@@ -21,6 +21,7 @@ mod host_local;
 mod lab;
 mod machine;
 mod report;
+mod report_cells;
 mod report_goals;
 mod stats;
 mod wrapper;

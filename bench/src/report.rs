@@ -5,31 +5,8 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+use crate::report_cells::{ms, point, ratio, ratio_text, verdict};
 use crate::report_goals::{check_goals, del_floor_goal, floor_table, podman_rss_table, rss_goal};
-
-pub(crate) fn ms(v: &Value) -> String {
-    v.as_f64().map_or("—".into(), |x| format!("{x:.1}"))
-}
-
-pub(crate) fn ratio(ours: &Value, reference: &Value) -> Option<f64> {
-    let (o, r) = (ours.as_f64()?, reference.as_f64()?);
-    (r > 0.0).then(|| o / r)
-}
-
-pub(crate) fn ratio_text(r: Option<f64>) -> String {
-    r.map_or("—".into(), |r| format!("{r:.2}×"))
-}
-
-/// The chain point of `variant` at `attached` containers.
-pub(crate) fn point<'a>(results: &'a Value, variant: &str, attached: u64) -> &'a Value {
-    results["chain"][variant]
-        .as_array()
-        .and_then(|pts| {
-            pts.iter()
-                .find(|p| p["attached"].as_u64() == Some(attached))
-        })
-        .unwrap_or(&Value::Null)
-}
 
 const VARIANTS: &[(&str, &str)] = &[
     ("ours/iptables", "reference/iptables"),
@@ -90,14 +67,6 @@ pub fn markdown(results: &Value) -> String {
     host_local_table(&mut s, results);
     method(&mut s, results);
     s
-}
-
-pub(crate) fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "**met**",
-        Some(false) => "**missed**",
-        None => "not measured",
-    }
 }
 
 fn goals(s: &mut String, r: &Value, max_attached: u64) {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::report::{ms, point, ratio, ratio_text, verdict};
+use crate::report_cells::{ms, point, ratio, ratio_text, verdict};
 
 /// Programs that are plugins, not helpers: on CHECK every other program
 /// executed is a helper the goal wants gone.
