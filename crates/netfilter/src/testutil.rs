@@ -34,3 +34,23 @@ pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
     let handle = ns.open().expect("open the netns");
     handle.run(f).expect("test body ran in the netns")
 }
+
+/// The host-port attachment the CHECK tests set up: network "n", the given
+/// IPv4 address in a /24 plus 2001:db8::2/64, mark-bit SNAT.
+pub fn hostports<'a>(
+    cid: &'a str,
+    ip: &str,
+    maps: &'a [crate::hostports::PortMapping],
+) -> crate::hostports::HostPorts<'a> {
+    crate::hostports::HostPorts {
+        network: "n",
+        container_id: cid,
+        ipv4: Some(format!("{ip}/24").parse().expect("address")),
+        ipv6: Some("2001:db8::2/64".parse().expect("address")),
+        mappings: maps,
+        snat: crate::hostports::Snat::MarkBit(13),
+        masq_all: false,
+        conditions_v4: &[],
+        conditions_v6: &[],
+    }
+}

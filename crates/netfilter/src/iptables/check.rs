@@ -152,24 +152,12 @@ fn check_encoded(
 #[cfg(test)]
 mod tests {
     use crate::exec::processes_spawned_on_this_thread as spawned;
-    use crate::hostports::{HostPorts, PortMapping, Protocol, Snat};
+    use crate::hostports::{PortMapping, Protocol};
     use crate::testutil::run;
     use crate::types::Attachment;
     use ipnetwork::IpNetwork;
 
-    fn hp<'a>(cid: &'a str, ip: &str, maps: &'a [PortMapping]) -> HostPorts<'a> {
-        HostPorts {
-            network: "n",
-            container_id: cid,
-            ipv4: Some(format!("{ip}/24").parse().expect("address")),
-            ipv6: Some("2001:db8::2/64".parse().expect("address")),
-            mappings: maps,
-            snat: Snat::MarkBit(13),
-            masq_all: false,
-            conditions_v4: &[],
-            conditions_v6: &[],
-        }
-    }
+    use crate::testutil::hostports as hp;
 
     /// CHECK of host ports and masquerade passes with no process on a
     /// good attachment among others, and names what is gone or altered.

@@ -193,23 +193,11 @@ fn masquerade_rules(att: &Attachment<'_>, addrs: &[IpNetwork]) -> io::Result<Opt
 mod tests {
     use super::*;
     use crate::exec::processes_spawned_on_this_thread as spawned;
-    use crate::hostports::{PortMapping, Protocol, Snat};
+    use crate::hostports::{PortMapping, Protocol};
     use crate::names::NFT_HOSTPORTS_CHAIN;
     use crate::testutil::run;
 
-    fn hp<'a>(cid: &'a str, ip: &str, maps: &'a [PortMapping]) -> HostPorts<'a> {
-        HostPorts {
-            network: "n",
-            container_id: cid,
-            ipv4: Some(format!("{ip}/24").parse().expect("address")),
-            ipv6: Some("2001:db8::2/64".parse().expect("address")),
-            mappings: maps,
-            snat: Snat::MarkBit(13),
-            masq_all: false,
-            conditions_v4: &[],
-            conditions_v6: &[],
-        }
-    }
+    use crate::testutil::hostports as hp;
 
     fn handle_of(listing: &str, needle: &str) -> String {
         let line = listing
