@@ -3,8 +3,8 @@
 //! every container; after DEL nothing of the attachment may be left.
 
 use integration::{
-    Invocation, Netns, Outcome, Topology, can_run, dir_entries, normalize_result, plugin,
-    reference_plugin, temp_dir,
+    Invocation, Netns, Outcome, ProcessLog, Topology, can_run, dir_entries, normalize_result,
+    plugin, reference_plugin, temp_dir,
 };
 use serde_json::{Value, json};
 use std::path::Path;
@@ -1409,59 +1409,6 @@ fn enabledad_waits_for_duplicate_address_detection() {
     assert!(info.get("tentative").is_none(), "{info}");
     net.del(host, c1, "ctrdad");
     assert_nothing_left(&net, host, "ctrdad");
-}
-
-/// PATH with logging wrappers in front of the netfilter programs: counts
-/// the processes a plugin run really starts.
-struct ProcessLog {
-    dir: tempfile::TempDir,
-}
-
-impl ProcessLog {
-    const PROGRAMS: [&str; 7] = [
-        "iptables",
-        "ip6tables",
-        "iptables-save",
-        "ip6tables-save",
-        "iptables-restore",
-        "ip6tables-restore",
-        "nft",
-    ];
-
-    fn new() -> ProcessLog {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("cnit-proclog");
-        for p in Self::PROGRAMS {
-            let real = ["/usr/sbin", "/sbin", "/usr/bin"]
-                .iter()
-                .map(|d| format!("{d}/{p}"))
-                .find(|c| Path::new(c).exists())
-                .unwrap();
-            let script = format!(
-                "#!/bin/sh\necho {p} >> {}\nexec {real} \"$@\"\n",
-                dir.path().join("log").display()
-            );
-            let path = dir.path().join(p);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        ProcessLog { dir }
-    }
-
-    fn path_env(&self) -> String {
-        format!(
-            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-            self.dir.path().display()
-        )
-    }
-
-    /// Processes logged since the last call.
-    fn take(&self) -> Vec<String> {
-        let log = self.dir.path().join("log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
-        text.lines().map(str::to_string).collect()
-    }
 }
 
 /// `<program> -t nat <spec>` (or `nft <spec>`), the spec as the listing
