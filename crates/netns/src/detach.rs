@@ -83,12 +83,42 @@ pub fn request(
     })
 }
 
-/// Start a helper that inherits `fds` and ends at once: when the caller
-/// then closes its own copies, the helper's exit is the last release of
-/// each, and whatever the kernel does on that release happens in it.
-pub fn hold(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    spawn(&raw, &mut || {})
+/// Start a helper that inherits `fds` and keeps them until the returned
+/// guard is dropped: close your own copies of `fds` first, then drop the
+/// guard. The helper's exit is then the last release of each, and whatever
+/// the kernel does on that release happens in it. (A helper that ended at
+/// once would race the caller's close: on the second core it usually wins,
+/// and the caller's close became the last release again.)
+pub fn hold(fds: &[BorrowedFd<'_>]) -> io::Result<OwnedFd> {
+    let (release_r, release_w) = pipe()?;
+    let rd = release_r.as_raw_fd();
+    let mut raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    raw.push(rd);
+    spawn(&raw, &mut || {
+        // Wait for end of file: every copy of the write end is closed (the
+        // caller dropped the guard, or exited).
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: a one-byte read into the stack.
+            let n = unsafe { libc::read(rd, (&raw mut byte).cast(), 1) };
+            if n == 0 || (n < 0 && errno() != libc::EINTR) {
+                break;
+            }
+        }
+    })?;
+    drop(release_r);
+    Ok(release_w)
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a local array; checked.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// The errno of the `NLMSG_ERROR` reply to `seq` in one datagram.
@@ -319,10 +349,23 @@ mod tests {
     }
 
     #[test]
-    fn held_descriptor_outlives_our_copy_only_until_the_helper_ends() {
+    fn held_descriptor_outlives_our_copy_until_the_guard_is_dropped() {
         let (r, w) = pair(0, 0);
-        hold(&[w.as_fd()]).expect("helper");
+        let guard = hold(&[w.as_fd()]).expect("helper");
         drop(w);
+        // The helper still holds the write end: no end of file yet.
+        let mut p = libc::pollfd {
+            fd: r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one local pollfd.
+        assert_eq!(
+            unsafe { libc::poll(&mut p, 1, 200) },
+            0,
+            "helper ended early"
+        );
+        drop(guard);
         assert_eq!(read_all(&r), Some(vec![]));
     }
 

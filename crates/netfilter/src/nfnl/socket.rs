@@ -301,9 +301,11 @@ fn hand_over_released() {
     }
     let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
     // Failing to start the helper only means waiting here, as before.
-    let _ = netns::detach::hold(&borrowed);
+    let guard = netns::detach::hold(&borrowed);
     drop(borrowed);
     drop(fds);
+    // Only now may the helper end, so its exit is the last release.
+    drop(guard);
 }
 
 /// A netfilter netlink message: header, nfgenmsg, attributes.
