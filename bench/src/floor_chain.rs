@@ -25,8 +25,11 @@ use crate::Fallible;
 use crate::lab::{Chain, Lab, Variant};
 use crate::stats::median_ms;
 
-const NETWORK: &str = "benchfloor";
-const BRIDGE: &str = "floor0";
+/// The lab's network and bridge: with containers attached by the plugins
+/// first, the floor's own container joins the same bridge and the same
+/// nf_tables structures as theirs.
+const NETWORK: &str = crate::lab::NETWORK;
+const BRIDGE: &str = "bench0";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 91, 0, 1);
 const RTMGRP_LINK: u32 = 1;
 const RTM_DELLINK: u16 = 17;
@@ -133,6 +136,13 @@ fn delete_link_blocking(fd: &OwnedFd, index: u32) -> Fallible<()> {
     Ok(())
 }
 
+/// Wait for a delete request started by a round: how long it blocked.
+fn join_delete(handle: std::thread::JoinHandle<Fallible<Duration>>) -> Fallible<Duration> {
+    handle
+        .join()
+        .map_err(|_| "floor: the delete thread panicked".to_string())?
+}
+
 /// Read notifications until the RTM_DELLINK of `index`: when it was read.
 fn wait_dellink(fd: &OwnedFd, index: u32) -> Fallible<Instant> {
     let mut buf = vec![0u8; 32 * 1024];
@@ -181,14 +191,17 @@ fn rules<'a>(id: &'a str, ip: IpNetwork, mappings: &'a [PortMapping]) -> HostPor
 
 /// Medians over `reps` rounds (after one warm-up) of the floor ADD, the
 /// floor DEL to published removal and to the blocking call's return, and
-/// the two removal times on their own.
-pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
-    let lab = Lab::new(Variant {
+/// the two removal times on their own — on a node with `attached`
+/// containers already on the bridge (attached by our plugins, nftables
+/// backend), so the kernel's own growth with N can be told from ours.
+pub fn measure(ours: &Path, reps: usize, attached: usize) -> Fallible<Value> {
+    let mut lab = Lab::new(Variant {
         implementation: "ours",
         backend: "nftables",
         plugin_dir: ours.to_path_buf(),
         chain: Chain::Bench,
     })?;
+    lab.attach_until(attached)?;
     lab.enter()?;
     let host = Netlink::current().map_err(err("host connection"))?;
     let bridge = host
@@ -211,6 +224,8 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     // ADD's parts: veth pair, container side, masquerade, host port.
     let mut parts: [Vec<Duration>; 4] = Default::default();
+    // The previous round's blocking delete, still running.
+    let mut pending: Option<std::thread::JoinHandle<Fallible<Duration>>> = None;
     for round in 0..=reps {
         crate::check_interrupted()?;
         lab.enter()?;
@@ -266,16 +281,23 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
             .map_err(|e| format!("floor: enter the container namespace: {e}"))??;
         let monitor = route_socket(RTMGRP_LINK)?;
         let host_index = pair.host.index;
-        let watcher = std::thread::spawn(move || wait_dellink(&monitor, host_index));
+        // As the plugins do: the blocking request runs beside us, DEL ends
+        // at the published removal, and the next round starts while the
+        // kernel still finishes this one (the request is joined after the
+        // next round's ADD), so the kernel's deferred work lands in the
+        // same places as in the chain's rounds.
+        let eth0_index = eth0.index;
         let requested = Instant::now();
-        delete_link_blocking(&requester, eth0.index)?;
-        let blocking = requested.elapsed();
-        let published = watcher
-            .join()
-            .map_err(|_| "floor: the notification thread panicked".to_string())??
-            .saturating_duration_since(requested);
+        let deleter = std::thread::spawn(move || {
+            delete_link_blocking(&requester, eth0_index).map(|()| requested.elapsed())
+        });
+        let published = wait_dellink(&monitor, host_index)?.saturating_duration_since(requested);
         drop(cont);
         drop(ns);
+        let blocking = match pending.replace(deleter) {
+            Some(previous) => join_delete(previous)?,
+            None => Duration::ZERO,
+        };
         if round == 0 {
             continue;
         }
@@ -288,15 +310,25 @@ pub fn measure(ours: &Path, reps: usize) -> Fallible<Value> {
         }
         rules_del.push(r);
         removal_pub.push(published);
-        removal_blk.push(blocking);
+        // The previous round's request (its rules teardown is not known
+        // here: this round's stands in for it).
+        if round > 1 {
+            removal_blk.push(blocking);
+            del_blk.push(r + blocking);
+        }
         del_pub.push(r + published);
-        del_blk.push(r + blocking);
+    }
+    if let Some(last) = pending.take() {
+        let blocking = join_delete(last)?;
+        removal_blk.push(blocking);
+        del_blk.push(rules_del.last().copied().unwrap_or_default() + blocking);
     }
     drop(host);
     drop(lab);
     let add_del: Vec<Duration> = add.iter().zip(&del_pub).map(|(a, d)| *a + *d).collect();
     Ok(json!({
         "reps": reps,
+        "attached": attached,
         "add_ms": median_ms(&add),
         "del_ms": median_ms(&del_pub),
         "del_blocking_ms": median_ms(&del_blk),

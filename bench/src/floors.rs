@@ -117,6 +117,12 @@ pub fn rss(ours: &Path, reference: &Path) -> Fallible<Value> {
 pub fn kernel(ours: &Path) -> Fallible<Value> {
     let lab = Lab::new(scratch(ours))?;
     let (mut exec, mut add, mut del) = (Vec::new(), Vec::new(), Vec::new());
+    // Each plugin of the bench chain answering VERSION: the start-up and
+    // exit every verb pays once per plugin (the process floor under DEL).
+    let mut version: Vec<(&str, Vec<std::time::Duration>)> = ["bridge", "host-local", "portmap"]
+        .into_iter()
+        .map(|p| (p, Vec::new()))
+        .collect();
     let run = |args: &[&str]| -> Fallible<std::time::Duration> {
         let t = Instant::now();
         lab.ip(args)?;
@@ -127,6 +133,9 @@ pub fn kernel(ours: &Path) -> Fallible<Value> {
         let t = Instant::now();
         let _ = std::process::Command::new("true").status();
         exec.push(t.elapsed());
+        for (plugin, times) in &mut version {
+            times.push(version_exec(&ours.join(*plugin))?);
+        }
         let name = format!("vfloor{i}");
         add.push(run(&[
             "link",
@@ -143,9 +152,39 @@ pub fn kernel(ours: &Path) -> Fallible<Value> {
         del.push(run(&["link", "del", &name])?);
     }
     drop(lab);
+    let version_ms: Map<String, Value> = version
+        .iter()
+        .map(|(p, t)| ((*p).to_string(), json!(median_ms(t))))
+        .collect();
     Ok(json!({
         "exec_true_ms": median_ms(&exec),
+        "exec_version_ms": version_ms,
         "ip_veth_add_ms": median_ms(&add),
         "ip_veth_del_ms": median_ms(&del),
     }))
+}
+
+/// Spawn `bin` with `CNI_COMMAND=VERSION` and a config on stdin, as a
+/// runtime does, and wait for it: the whole start-to-exit of one plugin.
+fn version_exec(bin: &Path) -> Fallible<std::time::Duration> {
+    use std::io::Write;
+    let t = Instant::now();
+    let mut child = std::process::Command::new(bin)
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"{\"cniVersion\":\"1.0.0\"}");
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("wait for {}: {e}", bin.display()))?;
+    let elapsed = t.elapsed();
+    if !out.status.success() {
+        return Err(format!("{} VERSION: {}", bin.display(), out.status));
+    }
+    Ok(elapsed)
 }

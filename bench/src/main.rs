@@ -248,17 +248,31 @@ fn run(o: &Options) -> Fallible<Value> {
         }));
     }
     // A failed floor row costs its own figures only, not the run.
-    let floor_chain = floor_chain::measure(&o.ours, reps(o, 0)).unwrap_or_else(|e| {
-        eprintln!("cni-bench: floor row: {e}");
-        json!({ "error": e })
-    });
+    let floor_at = |n: usize| {
+        floor_chain::measure(&o.ours, reps(o, n), n).unwrap_or_else(|e| {
+            eprintln!("cni-bench: floor row at {n} attached: {e}");
+            json!({ "error": e })
+        })
+    };
+    let floor_chain = floor_at(0);
     check_interrupted()?;
+    // The same kernel work with the largest N attached: how much of the
+    // chain's growth with N is the kernel's own.
+    let max_attached = o.attached.iter().copied().max().unwrap_or(0);
+    let floor_chain_max = if max_attached > 0 {
+        let f = floor_at(max_attached);
+        check_interrupted()?;
+        f
+    } else {
+        Value::Null
+    };
     if o.only_floor {
         return Ok(json!({
             "only": "floor",
             "machine": machine::describe(&o.ours, &o.reference),
             "load_average": {"start": load_before, "end": machine::load_average()},
             "floor_chain": floor_chain,
+            "floor_chain_max": floor_chain_max,
             "duration_seconds": started.elapsed().as_secs_f64(),
         }));
     }
@@ -269,6 +283,14 @@ fn run(o: &Options) -> Fallible<Value> {
         floor_chain["del_ms"].as_f64().unwrap_or(0.0),
         floor_chain["del_blocking_ms"].as_f64().unwrap_or(0.0),
     );
+    if !floor_chain_max.is_null() {
+        eprintln!(
+            "[{:>4.0}s] floor at {max_attached} attached: ADD {:.1} ms, DEL {:.1} ms to published removal",
+            started.elapsed().as_secs_f64(),
+            floor_chain_max["add_ms"].as_f64().unwrap_or(0.0),
+            floor_chain_max["del_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
     let mut chain = Map::new();
     let mut conc = Map::new();
     let mut all = variants(o);
@@ -358,6 +380,8 @@ fn run(o: &Options) -> Fallible<Value> {
             "attached": o.attached,
             "chain": chain,
             "control_at_0": controls,
+            "floor_chain": floor_chain,
+            "floor_chain_max": floor_chain_max,
             "duration_seconds": started.elapsed().as_secs_f64(),
         }));
     }
@@ -415,6 +439,7 @@ fn run(o: &Options) -> Fallible<Value> {
         "rss_floor_kb": floor,
         "kernel_floor_ms": kernel,
         "floor_chain": floor_chain,
+        "floor_chain_max": floor_chain_max,
         "duration_seconds": started.elapsed().as_secs_f64(),
         "method": [
             "Each variant runs in its own throwaway host namespace (which the bench thread enters, so the runtime execs every plugin there) with its own temporary result cache and host-local dataDir.",

@@ -6,7 +6,9 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use crate::report_cells::{ms, point, ratio, ratio_text, verdict};
-use crate::report_goals::{check_goals, del_floor_goal, floor_table, podman_rss_table, rss_goal};
+use crate::report_goals::{
+    check_goals, del_floor_goal, floor_growth, floor_table, podman_rss_table, rss_goal,
+};
 
 const VARIANTS: &[(&str, &str)] = &[
     ("ours/iptables", "reference/iptables"),
@@ -100,9 +102,20 @@ fn goals(s: &mut String, r: &Value, max_attached: u64) {
             })
             .map_or(&Value::Null, |p| &p["add_del_ms"]);
         let q = ratio(f, z);
+        // Beside it, the kernel's own growth: the floor row at the same N.
+        let kernel = floor_growth(r)
+            .filter(|g| g.2 == max_attached)
+            .zip(f.as_f64().zip(z.as_f64()))
+            .map_or(String::new(), |((a, n, _), (o, c))| {
+                format!(
+                    "; the floor row (the same kernel work, one process, no exec) grows from {a:.1} to {n:.1} ms ({:+.1} ms), ours by {:+.1} ms",
+                    n - a,
+                    o - c
+                )
+            });
         let _ = writeln!(
             s,
-            "| ours at {max_attached} attached ≤ 1.2× ours at 0 ({b}, ADD+DEL; 0 = control lab in the same rounds) | {} ms vs {} ms = {} | {}{} |",
+            "| ours at {max_attached} attached ≤ 1.2× ours at 0 ({b}, ADD+DEL; 0 = control lab in the same rounds) | {} ms vs {} ms = {} | {}{}{kernel} |",
             ms(f),
             ms(z),
             ratio_text(q),
