@@ -105,10 +105,21 @@ pub fn hold(fds: &[BorrowedFd<'_>]) -> io::Result<OwnedFd> {
                 break;
             }
         }
+        // One RCU grace period before the release: work the kernel
+        // deferred past a grace period (nf_tables' destruction of deleted
+        // rules) is then done, and the release has nothing left to wait
+        // for while holding its locks (nf_tables' commit mutex, which the
+        // next plugin's transaction in this namespace needs). Best effort:
+        // without membarrier the release simply waits as before.
+        // SAFETY: membarrier(2) takes no pointers.
+        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
     })?;
     drop(release_r);
     Ok(release_w)
 }
+
+/// membarrier(2)'s command that waits for an RCU grace period.
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
 
 /// A close-on-exec pipe: (read end, write end).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
