@@ -9,7 +9,9 @@
 //! `/proc/sys` by comparing against one entry per network namespace that
 //! ever looked there, newest first: on a node with hundreds of containers a
 //! full-path open from the (old) host namespace costs about 0.1 ms, every
-//! time. Resolved once, the rest of each path is a short lookup.
+//! time. Resolved once, the rest of each path is a short lookup (and the
+//! first level below `net`, slow in a namespace with many devices, is
+//! cached the same way).
 
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -38,12 +40,24 @@ fn open_at(dir: Option<&OwnedFd>, path: &str, flags: libc::c_int) -> io::Result<
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// One thread's open `/proc/sys/net` and the directories below it it has
+/// used (`ipv4`, `ipv6`, ...), for the namespace they were opened in.
+struct NetDirs {
+    netns: (u64, u64),
+    net: OwnedFd,
+    below: Vec<(String, OwnedFd)>,
+}
+
 thread_local! {
-    static NET_DIR: RefCell<Option<((u64, u64), OwnedFd)>> = const { RefCell::new(None) };
+    static NET_DIR: RefCell<Option<NetDirs>> = const { RefCell::new(None) };
 }
 
 /// Open `/proc/sys/<key>` with `flags`: through this thread's cached
-/// `/proc/sys/net` for `net/` keys, by full path otherwise.
+/// `/proc/sys/net` and first-level directory for `net/` keys, by full path
+/// otherwise. The first level is cached too: in a namespace with hundreds
+/// of devices, resolving `ipv4` or `ipv6` under `net` costs 70–110 µs
+/// every time (3–4 µs with a few), while the rest of the path, resolved
+/// from the open directory, stays at a few µs.
 fn open(key: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let key = key.trim_start_matches('/');
     let Some(rest) = key.strip_prefix("net/") else {
@@ -52,11 +66,30 @@ fn open(key: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let ns = current_netns()?;
     NET_DIR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(cached, _)| *cached != ns) {
-            let dir = open_at(None, "/proc/sys/net", libc::O_PATH | libc::O_DIRECTORY)?;
-            *slot = Some((ns, dir));
+        if slot.as_ref().is_none_or(|d| d.netns != ns) {
+            let net = open_at(None, "/proc/sys/net", libc::O_PATH | libc::O_DIRECTORY)?;
+            *slot = Some(NetDirs {
+                netns: ns,
+                net,
+                below: Vec::new(),
+            });
         }
-        open_at(slot.as_ref().map(|(_, d)| d), rest, flags)
+        let Some(dirs) = slot.as_mut() else {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        };
+        let Some((first, tail)) = rest
+            .split_once('/')
+            .filter(|(f, t)| !f.is_empty() && !t.is_empty())
+        else {
+            return open_at(Some(&dirs.net), rest, flags);
+        };
+        if let Some((_, dir)) = dirs.below.iter().find(|(name, _)| name == first) {
+            return open_at(Some(dir), tail, flags);
+        }
+        let dir = open_at(Some(&dirs.net), first, libc::O_PATH | libc::O_DIRECTORY)?;
+        let file = open_at(Some(&dir), tail, flags);
+        dirs.below.push((first.to_string(), dir));
+        file
     })
 }
 
