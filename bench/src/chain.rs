@@ -22,6 +22,22 @@ use crate::wrapper::{self, Mode};
 /// rounds are interleaved (round 1 of each, round 2 of each, ...), so load
 /// from elsewhere on the machine falls on every implementation alike.
 pub fn measure(labs: &[&Lab], reps: usize) -> Fallible<Vec<Value>> {
+    measure_container(labs, reps, ContainerIpv6::AsCreated)
+}
+
+/// The measured container's IPv6, as its namespace has it before ADD.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ContainerIpv6 {
+    /// A new namespace's default: on (a link-local address, MLD reports).
+    AsCreated,
+    /// `disable_ipv6=1` for `all` and `default` in the container's
+    /// namespace before ADD (a runtime or image may do that; the plugins
+    /// never do), so its `eth0` sends no IPv6 at all.
+    Off,
+}
+
+/// [`measure`], with the measured containers' IPv6 as `ipv6` says.
+pub fn measure_container(labs: &[&Lab], reps: usize, ipv6: ContainerIpv6) -> Fallible<Vec<Value>> {
     struct Series {
         /// Kept alive (the measured container) until the series is done.
         _ns: TempNetns,
@@ -35,6 +51,9 @@ pub fn measure(labs: &[&Lab], reps: usize) -> Fallible<Vec<Value>> {
     let mut series = Vec::new();
     for _ in labs {
         let ns = TempNetns::new("cni-bench-ctr").map_err(|e| e.to_string())?;
+        if ipv6 == ContainerIpv6::Off {
+            disable_ipv6(&ns)?;
+        }
         let mut att = Attachment::new("measured", &ns.path().display().to_string(), "eth0");
         att.capability_args
             .insert("portMappings".into(), port_mapping(MEASURED_HOST_PORT));
@@ -276,4 +295,18 @@ fn instrumented_round(lab: &Lab, att: &Attachment) -> Fallible<Value> {
         execs.insert(verb.into(), json!({"total": total, "by_program": programs}));
     }
     Ok(json!({"rss_kb": rss, "wall_ms": wall, "calls": calls, "execs": execs}))
+}
+
+/// IPv6 off in namespace `ns` for every interface it has and will have.
+fn disable_ipv6(ns: &TempNetns) -> Fallible<()> {
+    let handle = ns.open().map_err(|e| e.to_string())?;
+    handle
+        .run(|| -> Fallible<()> {
+            for scope in ["all", "default"] {
+                let path = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
+                std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?
 }

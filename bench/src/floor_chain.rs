@@ -68,7 +68,8 @@ fn route_socket(groups: u32) -> Fallible<OwnedFd> {
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
     addr.nl_groups = groups;
     let tv = libc::timeval {
-        tv_sec: NOTIFY_BOUND.as_secs() as libc::time_t,
+        // A few seconds fit any time_t (whose alias musl deprecates).
+        tv_sec: NOTIFY_BOUND.as_secs().try_into().unwrap_or(2),
         tv_usec: 0,
     };
     // SAFETY: the pointers refer to live locals of the sizes passed.

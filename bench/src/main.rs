@@ -148,6 +148,39 @@ fn parse_args() -> Fallible<Options> {
 /// Repetitions per point. As many at 500 as at 0: a DEL's time is mostly
 /// the kernel's RCU grace periods, which vary by ±10 ms from one DEL to
 /// the next, and the scaling goal compares medians of both.
+/// Ours on each backend at `n` attached and a control lab at 0, measured
+/// in the same interleaved rounds, with the measured container's IPv6 off.
+fn chain_ipv6_off(o: &Options, n: usize, started: Instant) -> Fallible<Value> {
+    let mut out = Map::new();
+    for backend in ["iptables", "nftables"] {
+        let v = Variant {
+            implementation: "ours",
+            backend,
+            plugin_dir: o.ours.clone(),
+            chain: Chain::Bench,
+        };
+        let mut at_n = Lab::new(v.clone())?;
+        let control = Lab::new(v.clone())?;
+        at_n.attach_until(n)?;
+        check_interrupted()?;
+        let pts =
+            chain::measure_container(&[&at_n, &control], reps(o, n), chain::ContainerIpv6::Off)?;
+        let [p, c] = <[Value; 2]>::try_from(pts).map_err(|_| "two points expected".to_string())?;
+        eprintln!(
+            "[{:>4.0}s] {}, measured container's IPv6 off: {n} attached ADD+DEL {:.1} ms, control at 0 {:.1} ms",
+            started.elapsed().as_secs_f64(),
+            v.label(),
+            p["add_del_ms"].as_f64().unwrap_or(0.0),
+            c["add_del_ms"].as_f64().unwrap_or(0.0),
+        );
+        out.insert(
+            key(&v),
+            json!({"attached": n, "at_n": p, "control_at_0": c}),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
 fn reps(o: &Options, _attached: usize) -> usize {
     o.rounds.unwrap_or(if o.quick { 3 } else { 40 })
 }
@@ -372,9 +405,20 @@ fn run(o: &Options) -> Fallible<Value> {
             }
         }
     }
+    // Diagnostic: the largest N against 0 again, ours only, with the
+    // measured container's IPv6 off — what is left of the growth once the
+    // bridge has none of the new container's MLD reports to flood.
+    let ipv6_off = if max_attached > 0 {
+        let d = chain_ipv6_off(o, max_attached, started)?;
+        check_interrupted()?;
+        d
+    } else {
+        Value::Null
+    };
     if o.only_chain {
         return Ok(json!({
             "only": "chain",
+            "chain_container_ipv6_off": ipv6_off,
             "machine": machine::describe(&o.ours, &o.reference),
             "load_average": {"start": load_before, "end": machine::load_average()},
             "attached": o.attached,
@@ -440,6 +484,7 @@ fn run(o: &Options) -> Fallible<Value> {
         "kernel_floor_ms": kernel,
         "floor_chain": floor_chain,
         "floor_chain_max": floor_chain_max,
+        "chain_container_ipv6_off": ipv6_off,
         "duration_seconds": started.elapsed().as_secs_f64(),
         "method": [
             "Each variant runs in its own throwaway host namespace (which the bench thread enters, so the runtime execs every plugin there) with its own temporary result cache and host-local dataDir.",

@@ -113,9 +113,20 @@ fn goals(s: &mut String, r: &Value, max_attached: u64) {
                     o - c
                 )
             });
+        // And the same comparison with the measured container's IPv6 off.
+        let d = &r["chain_container_ipv6_off"][b];
+        let (dn, dc) = (&d["at_n"]["add_del_ms"], &d["control_at_0"]["add_del_ms"]);
+        let ipv6_off = ratio(dn, dc).map_or(String::new(), |q| {
+            format!(
+                "; with the measured container's IPv6 off (nothing for the bridge to flood): {} ms vs {} ms = {}",
+                ms(dn),
+                ms(dc),
+                ratio_text(Some(q))
+            )
+        });
         let _ = writeln!(
             s,
-            "| ours at {max_attached} attached ≤ 1.2× ours at 0 ({b}, ADD+DEL; 0 = control lab in the same rounds) | {} ms vs {} ms = {} | {}{}{kernel} |",
+            "| ours at {max_attached} attached ≤ 1.2× ours at 0 ({b}, ADD+DEL; 0 = control lab in the same rounds) | {} ms vs {} ms = {} | {}{}{kernel}{ipv6_off} |",
             ms(f),
             ms(z),
             ratio_text(q),

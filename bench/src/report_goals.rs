@@ -30,7 +30,7 @@ pub fn del_floor_goal(s: &mut String, r: &Value) {
     let process_floor = f.as_f64().zip(execs).map(|(f, e)| f + e);
     let why = match (execs, process_floor, f.as_f64()) {
         (Some(e), Some(p), Some(fl)) if fl > 0.0 => format!(
-            ": the chain execs bridge, host-local and portmap, and their start-up and exit alone (VERSION) take {e:.1} ms;              with the floor that is {p:.1} ms = {:.2}× the floor before any CNI work",
+            ": the chain execs bridge, host-local and portmap, and their start-up and exit alone (VERSION) take {e:.1} ms; with the floor that is {p:.1} ms = {:.2}× the floor before any CNI work",
             p / fl
         ),
         _ => String::new(),
