@@ -156,3 +156,32 @@ pub fn exists(key: &str) -> bool {
 pub fn iface_key(family: &str, ifname: &str, name: &str) -> String {
     format!("net/{family}/conf/{ifname}/{name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same values as full-path reads, through the cached directories
+    /// (the first read of a family caches its directory, the second uses
+    /// it), and a missing key below a cached directory is absent, not an
+    /// error of the cache.
+    #[test]
+    fn cached_directories_read_what_the_full_paths_show() {
+        for key in [
+            "net/ipv4/ip_forward",
+            "net/ipv4/conf/lo/forwarding",
+            "net/ipv4/ip_forward",
+            "net/core/somaxconn",
+        ] {
+            let direct = std::fs::read_to_string(format!("/proc/sys/{key}")).expect(key);
+            assert_eq!(read(key).expect(key), direct.trim(), "{key}");
+        }
+        assert!(exists("net/ipv4"));
+        assert!(!exists("net/ipv4/conf/no-such-link/forwarding"));
+        assert_eq!(
+            ensure_if_present("net/ipv4/conf/no-such-link/forwarding", "1").ok(),
+            Some(false)
+        );
+        assert!(!exists("net/no-such-family/x"));
+    }
+}
