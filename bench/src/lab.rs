@@ -11,6 +11,7 @@
 //! thread into a lab before each operation.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use netns::{NetNs, TempNetns};
 use runtime::{Attachment, NetworkConfigList, ResultCache, Runtime};
@@ -56,6 +57,14 @@ impl Variant {
         match self.chain {
             Chain::Bench => &["bridge", "host-local", "portmap"],
             Chain::Podman => &["bridge", "host-local", "portmap", "firewall", "tuning"],
+        }
+    }
+
+    /// The bridge the chain's containers are attached to.
+    pub fn bridge(&self) -> &'static str {
+        match self.chain {
+            Chain::Bench => "bench0",
+            Chain::Podman => "cni-podman0",
         }
     }
 
@@ -225,9 +234,11 @@ impl Lab {
     }
 
     /// Attach background containers (a namespace, a veth, an address and a
-    /// hostPort each) until `count` are attached.
-    pub fn attach_until(&mut self, count: usize) -> Fallible<()> {
+    /// hostPort each) until `count` are attached, then let the node settle
+    /// ([`Lab::settle`]): how long that took, zero if nothing was attached.
+    pub fn attach_until(&mut self, count: usize) -> Fallible<Duration> {
         self.enter()?;
+        let attaching = self.background.len() < count;
         while self.background.len() < count {
             crate::check_interrupted()?;
             let i = self.background.len();
@@ -245,9 +256,56 @@ impl Lab {
                 .map_err(|e| format!("attach background container {i}: {e}"))?;
             self.background.push((ns, att));
         }
-        Ok(())
+        if !attaching {
+            return Ok(Duration::ZERO);
+        }
+        self.settle()
+    }
+
+    /// Wait until the node is quiet again after attaching: each new
+    /// container's IPv6 start-up (MLD reports, router solicitations, the
+    /// last ones seconds after its ADD) is flooded by the bridge to every
+    /// port, and right after attaching hundreds that traffic takes a good
+    /// part of a core. A node whose containers were attached some time ago
+    /// has none of it. Quiet: the bridge receives at most
+    /// [`QUIET_PACKETS`] frames in [`QUIET_WINDOW`]; at most
+    /// [`SETTLE_BOUND`]. Returns how long it waited.
+    pub fn settle(&self) -> Fallible<Duration> {
+        let started = Instant::now();
+        let mut last = self.bridge_rx_packets()?;
+        while started.elapsed() < SETTLE_BOUND {
+            crate::check_interrupted()?;
+            std::thread::sleep(QUIET_WINDOW);
+            let now = self.bridge_rx_packets()?;
+            if now.saturating_sub(last) <= QUIET_PACKETS {
+                break;
+            }
+            last = now;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Frames the lab's bridge has received (every flooded multicast frame
+    /// is also delivered to the bridge device), from `/proc/net/dev` of the
+    /// lab's namespace (0 if it has no bridge yet).
+    fn bridge_rx_packets(&self) -> Fallible<u64> {
+        self.enter()?;
+        let dev = std::fs::read_to_string("/proc/thread-self/net/dev")
+            .map_err(|e| format!("/proc/thread-self/net/dev: {e}"))?;
+        let bridge = format!("{}:", self.variant.bridge());
+        Ok(dev
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(bridge.as_str()))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0))
     }
 }
+
+/// At most this many frames per [`QUIET_WINDOW`] on a settled bridge.
+const QUIET_PACKETS: u64 = 5;
+const QUIET_WINDOW: Duration = Duration::from_millis(500);
+const SETTLE_BOUND: Duration = Duration::from_secs(30);
 
 impl Drop for Lab {
     fn drop(&mut self) {

@@ -361,27 +361,33 @@ fn run(o: &Options) -> Fallible<Value> {
         let mut points: Vec<Vec<Value>> = vec![Vec::new(); labs.len()];
         for &n in &o.attached {
             let mut attach_s = Vec::new();
+            let mut settle_s = Vec::new();
             for (lab, &control) in labs.iter_mut().zip(&is_control) {
                 let t = Instant::now();
-                if !control {
-                    lab.attach_until(n)?;
-                }
+                let settled = if control {
+                    std::time::Duration::ZERO
+                } else {
+                    lab.attach_until(n)?
+                };
                 attach_s.push(t.elapsed().as_secs_f64());
+                settle_s.push(settled.as_secs_f64());
             }
             check_interrupted()?;
             let refs: Vec<&Lab> = labs.iter().collect();
             let measured = chain::measure(&refs, reps(o, n))?;
             for (i, mut p) in measured.into_iter().enumerate() {
                 p["attach_seconds"] = json!(attach_s[i]);
+                p["settle_seconds"] = json!(settle_s[i]);
                 if is_control[i] {
                     p["measured_with"] = json!(n);
                     points[i].push(p);
                     continue;
                 }
                 eprintln!(
-                    "[{:>4.0}s] {}: {n} attached: ADD {:.1} ms, DEL {:.1} ms, ADD+DEL {:.1} ms{}",
+                    "[{:>4.0}s] {}: {n} attached (settled in {:.1} s): ADD {:.1} ms, DEL {:.1} ms, ADD+DEL {:.1} ms{}",
                     started.elapsed().as_secs_f64(),
                     labs[i].variant.label(),
+                    settle_s[i],
                     p["add_ms"].as_f64().unwrap_or(0.0),
                     p["del_ms"].as_f64().unwrap_or(0.0),
                     p["add_del_ms"].as_f64().unwrap_or(0.0),
