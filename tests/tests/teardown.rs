@@ -419,11 +419,14 @@ fn traced_bridge(dir: &Path) -> (PathBuf, PathBuf) {
     (wrapper, log)
 }
 
+/// Raw forks in the strace log: `clone(child_stack=NULL, flags=SIGCHLD)`,
+/// or its first half when another traced process's line came in between
+/// (`flags=SIGCHLD <unfinished ...>`, resumed on a later line).
 fn helpers_forked(log: &Path) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("flags=SIGCHLD)"))
+        .filter(|l| l.contains("flags=SIGCHLD)") || l.contains("flags=SIGCHLD <unfinished"))
         .count()
 }
 
