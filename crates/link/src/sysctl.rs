@@ -66,16 +66,13 @@ fn open(key: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let ns = current_netns()?;
     NET_DIR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|d| d.netns != ns) {
-            let net = open_at(None, "/proc/sys/net", libc::O_PATH | libc::O_DIRECTORY)?;
-            *slot = Some(NetDirs {
+        let dirs = match slot.take().filter(|d| d.netns == ns) {
+            Some(cached) => slot.insert(cached),
+            None => slot.insert(NetDirs {
                 netns: ns,
-                net,
+                net: open_at(None, "/proc/sys/net", libc::O_PATH | libc::O_DIRECTORY)?,
                 below: Vec::new(),
-            });
-        }
-        let Some(dirs) = slot.as_mut() else {
-            return Err(io::Error::from(io::ErrorKind::NotFound));
+            }),
         };
         let Some((first, tail)) = rest
             .split_once('/')
