@@ -22,14 +22,12 @@ use netfilter::{Attachment, Backend, HostPorts, IpNetwork, PortMapping, Protocol
 use serde_json::{Value, json};
 
 use crate::Fallible;
-use crate::lab::{Chain, Lab, Variant};
+// The lab's network and bridge: with containers attached by the plugins
+// first, the floor's own container joins the same bridge and the same
+// nf_tables structures as theirs.
+use crate::lab::{BRIDGE, Chain, Lab, NETWORK, Variant};
 use crate::stats::median_ms;
 
-/// The lab's network and bridge: with containers attached by the plugins
-/// first, the floor's own container joins the same bridge and the same
-/// nf_tables structures as theirs.
-const NETWORK: &str = crate::lab::NETWORK;
-const BRIDGE: &str = "bench0";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 91, 0, 1);
 const RTMGRP_LINK: u32 = 1;
 const RTM_DELLINK: u16 = 17;

@@ -119,9 +119,10 @@ pub fn kernel(ours: &Path) -> Fallible<Value> {
     let (mut exec, mut add, mut del) = (Vec::new(), Vec::new(), Vec::new());
     // Each plugin of the bench chain answering VERSION: the start-up and
     // exit every verb pays once per plugin (the process floor under DEL).
-    let mut version: Vec<(&str, Vec<std::time::Duration>)> = ["bridge", "host-local", "portmap"]
-        .into_iter()
-        .map(|p| (p, Vec::new()))
+    let mut version: Vec<(&str, Vec<std::time::Duration>)> = scratch(ours)
+        .plugins()
+        .iter()
+        .map(|p| (*p, Vec::new()))
         .collect();
     let run = |args: &[&str]| -> Fallible<std::time::Duration> {
         let t = Instant::now();

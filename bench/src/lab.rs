@@ -22,6 +22,8 @@ use crate::Fallible;
 pub const NETWORK: &str = "benchnet";
 pub const SUBNET: &str = "10.90.0.0/16";
 pub const MEASURED_HOST_PORT: u16 = 8080;
+/// The bench chain's bridge.
+pub const BRIDGE: &str = "bench0";
 /// Background containers map hostPort FIRST_BACKGROUND_PORT + i.
 const FIRST_BACKGROUND_PORT: u16 = 20000;
 
@@ -63,7 +65,7 @@ impl Variant {
     /// The bridge the chain's containers are attached to.
     pub fn bridge(&self) -> &'static str {
         match self.chain {
-            Chain::Bench => "bench0",
+            Chain::Bench => BRIDGE,
             Chain::Podman => "cni-podman0",
         }
     }
@@ -106,7 +108,7 @@ pub fn conflist(backend: &str, data_dir: &Path) -> Value {
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": "bench0",
+                "bridge": BRIDGE,
                 "isGateway": true,
                 "ipMasq": true,
                 "ipMasqBackend": backend,

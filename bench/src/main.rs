@@ -145,20 +145,14 @@ fn parse_args() -> Fallible<Options> {
     Ok(o)
 }
 
-/// Repetitions per point. As many at 500 as at 0: a DEL's time is mostly
-/// the kernel's RCU grace periods, which vary by ±10 ms from one DEL to
-/// the next, and the scaling goal compares medians of both.
 /// Ours on each backend at `n` attached and a control lab at 0, measured
 /// in the same interleaved rounds, with the measured container's IPv6 off.
 fn chain_ipv6_off(o: &Options, n: usize, started: Instant) -> Fallible<Value> {
     let mut out = Map::new();
-    for backend in ["iptables", "nftables"] {
-        let v = Variant {
-            implementation: "ours",
-            backend,
-            plugin_dir: o.ours.clone(),
-            chain: Chain::Bench,
-        };
+    for v in variants(o)
+        .into_iter()
+        .filter(|v| v.implementation == "ours")
+    {
         let mut at_n = Lab::new(v.clone())?;
         let control = Lab::new(v.clone())?;
         at_n.attach_until(n)?;
@@ -181,6 +175,9 @@ fn chain_ipv6_off(o: &Options, n: usize, started: Instant) -> Fallible<Value> {
     Ok(Value::Object(out))
 }
 
+/// Repetitions per point. As many at 500 as at 0: a DEL's time is mostly
+/// the kernel's RCU grace periods, which vary by ±10 ms from one DEL to
+/// the next, and the scaling goal compares medians of both.
 fn reps(o: &Options, _attached: usize) -> usize {
     o.rounds.unwrap_or(if o.quick { 3 } else { 40 })
 }
