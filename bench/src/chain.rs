@@ -299,14 +299,5 @@ fn instrumented_round(lab: &Lab, att: &Attachment) -> Fallible<Value> {
 
 /// IPv6 off in namespace `ns` for every interface it has and will have.
 fn disable_ipv6(ns: &TempNetns) -> Fallible<()> {
-    let handle = ns.open().map_err(|e| e.to_string())?;
-    handle
-        .run(|| -> Fallible<()> {
-            for scope in ["all", "default"] {
-                let path = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
-                std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))?;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?
+    crate::lab::set_ipv6_conf(ns, &["all", "default"], "disable_ipv6", "1")
 }

@@ -238,6 +238,17 @@ impl Lab {
     /// Attach background containers (a namespace, a veth, an address and a
     /// hostPort each) until `count` are attached, then let the node settle
     /// ([`Lab::settle`]): how long that took, zero if nothing was attached.
+    ///
+    /// Background containers send no IPv6 router solicitations
+    /// (`router_solicitations=0` in their namespace before ADD; everything
+    /// else about their IPv6 is a new namespace's default). A container
+    /// solicits a router 4, 8, 16, 32, 64 s … after its start (RFC 7559
+    /// backoff, up to an hour), and the bridge floods each solicitation to
+    /// every port: hundreds of containers attached within seconds would
+    /// send those in waves through the whole measurement (at 500: 40 frames
+    /// a second at 16–32, 42–70 and 96–146 s after attaching, each
+    /// delivered to 500 namespaces), which a node whose containers started
+    /// over hours never sees. The measured container keeps them.
     pub fn attach_until(&mut self, count: usize) -> Fallible<Duration> {
         self.enter()?;
         let attaching = self.background.len() < count;
@@ -245,6 +256,7 @@ impl Lab {
             crate::check_interrupted()?;
             let i = self.background.len();
             let ns = TempNetns::new("cni-bench-bg").map_err(|e| e.to_string())?;
+            set_ipv6_conf(&ns, &["default"], "router_solicitations", "0")?;
             let port = u16::try_from(i)
                 .ok()
                 .and_then(|i| FIRST_BACKGROUND_PORT.checked_add(i))
@@ -265,8 +277,8 @@ impl Lab {
     }
 
     /// Wait until the node is quiet again after attaching: each new
-    /// container's IPv6 start-up (MLD reports, router solicitations, the
-    /// last ones seconds after its ADD) is flooded by the bridge to every
+    /// container's IPv6 start-up (MLD reports, duplicate address detection,
+    /// the last a second or two after its ADD) is flooded by the bridge to every
     /// port, and right after attaching hundreds that traffic takes a good
     /// part of a core. A node whose containers were attached some time ago
     /// has none of it. Quiet: the bridge receives at most
@@ -302,6 +314,21 @@ impl Lab {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0))
     }
+}
+
+/// Write `value` to `net/ipv6/conf/<scope>/<key>` in namespace `ns`, for
+/// each of `scopes` (`default` reaches the interfaces created later).
+pub fn set_ipv6_conf(ns: &TempNetns, scopes: &[&str], key: &str, value: &str) -> Fallible<()> {
+    let handle = ns.open().map_err(|e| e.to_string())?;
+    handle
+        .run(|| -> Fallible<()> {
+            for scope in scopes {
+                let path = format!("/proc/sys/net/ipv6/conf/{scope}/{key}");
+                std::fs::write(&path, value).map_err(|e| format!("{path}: {e}"))?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?
 }
 
 /// At most this many frames per [`QUIET_WINDOW`] on a settled bridge.
