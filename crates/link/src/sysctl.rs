@@ -4,14 +4,15 @@
 //! file, so a container's sysctls must be set from a thread inside it
 //! (`netns::NetNs::run`).
 //!
-//! Keys under `net/` are opened relative to a `/proc/sys/net` directory
-//! opened once per thread and namespace. The kernel resolves `net` under
-//! `/proc/sys` by comparing against one entry per network namespace that
-//! ever looked there, newest first: on a node with hundreds of containers a
-//! full-path open from the (old) host namespace costs about 0.1 ms, every
-//! time. Resolved once, the rest of each path is a short lookup (and the
-//! first level below `net`, slow in a namespace with many devices, is
-//! cached the same way).
+//! Keys under `net/` are opened relative to `/proc/sys/net` and the
+//! directory below it (`ipv4`, `ipv6`, ...), both opened once per thread
+//! and namespace. Every network namespace that looks up `ipv4` or `ipv6`
+//! under `/proc/sys/net` leaves its own cached entry of that name there,
+//! newest first, and the kernel compares them one by one until it finds
+//! the caller's: on a node with 500 containers, resolving `ipv6` from the
+//! host namespace (the oldest) costs 0.3–0.5 ms, from a container created
+//! since then 10–30 µs. Resolved once, the rest of each path (below the
+//! namespace's own directory) is a short lookup.
 
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -53,11 +54,9 @@ thread_local! {
 }
 
 /// Open `/proc/sys/<key>` with `flags`: through this thread's cached
-/// `/proc/sys/net` and first-level directory for `net/` keys, by full path
-/// otherwise. The first level is cached too: in a namespace with hundreds
-/// of devices, resolving `ipv4` or `ipv6` under `net` costs 70–110 µs
-/// every time (3–4 µs with a few), while the rest of the path, resolved
-/// from the open directory, stays at a few µs.
+/// `/proc/sys/net` and first-level directory for `net/` keys (see the
+/// module's notes: resolving that directory is the slow step on a node
+/// with many namespaces), by full path otherwise.
 fn open(key: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let key = key.trim_start_matches('/');
     let Some(rest) = key.strip_prefix("net/") else {

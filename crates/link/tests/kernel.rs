@@ -539,6 +539,49 @@ fn sysctls_apply_to_the_namespace_of_the_writing_thread() {
     );
 }
 
+/// The link's `route_localnet` as netlink reports it follows the sysctl:
+/// off on a new link, on once written, and per link.
+#[test]
+fn route_localnet_is_read_with_the_link() {
+    require_root!();
+    let p = pair();
+    let ns = p.host_ns.open().unwrap();
+    let lo = p.host.link_by_name("lo").unwrap().unwrap();
+    let br = p
+        .host
+        .ensure_bridge(&BridgeOptions {
+            name: "rl0".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        p.host
+            .link_by_index(br.index)
+            .unwrap()
+            .unwrap()
+            .route_localnet,
+        Some(false)
+    );
+    ns.run(|| sysctl::write("net/ipv4/conf/rl0/route_localnet", "1").unwrap())
+        .unwrap();
+    assert_eq!(
+        p.host
+            .link_by_index(br.index)
+            .unwrap()
+            .unwrap()
+            .route_localnet,
+        Some(true)
+    );
+    assert_eq!(
+        p.host
+            .link_by_index(lo.index)
+            .unwrap()
+            .unwrap()
+            .route_localnet,
+        Some(false)
+    );
+}
+
 #[test]
 fn lookups_of_missing_things_are_none() {
     require_root!();

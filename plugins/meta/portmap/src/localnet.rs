@@ -22,6 +22,11 @@ pub fn enable_towards(container: Ipv4Addr) -> Result<()> {
     let Some(iface) = nl.link_by_index(index).map_err(failed)? else {
         return Ok(());
     };
+    // Already on (every ADD after a node's first): the link says so, no
+    // `/proc/sys` lookup.
+    if iface.route_localnet == Some(true) {
+        return Ok(());
+    }
     link::sysctl::ensure(
         &link::sysctl::iface_key("ipv4", &iface.name, "route_localnet"),
         "1",
