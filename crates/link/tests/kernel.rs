@@ -51,6 +51,14 @@ struct Pair {
     cont: Netlink,
 }
 
+/// `ensure_bridge` with a name and every other option at its default.
+fn named_bridge(p: &Pair, name: &str) -> link::Result<link::Link> {
+    p.host.ensure_bridge(&BridgeOptions {
+        name: name.into(),
+        ..Default::default()
+    })
+}
+
 fn pair() -> Pair {
     let host_ns = TempNetns::new("link-host").unwrap();
     let cont_ns = TempNetns::new("link-cont").unwrap();
@@ -108,13 +116,7 @@ fn bridge_is_created_then_reused_and_a_non_bridge_is_refused() {
             container_mac: None,
         })
         .unwrap();
-    let err = p
-        .host
-        .ensure_bridge(&BridgeOptions {
-            name: "notabr".into(),
-            ..Default::default()
-        })
-        .unwrap_err();
+    let err = named_bridge(&p, "notabr").unwrap_err();
     assert_eq!(
         err.to_string(),
         "\"notabr\" already exists but is not a bridge"
@@ -546,40 +548,14 @@ fn route_localnet_is_read_with_the_link() {
     require_root!();
     let p = pair();
     let ns = p.host_ns.open().unwrap();
+    let localnet = |index| p.host.link_by_index(index).unwrap().unwrap().route_localnet;
     let lo = p.host.link_by_name("lo").unwrap().unwrap();
-    let br = p
-        .host
-        .ensure_bridge(&BridgeOptions {
-            name: "rl0".into(),
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(
-        p.host
-            .link_by_index(br.index)
-            .unwrap()
-            .unwrap()
-            .route_localnet,
-        Some(false)
-    );
+    let br = named_bridge(&p, "rl0").unwrap();
+    assert_eq!(localnet(br.index), Some(false));
     ns.run(|| sysctl::write("net/ipv4/conf/rl0/route_localnet", "1").unwrap())
         .unwrap();
-    assert_eq!(
-        p.host
-            .link_by_index(br.index)
-            .unwrap()
-            .unwrap()
-            .route_localnet,
-        Some(true)
-    );
-    assert_eq!(
-        p.host
-            .link_by_index(lo.index)
-            .unwrap()
-            .unwrap()
-            .route_localnet,
-        Some(false)
-    );
+    assert_eq!(localnet(br.index), Some(true));
+    assert_eq!(localnet(lo.index), Some(false));
 }
 
 #[test]
