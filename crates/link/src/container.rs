@@ -188,7 +188,8 @@ pub fn enable_forwarding(v4: bool, v6: bool) -> Result<()> {
             .map(|_| ())
             .map_err(context("failed to enable forwarding".into()))
     };
-    if v4 {
+    // Read without /proc/sys when it can be: on after a node's first ADD.
+    if v4 && sysctl::ipv4_forwarding() != Some(true) {
         on("net/ipv4/ip_forward")?;
     }
     if v6 {

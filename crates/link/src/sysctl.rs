@@ -147,6 +147,23 @@ pub fn exists(key: &str) -> bool {
     open(key, libc::O_PATH).is_ok()
 }
 
+/// Whether IPv4 forwarding (`net/ipv4/ip_forward`) is on in the calling
+/// thread's namespace, from `/proc/thread-self/net/snmp` (the IP MIB's
+/// `Forwarding`: 1 forwarding, 2 not). That path has no lookup under
+/// `/proc/sys/net`, which is the slow step from an old namespace on a
+/// crowded node (see the module's notes). `None` when it cannot be read.
+pub fn ipv4_forwarding() -> Option<bool> {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
+    let mut ip = snmp.lines().filter_map(|l| l.strip_prefix("Ip: "));
+    let (names, values) = (ip.next()?, ip.next()?);
+    let column = names.split_whitespace().position(|n| n == "Forwarding")?;
+    match values.split_whitespace().nth(column)? {
+        "1" => Some(true),
+        "2" => Some(false),
+        _ => None,
+    }
+}
+
 /// The per-interface key `net/<family>/conf/<ifname>/<name>`. Interface
 /// names may contain dots (`cni0.100`); in `/proc/sys` they stay literal.
 pub fn iface_key(family: &str, ifname: &str, name: &str) -> String {
@@ -179,5 +196,9 @@ mod tests {
             Some(false)
         );
         assert!(!exists("net/no-such-family/x"));
+        assert_eq!(
+            ipv4_forwarding(),
+            Some(read("net/ipv4/ip_forward").expect("ip_forward") == "1")
+        );
     }
 }

@@ -525,6 +525,9 @@ fn sysctls_apply_to_the_namespace_of_the_writing_thread() {
         .run(|| sysctl::read("net/ipv4/ip_forward").unwrap())
         .unwrap();
     assert_eq!(host_value, "0");
+    assert_eq!(ns.run(sysctl::ipv4_forwarding).unwrap(), Some(true));
+    let host_forwarding = p.host_ns.open().unwrap().run(sysctl::ipv4_forwarding);
+    assert_eq!(host_forwarding.unwrap(), Some(false));
     let missing = ns
         .run(|| sysctl::ensure_if_present("net/ipv6/conf/nosuchif/accept_ra", "0"))
         .unwrap()
