@@ -182,10 +182,10 @@ struct Communicated {
 /// before reading its input cannot deadlock us, and a run starts no thread.
 /// (A thread per pipe and one for the time bound cost the bench chain's
 /// ADD+DEL, three runs, about 4 of its 15 ms on 2 cores, much of it a
-/// plugin waiting for its input until the writer thread got a core.)
-/// With a time bound, the bound
-/// covers the whole run: output still open when it expires, or a plugin
-/// still running after it closed its output, gets the process group killed.
+/// plugin waiting for its input until the writer thread got a core.) With
+/// a time bound, the bound covers the whole run: output still open when it
+/// expires, or a plugin still running after it closed its output, gets the
+/// process group killed.
 fn communicate(mut child: Child, stdin: &[u8], timeout: Option<Duration>) -> Communicated {
     let pid = Pid::from_raw(child.id() as i32);
     let deadline = timeout.map(|limit| (limit, Instant::now() + limit));
