@@ -9,14 +9,13 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::unistd::{Pid, pipe2};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{
-    Child, ChildStderr, ChildStdin, ChildStdout, Command as Process, ExitStatus, Stdio,
-};
+use std::process::{Child, ChildStderr, ChildStdout, Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Why a plugin name could not be turned into a binary.
@@ -124,7 +123,6 @@ pub fn run(
         .env("CNI_NETNS", &env.netns)
         .env("CNI_IFNAME", &env.ifname)
         .env("CNI_PATH", &env.path)
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(args) = &env.args {
@@ -133,8 +131,20 @@ pub fn run(
     if limits.own_process_group {
         process.process_group(0);
     }
+    // The request goes into the pipe before the plugin starts, so the
+    // plugin never waits for its input: a request fits the pipe's buffer
+    // (64 KiB by default); any rest is fed from the poll loop.
+    let (input_r, input_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RunError::Spawn(e.into()))?;
+    let mut input = File::from(input_w);
+    fcntl(&input, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| RunError::Spawn(e.into()))?;
+    let written = prefill(&mut input, stdin);
+    process.stdin(Stdio::from(input_r));
     let child = spawn_retrying(&mut process).map_err(RunError::Spawn)?;
-    let done = communicate(child, stdin, limits.timeout);
+    // Our copy of the read end goes with `process`: a plugin that exits
+    // without reading makes the rest of the input fail to write (EPIPE).
+    drop(process);
+    let input = (written < stdin.len()).then_some(input);
+    let done = communicate(child, input, &stdin[written..], limits.timeout);
     if let Some(limit) = done.timed_out {
         return Err(RunError::Timeout {
             limit,
@@ -186,11 +196,16 @@ struct Communicated {
 /// a time bound, the bound covers the whole run: output still open when it
 /// expires, or a plugin still running after it closed its output, gets the
 /// process group killed.
-fn communicate(mut child: Child, stdin: &[u8], timeout: Option<Duration>) -> Communicated {
+fn communicate(
+    mut child: Child,
+    input: Option<File>,
+    stdin: &[u8],
+    timeout: Option<Duration>,
+) -> Communicated {
     let pid = Pid::from_raw(child.id() as i32);
     let deadline = timeout.map(|limit| (limit, Instant::now() + limit));
     let mut pipes = Pipes {
-        input: child.stdin.take().filter(|_| !stdin.is_empty()),
+        input,
         written: 0,
         output: child.stdout.take(),
         errors: child.stderr.take(),
@@ -198,13 +213,6 @@ fn communicate(mut child: Child, stdin: &[u8], timeout: Option<Duration>) -> Com
         stderr: Vec::new(),
         read_error: None,
     };
-    if let Some(pipe) = &pipes.input
-        && fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err()
-    {
-        // A blocking write could wait on a plugin that is itself waiting
-        // for us to read: give it no input rather than risk that.
-        pipes.input = None;
-    }
     let mut timed_out = None;
     let closed = pipes.run(stdin, deadline.map(|(_, at)| at));
     if let Some((limit, at)) = deadline
@@ -221,9 +229,23 @@ fn communicate(mut child: Child, stdin: &[u8], timeout: Option<Duration>) -> Com
     }
 }
 
+/// Write what the (non-blocking) pipe takes of `stdin`; how much it took.
+fn prefill(pipe: &mut File, stdin: &[u8]) -> usize {
+    let mut written = 0;
+    while written < stdin.len() {
+        match pipe.write(&stdin[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    written
+}
+
 /// The plugin's three pipes and what came out of them so far.
 struct Pipes {
-    input: Option<ChildStdin>,
+    /// The input pipe while some of the request is still to be written.
+    input: Option<File>,
     written: usize,
     output: Option<ChildStdout>,
     errors: Option<ChildStderr>,
