@@ -194,6 +194,20 @@ fn rules<'a>(id: &'a str, ip: IpNetwork, mappings: &'a [PortMapping]) -> HostPor
 /// containers already on the bridge (attached by our plugins, nftables
 /// backend), so the kernel's own growth with N can be told from ours.
 pub fn measure(ours: &Path, reps: usize, attached: usize) -> Fallible<Value> {
+    // On a thread of its own: the netfilter crate keeps one netlink socket
+    // per thread, which belongs to the namespace the thread was in when it
+    // first used it, and a lab is entered with setns on the calling thread.
+    // On the bench's main thread the floor at N wrote its rules into the
+    // namespace of the floor at 0, not beside the N containers' rules.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| measure_here(ours, reps, attached))
+            .join()
+            .unwrap_or_else(|_| Err("floor: the measuring thread panicked".into()))
+    })
+}
+
+fn measure_here(ours: &Path, reps: usize, attached: usize) -> Fallible<Value> {
     let mut lab = Lab::new(Variant {
         implementation: "ours",
         backend: "nftables",
