@@ -336,13 +336,34 @@ const QUIET_PACKETS: u64 = 5;
 const QUIET_WINDOW: Duration = Duration::from_millis(500);
 const SETTLE_BOUND: Duration = Duration::from_secs(30);
 
+/// How long a dropped lab waits for the kernel to free its namespaces.
+const CLEANUP_BOUND: Duration = Duration::from_secs(30);
+/// Namespaces that may still be counted once the lab's are freed (others
+/// the machine creates meanwhile, objects the slab allocator holds back).
+const CLEANUP_SLACK: u64 = 8;
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Back home first: the host namespace is about to lose its name.
         go_home();
+        let alive = crate::machine::net_namespaces();
+        let removed = self.background.len() as u64 + 1;
         for (ns, _) in self.background.drain(..) {
             drop(ns);
         }
         let _ = netns::remove_path(self.host.path());
+        // The kernel frees removed namespaces later, in one worker: for a
+        // lab of 500 that takes 0.5–1.5 s of a core (once, on a busy
+        // machine, 37 s), and a measurement started meanwhile shares the
+        // machine with it. Wait for it, within a bound.
+        if let Some(alive) = alive {
+            let target = alive.saturating_sub(removed) + CLEANUP_SLACK;
+            if !crate::machine::wait_for_namespaces(target, CLEANUP_BOUND) {
+                eprintln!(
+                    "cni-bench: the kernel had not freed a dropped lab's {removed} namespaces after {} s",
+                    CLEANUP_BOUND.as_secs()
+                );
+            }
+        }
     }
 }
