@@ -167,7 +167,26 @@ impl Lan {
         host.run_ok("ip", &["link", "set", name, "up"]);
     }
 
+    /// Whether the server logged a DHCPRELEASE of `addr`, waiting up to
+    /// 3 s for it: a release is one datagram, sent before DEL returns and
+    /// logged when the server gets to it.
     fn released(&self, addr: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            if self.released_yet(addr) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the log holds a DHCPRELEASE of `addr` now: for a "not
+    /// released" check right after a release the same server logged (a
+    /// lone "not released" check waits, with `!released`).
+    fn released_yet(&self, addr: &str) -> bool {
         self.log()
             .lines()
             .any(|l| l.contains("DHCPRELEASE") && l.contains(&format!(" {addr} ")))
@@ -502,7 +521,7 @@ fn gc_releases_leases_of_attachments_that_are_gone_and_status_asks_the_daemon() 
         .expect_ok();
     assert!(lan.released(&ip_of(&rb)), "GC did not release kb");
     assert!(
-        !lan.released(&ip_of(&ra)),
+        !lan.released_yet(&ip_of(&ra)),
         "GC released a listed attachment"
     );
     assert_eq!(d.records(), 1);
