@@ -289,6 +289,30 @@ impl Drop for Podman {
     }
 }
 
+/// A directory removed on drop (a test's end, passed or failed) unless it
+/// existed when the guard was made.
+struct RemovedIfNew {
+    path: PathBuf,
+    existed: bool,
+}
+
+impl RemovedIfNew {
+    fn new(path: &Path) -> RemovedIfNew {
+        RemovedIfNew {
+            path: path.to_path_buf(),
+            existed: path.exists(),
+        }
+    }
+}
+
+impl Drop for RemovedIfNew {
+    fn drop(&mut self) {
+        if !self.existed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// Host-local reservations (files other than its bookkeeping) of a network.
 fn reservations(network: &str) -> Vec<String> {
     dir_entries(&Path::new("/var/lib/cni/networks").join(network))
@@ -409,6 +433,10 @@ fn podman_default_network_on_our_plugins_alone() {
     let Some(busybox) = prerequisites() else {
         return;
     };
+    // podman's default network has no `dataDir`: host-local keeps its
+    // reservations in /var/lib/cni/networks/podman, which this test
+    // removes again unless it was there before.
+    let _data = RemovedIfNew::new(Path::new("/var/lib/cni/networks/podman"));
     let ours = our_plugins(CHAIN);
     let seen_ours = {
         let p = Podman::new(&ours);
