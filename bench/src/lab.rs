@@ -314,6 +314,18 @@ impl Lab {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0))
     }
+
+    /// Host ends of veths (`veth…`, both implementations' names) in the
+    /// lab's namespace, from its `/proc/net/dev`.
+    fn host_veths(&self) -> Fallible<usize> {
+        self.enter()?;
+        let dev = std::fs::read_to_string("/proc/thread-self/net/dev")
+            .map_err(|e| format!("/proc/thread-self/net/dev: {e}"))?;
+        Ok(dev
+            .lines()
+            .filter(|l| l.trim_start().starts_with("veth"))
+            .count())
+    }
 }
 
 /// Write `value` to `net/ipv6/conf/<scope>/<key>` in namespace `ns`, for
@@ -336,34 +348,40 @@ const QUIET_PACKETS: u64 = 5;
 const QUIET_WINDOW: Duration = Duration::from_millis(500);
 const SETTLE_BOUND: Duration = Duration::from_secs(30);
 
-/// How long a dropped lab waits for the kernel to free its namespaces.
+/// How long a dropped lab waits for the kernel to destroy its containers'
+/// namespaces.
 const CLEANUP_BOUND: Duration = Duration::from_secs(30);
-/// Namespaces that may still be counted once the lab's are freed (others
-/// the machine creates meanwhile, objects the slab allocator holds back).
-const CLEANUP_SLACK: u64 = 8;
 
 impl Drop for Lab {
     fn drop(&mut self) {
         // Back home first: the host namespace is about to lose its name.
         go_home();
-        let alive = crate::machine::net_namespaces();
-        let removed = self.background.len() as u64 + 1;
+        let removed = self.background.len();
         for (ns, _) in self.background.drain(..) {
             drop(ns);
         }
-        let _ = netns::remove_path(self.host.path());
-        // The kernel frees removed namespaces later, in one worker: for a
-        // lab of 500 that takes 0.5–1.5 s of a core (once, on a busy
-        // machine, 37 s), and a measurement started meanwhile shares the
-        // machine with it. Wait for it, within a bound.
-        if let Some(alive) = alive {
-            let target = alive.saturating_sub(removed) + CLEANUP_SLACK;
-            if !crate::machine::wait_for_namespaces(target, CLEANUP_BOUND) {
-                eprintln!(
-                    "cni-bench: the kernel had not freed a dropped lab's {removed} namespaces after {} s",
-                    CLEANUP_BOUND.as_secs()
-                );
+        // The kernel destroys removed namespaces later, in one worker, and
+        // a measurement started meanwhile shares the machine with it. Each
+        // destroyed container takes its veth's host end out of the lab's
+        // host namespace (still open here): wait until none is left,
+        // within a bound, then remove the host namespace itself.
+        if removed > 0 {
+            let started = Instant::now();
+            loop {
+                match self.host_veths() {
+                    Ok(0) | Err(_) => break,
+                    Ok(left) if started.elapsed() >= CLEANUP_BOUND => {
+                        eprintln!(
+                            "cni-bench: {left} of a dropped lab's {removed} containers not destroyed after {} s",
+                            CLEANUP_BOUND.as_secs()
+                        );
+                        break;
+                    }
+                    Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
             }
+            go_home();
         }
+        let _ = netns::remove_path(self.host.path());
     }
 }

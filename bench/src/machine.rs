@@ -77,28 +77,3 @@ pub fn sizes(ours: &Path, reference: &Path) -> Fallible<Value> {
         "note": format!("`file bridge`: ours: {}; reference: {}", file(ours), file(reference)),
     }))
 }
-
-/// Network namespaces the kernel holds, removed ones not yet freed
-/// included: the active objects of the `net_namespace` slab cache.
-pub fn net_namespaces() -> Option<u64> {
-    let slabs = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    slabs
-        .lines()
-        .find_map(|l| l.strip_prefix("net_namespace "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-/// Wait until at most `target` network namespaces are left (see
-/// [`net_namespaces`]) or `bound` passes; false if the bound passed.
-pub fn wait_for_namespaces(target: u64, bound: std::time::Duration) -> bool {
-    let started = std::time::Instant::now();
-    loop {
-        match net_namespaces() {
-            None => return true,
-            Some(n) if n <= target => return true,
-            Some(_) if started.elapsed() >= bound => return false,
-            Some(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-}
