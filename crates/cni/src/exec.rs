@@ -417,6 +417,21 @@ mod tests {
         d
     }
 
+    /// Runs a script plugin `body` (in a directory of its own, removed
+    /// after) with `input` and `limits`, no environment.
+    fn run_script(
+        name: &str,
+        body: &str,
+        input: &[u8],
+        limits: Limits,
+    ) -> Result<Output, RunError> {
+        let d = temp_dir(name);
+        let p = script(&d, name, body);
+        let r = run(&p, Command::Add, &PluginEnv::default(), input, limits);
+        std::fs::remove_dir_all(&d).unwrap();
+        r
+    }
+
     #[test]
     fn names_are_looked_up_never_used_as_paths() {
         let dirs = vec![PathBuf::from("/usr/bin")];
@@ -453,24 +468,15 @@ mod tests {
 
     #[test]
     fn large_input_and_output_cross_without_deadlock() {
-        let d = temp_dir("large");
         // Writes 1 MiB to each of stdout and stderr before reading any of
         // its 1 MiB of input: with either side blocking, nobody moves.
-        let p = script(
-            &d,
+        let out = run_script(
             "large",
             "head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; wc -c",
-        );
-        let input = vec![b'x'; 1 << 20];
-        let r = run(
-            &p,
-            Command::Add,
-            &PluginEnv::default(),
-            &input,
+            &vec![b'x'; 1 << 20],
             Limits::default(),
-        );
-        std::fs::remove_dir_all(&d).unwrap();
-        let out = r.unwrap();
+        )
+        .unwrap();
         assert!(out.status.success());
         let count = String::from_utf8_lossy(&out.stdout[1 << 20..])
             .trim()
@@ -482,18 +488,13 @@ mod tests {
 
     #[test]
     fn a_plugin_that_never_reads_its_input_still_reports() {
-        let d = temp_dir("deaf");
-        let p = script(&d, "deaf", "exec 0<&-; echo done; exit 4");
-        let input = vec![b'x'; 1 << 20];
-        let r = run(
-            &p,
-            Command::Del,
-            &PluginEnv::default(),
-            &input,
+        let out = run_script(
+            "deaf",
+            "exec 0<&-; echo done; exit 4",
+            &vec![b'x'; 1 << 20],
             Limits::default(),
-        );
-        std::fs::remove_dir_all(&d).unwrap();
-        let out = r.unwrap();
+        )
+        .unwrap();
         assert_eq!(out.status.code(), Some(4));
         assert_eq!(out.stdout, b"done\n");
     }
@@ -501,15 +502,12 @@ mod tests {
     /// Runs a script plugin with a 300 ms bound in its own process group and
     /// asserts that the bound ended it well before its `sleep 30`.
     fn assert_times_out(name: &str, body: &str, input: &[u8]) {
-        let d = temp_dir(name);
-        let p = script(&d, name, body);
         let start = std::time::Instant::now();
         let limits = Limits {
             timeout: Some(Duration::from_millis(300)),
             own_process_group: true,
         };
-        let r = run(&p, Command::Add, &PluginEnv::default(), input, limits);
-        std::fs::remove_dir_all(&d).unwrap();
+        let r = run_script(name, body, input, limits);
         assert!(matches!(r, Err(RunError::Timeout { .. })), "{r:?}");
         assert!(start.elapsed() < Duration::from_secs(5));
     }
