@@ -299,13 +299,18 @@ impl Lab {
         Ok(started.elapsed())
     }
 
+    /// The lab's `/proc/net/dev` (this thread enters the lab's namespace).
+    fn net_dev(&self) -> Fallible<String> {
+        self.enter()?;
+        std::fs::read_to_string("/proc/thread-self/net/dev")
+            .map_err(|e| format!("/proc/thread-self/net/dev: {e}"))
+    }
+
     /// Frames the lab's bridge has received (every flooded multicast frame
     /// is also delivered to the bridge device), from `/proc/net/dev` of the
     /// lab's namespace (0 if it has no bridge yet).
     fn bridge_rx_packets(&self) -> Fallible<u64> {
-        self.enter()?;
-        let dev = std::fs::read_to_string("/proc/thread-self/net/dev")
-            .map_err(|e| format!("/proc/thread-self/net/dev: {e}"))?;
+        let dev = self.net_dev()?;
         let bridge = format!("{}:", self.variant.bridge());
         Ok(dev
             .lines()
@@ -318,10 +323,8 @@ impl Lab {
     /// Host ends of veths (`veth…`, both implementations' names) in the
     /// lab's namespace, from its `/proc/net/dev`.
     fn host_veths(&self) -> Fallible<usize> {
-        self.enter()?;
-        let dev = std::fs::read_to_string("/proc/thread-self/net/dev")
-            .map_err(|e| format!("/proc/thread-self/net/dev: {e}"))?;
-        Ok(dev
+        Ok(self
+            .net_dev()?
             .lines()
             .filter(|l| l.trim_start().starts_with("veth"))
             .count())

@@ -40,12 +40,22 @@ impl Drop for Proc {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+/// Whether `ok` holds within `timeout` (asked every 50 ms).
+fn within(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
+    loop {
+        if ok() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn wait_for(what: &str, timeout: Duration, ok: impl FnMut() -> bool) {
+    assert!(within(timeout, ok), "timed out waiting for {what}");
 }
 
 /// The LAN: a bridge with the server address, dnsmasq on it (unless
@@ -171,16 +181,7 @@ impl Lan {
     /// 3 s for it: a release is one datagram, sent before DEL returns and
     /// logged when the server gets to it.
     fn released(&self, addr: &str) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        loop {
-            if self.released_yet(addr) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within(Duration::from_secs(3), || self.released_yet(addr))
     }
 
     /// Whether the log holds a DHCPRELEASE of `addr` now: for a "not
